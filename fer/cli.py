@@ -1,0 +1,278 @@
+"""`python -m fer ...`: the engine's command line. Results go to stdout, progress and errors to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from fer import datasets as D
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr with rate and time left; silent when stderr is not a terminal
+    except for a line every few seconds, so logs stay readable."""
+
+    def __init__(self, what: str, stream=None) -> None:
+        # sys.stderr looked up now, not when this module was imported, so redirecting it takes effect.
+        stream = stream or sys.stderr
+        self.what, self.stream, self.start, self.last = what, stream, time.monotonic(), 0.0
+        self.tty = stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < (0.1 if self.tty else 5.0):
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        left = (total - done) / rate if rate else float("inf")
+        filled = int(30 * done / max(total, 1))
+        line = (
+            f"{self.what} [{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} "
+            f"{rate:,.0f}/s {'done' if done >= total else f'{left:,.0f}s left'}"
+        )
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        if self.tty and done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset folder or CSV, or 'demo' for the built-in synthetic dataset")
+    parser.add_argument(
+        "--columns",
+        help="for a generic CSV: which column holds each field, e.g. image=file,label=emotion,x=bx,y=by,w=bw,h=bh",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="drop faces whose detector confidence is below this (faces without one are kept)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    summary = commands.add_parser("summary", help="count faces per label and split; what a threshold keeps")
+    _dataset_args(summary)
+    summary.add_argument("--seed", type=int, default=0, help="seed of the drawn split (datasets without one)")
+
+    prepare = commands.add_parser(
+        "prepare", help="crop, resize and grayscale every face; save them as images"
+    )
+    _dataset_args(prepare)
+    prepare.add_argument(
+        "--out", required=True, type=Path, help="folder to write <label>/<photo>_<face>.png into"
+    )
+    prepare.add_argument("--size", type=int, default=224, help="output side in pixels, 48-224 (default 224)")
+    prepare.add_argument(
+        "--margin", type=float, default=0.0, help="share of the box added on each side (0-1)"
+    )
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the drawn split (datasets without one)")
+    prepare.add_argument("--workers", type=int, default=None, help="processes to use (default: every core)")
+    prepare.add_argument("--cache-dir", type=Path, default=None, help="where processed faces are cached")
+
+    _train_parser(commands)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on a dataset")
+    _dataset_args(evaluate)
+    evaluate.add_argument(
+        "--model", type=Path, default=None, help="a .keras model saved by train (default: bundled)"
+    )
+    evaluate.add_argument(
+        "--split", choices=("test", "all"), default="test", help="faces to score (default test)"
+    )
+    evaluate.add_argument(
+        "--predictions", type=Path, default=None, help="also write per-face predictions (CSV)"
+    )
+    return parser
+
+
+def _train_parser(commands) -> None:
+    from fer.models import ARCHITECTURES
+    from fer.train import STRATEGIES, TrainConfig
+
+    defaults = TrainConfig()
+    train = commands.add_parser("train", help="train a model; writes a run folder")
+    train.add_argument("datasets", nargs="*", help="one or more datasets (pooled; labels matched by name)")
+    train.add_argument("--run-dir", type=Path, required=True, help="the run folder to write (or to resume)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its last epoch"
+    )
+    train.add_argument(
+        "--arch", choices=ARCHITECTURES, default=defaults.arch, help=f"default {defaults.arch}"
+    )
+    train.add_argument("--width", type=int, default=defaults.width, help="filters in the first block (vgg)")
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--dropout", type=float, default=defaults.dropout)
+    train.add_argument(
+        "--image-size", type=int, default=defaults.image_size, help="face side in pixels (48-224)"
+    )
+    train.add_argument("--margin", type=float, default=defaults.margin)
+    train.add_argument("--min-confidence", type=float, default=None, help="drop faces under this confidence")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--val-share", type=float, default=defaults.val_share)
+    train.add_argument("--test-share", type=float, default=defaults.test_share)
+    train.add_argument(
+        "--no-augment", dest="augment", action="store_false", help="train without augmentation"
+    )
+    train.add_argument(
+        "--class-weight", action="store_true", help="weight the loss by inverse label frequency"
+    )
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    train.add_argument(
+        "--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)"
+    )
+    train.add_argument(
+        "--lr-patience", type=int, default=defaults.lr_patience, help="epochs before halving LR"
+    )
+    train.add_argument("--max-faces", type=int, default=None, help="train on at most this many faces")
+    train.add_argument(
+        "--strategy", choices=STRATEGIES, default="none", help="tf.distribute (TensorFlow only)"
+    )
+    train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        handler = {"summary": _summary, "prepare": _prepare, "train": _train, "evaluate": _evaluate}
+        return handler[args.command](args)
+    except (D.DatasetError, ValueError, OSError) as error:  # OSError: e.g. --out is a file, or not writable
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(args: argparse.Namespace) -> D.Dataset:
+    return D.load(args.dataset, D.parse_columns(args.columns))
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from fer import splits as S
+    from fer.summary import format_summary, summarize
+
+    result = summarize(_load(args), args.min_confidence, S.SplitSettings(seed=args.seed))
+    print(json.dumps(result) if args.json else format_summary(result))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from fer import preprocess as P
+    from fer import splits as S
+
+    dataset = _load(args)
+    settings = P.PrepSettings(size=args.size, margin=args.margin)
+    prepared = P.prepare(
+        dataset,
+        settings,
+        min_confidence=args.min_confidence,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        progress=ProgressBar("processing faces"),
+    )
+    paths = P.export(prepared, args.out, progress=ProgressBar("writing images"))
+    split = S.assign(prepared.faces, S.SplitSettings(seed=args.seed))
+    duplicates = S.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"])
+    skipped = prepared.skipped
+    result = {
+        "out": str(args.out),
+        "size": settings.size,
+        "written": len(paths),
+        "per_label": {k: int(v) for k, v in prepared.faces["label"].value_counts().sort_index().items()},
+        "from_cache": prepared.from_cache,
+        "cache": str(prepared.cache_dir),
+        "skipped": int(len(skipped)),
+        "skipped_faces": [
+            {"photo": r.photo, "face": int(r.face), "reason": r.reason} for r in skipped.itertuples()
+        ],
+        "duplicates_across_splits": duplicates.to_dict("records"),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"wrote {len(paths):,} faces ({settings.size}x{settings.size} grayscale PNG) under {args.out}")
+    print("cache: " + ("reused " if prepared.from_cache else "built ") + str(prepared.cache_dir))
+    if len(skipped):
+        print(f"skipped {len(skipped):,} faces:")
+        for r in skipped.head(20).itertuples():
+            print(f"  {r.photo} face {r.face}: {r.reason}")
+        if len(skipped) > 20:
+            print(f"  ... and {len(skipped) - 20:,} more (--json lists all)")
+    if len(duplicates):
+        groups = duplicates["group"].nunique()
+        print(
+            f"{groups:,} images appear in more than one split ({len(duplicates):,} faces); --json lists them"
+        )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fer import train as T
+
+    if args.resume:
+        metrics = T.train(T.TrainConfig(), args.run_dir, resume=True)
+    else:
+        if not args.datasets:
+            raise ValueError("train needs at least one DATASET (or --resume with an existing --run-dir)")
+        names = [k for k in vars(args) if k in {f.name for f in T.fields(T.TrainConfig)} and k != "datasets"]
+        config = T.TrainConfig(datasets=tuple(args.datasets), **{k: getattr(args, k) for k in names})
+        metrics = T.train(config, args.run_dir)
+    if not metrics:
+        print(f"run {args.run_dir} was cancelled; resume it with --resume", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(_format_metrics(metrics))
+        print(f"run folder: {args.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fer.evaluate import evaluate
+
+    model = args.model or _bundled_model()
+    result, predictions = evaluate(args.dataset, model, split=args.split, min_confidence=args.min_confidence)
+    if args.predictions:
+        from fer.runs import write_csv
+
+        write_csv(args.predictions, predictions)
+    print(json.dumps(result) if args.json else _format_metrics(result))
+    return 0
+
+
+def _bundled_model() -> Path:
+    path = Path(__file__).resolve().parent.parent / "models" / "default.keras"
+    if not path.is_file():
+        raise ValueError(f"no --model given and the bundled model {path} is missing")
+    return path
+
+
+def _format_metrics(m: dict) -> str:
+    lines = [
+        f"{m['n']:,} faces: accuracy {m['accuracy']:.4f}, precision {m['precision']:.4f}, "
+        f"recall {m['recall']:.4f}, F1 {m['f1']:.4f} (weighted), macro F1 {m['macro_f1']:.4f}",
+        "",
+        f"{'label':<12}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}",
+    ]
+    for label, row in m["per_class"].items():
+        lines.append(
+            f"{label:<12}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}{row['support']:>9,}"
+        )
+    width = max(len(label) for label in m["labels"])
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    lines.append(" " * (width + 1) + " ".join(f"{label[:7]:>7}" for label in m["labels"]))
+    for label, row in zip(m["labels"], m["confusion_matrix"]):
+        lines.append(f"{label:<{width}} " + " ".join(f"{v:>7,}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Architectures: pure functions from a frozen config to an uncompiled `keras.Model`.
+
+Models take uint8-range grayscale faces of shape (size, size, 1) and scale them to [0, 1] with
+their own first layer, so training, evaluation and prediction cannot drift apart. They end in a
+softmax over the labels. Plain Keras 3 only: the same code runs on TensorFlow and on JAX.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+ARCHITECTURES = ("seed", "vgg", "vgg-small")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "vgg"  # "seed" is the report's CNN; "vgg" measured best (see README)
+    image_size: int = 48  # faces are image_size x image_size grayscale
+    num_classes: int = 7
+    dropout: float = 0.5  # before the classifier; the report's value
+    width: int = 32  # filters in the first block (vgg family); later blocks double it
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        if not 32 <= self.image_size <= 224:
+            raise ValueError(f"image_size must be between 32 and 224, got {self.image_size}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
+        if not 4 <= self.width <= 256:
+            raise ValueError(f"width must be between 4 and 256, got {self.width}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def build(config: ModelConfig):
+    """The model `config` describes: an uncompiled `keras.Model`."""
+    import keras  # here, not at the top: reading configs must not pay for TensorFlow's import
+    from keras import layers
+
+    inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="face")
+    x = layers.Rescaling(1.0 / 255, name="to_unit")(inputs)
+    x = {"seed": _seed, "vgg": _vgg, "vgg-small": _vgg_small}[config.arch](x, config)
+    outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=config.arch.replace("-", "_"))
+
+
+def _seed(x, config: ModelConfig):
+    """The report's CNN, exactly: Conv 32/64/128 (3x3, ReLU) each followed by 2x2 max-pooling,
+    Flatten, Dense 128 ReLU, Dropout 0.5."""
+    from keras import layers
+
+    for filters in (32, 64, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    return layers.Dropout(config.dropout)(x)
+
+
+def _conv_bn(x, filters: int):
+    from keras import layers
+
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def _vgg(x, config: ModelConfig):
+    """VGG-style for 48-96 px faces: four blocks of two 3x3 convolutions with batch norm, each
+    halving the resolution; global average pooling keeps the head small at any input size."""
+    from keras import layers
+
+    width = config.width
+    for block, filters in enumerate((width, width * 2, width * 4, width * 8)):
+        x = _conv_bn(x, filters)
+        x = _conv_bn(x, filters)
+        x = layers.MaxPooling2D(2)(x)
+        if block >= 1:
+            x = layers.SpatialDropout2D(0.1)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(width * 8, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    return layers.Dropout(config.dropout)(x)
+
+
+def _vgg_small(x, config: ModelConfig):
+    """The vgg layout with one convolution per block: about half the compute, for quick runs."""
+    from keras import layers
+
+    width = config.width
+    for filters in (width, width * 2, width * 4, width * 8):
+        x = _conv_bn(x, filters)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return layers.Dropout(config.dropout)(x)

@@ -1,0 +1,448 @@
+"""Faces from photos, as the report made them: filter, crop the box, resize, grayscale, scale to [0, 1].
+
+Crops are computed once per dataset and setting and cached on disk as one uint8 array, so a
+second run (or another confidence threshold) reads them back instead of decoding photos again.
+The confidence threshold is applied to the cached faces, not baked into the cache: moving the
+threshold never recomputes anything.
+
+Speed comes from three places, measured in benchmarks/preprocess.py: each photo is decoded once
+however many faces it holds; JPEGs are decoded straight to grayscale (the luma plane, skipping
+colour conversion) and, when the box is much larger than the output, at a reduced DCT scale; and
+photos are spread over every core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from fer import datasets as D
+
+# Bump when the pixels a setting produces change, so old caches are not reused.
+CACHE_VERSION = 2  # 2: reduced-scale JPEG decodes map boxes by the exact DCT scale
+MIN_SIZE, MAX_SIZE = 48, 224
+# Photos above this many pixels are refused rather than decoded (a decompression-bomb guard).
+MAX_PHOTO_PIXELS = 64_000_000
+
+Progress = Callable[[int, int], None]  # (faces done, faces in all)
+
+
+@dataclass(frozen=True)
+class PrepSettings:
+    size: int = 48  # output side in pixels: FER2013 is natively 48; the report used 224
+    margin: float = 0.0  # share of the box's width / height added on each side before cropping
+
+    def __post_init__(self) -> None:
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {self.size}")
+        if not 0 <= self.margin <= 1:
+            raise ValueError(f"margin must be between 0 and 1 (a share of the box), got {self.margin}")
+
+
+@dataclass
+class Prepared:
+    """Processed faces: `images[i]` is the face described by row i of `faces`."""
+
+    images: np.ndarray  # (n, size, size) uint8, 0 = black
+    faces: pd.DataFrame  # manifest rows of the faces that were processed, plus their pixel "hash"
+    skipped: pd.DataFrame  # every face left out, from reading and from decoding, with its reason
+    settings: PrepSettings
+    from_cache: bool = False
+    cache_dir: Path | None = None
+
+    def select(self, mask: np.ndarray | pd.Series) -> Prepared:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.all():
+            return self  # keeps the images memory-mapped: nothing is read until used
+        return Prepared(
+            images=self.images[mask],
+            faces=self.faces[mask].reset_index(drop=True),
+            skipped=self.skipped,
+            settings=self.settings,
+            from_cache=self.from_cache,
+            cache_dir=self.cache_dir,
+        )
+
+
+def check_threshold(min_confidence: float | None) -> None:
+    if min_confidence is not None and (math.isnan(min_confidence) or min_confidence < 0):
+        raise ValueError(f"min_confidence must be a number of at least 0, got {min_confidence}")
+
+
+def keep_mask(faces: pd.DataFrame, min_confidence: float | None) -> np.ndarray:
+    """Faces at or above the threshold. Faces with no confidence (a format without one) are kept."""
+    check_threshold(min_confidence)
+    if min_confidence is None:
+        return np.ones(len(faces), dtype=bool)
+    confidence = faces["confidence"].to_numpy(dtype=float)
+    return np.isnan(confidence) | (confidence >= min_confidence)
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 faces as float32 in [0, 1], the report's normalisation."""
+    return np.multiply(images, np.float32(1 / 255), dtype=np.float32)
+
+
+def default_cache_dir() -> Path:
+    home = os.environ.get("FER_HOME")
+    root = Path(home) if home else Path(__file__).resolve().parent.parent / "data"
+    return root / "cache"
+
+
+def cache_key(dataset: D.Dataset, settings: PrepSettings) -> str:
+    """Everything that changes the pixels: the dataset's files, the settings, and this code's version."""
+    text = json.dumps(
+        {"dataset": dataset.fingerprint(), "settings": asdict(settings), "version": CACHE_VERSION},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+# Cropping -----------------------------------------------------------------------------------------
+
+
+class FaceError(Exception):
+    """This face cannot be processed; the message says why."""
+
+
+def crop_box(
+    box: tuple[float, float, float, float], width: int, height: int, margin: float
+) -> tuple[int, ...]:
+    """The (left, top, right, bottom) pixel region to crop: box plus margin, clipped to the photo.
+
+    `box` is (top, left, bottom, right); NaN means the whole photo.
+    """
+    top, left, bottom, right = box
+    if math.isnan(top):
+        return (0, 0, width, height)
+    pad_x, pad_y = (right - left) * margin, (bottom - top) * margin
+    region = (
+        max(0, math.floor(left - pad_x)),
+        max(0, math.floor(top - pad_y)),
+        min(width, math.ceil(right + pad_x)),
+        min(height, math.ceil(bottom + pad_y)),
+    )
+    if region[2] <= region[0] or region[3] <= region[1]:
+        raise FaceError(
+            f"box lies outside the photo (box top={top:g} left={left:g} bottom={bottom:g} right={right:g}; "
+            f"photo is {width}x{height})"
+        )
+    return region
+
+
+def _open_gray(path: Path, boxes: list[tuple], settings: PrepSettings) -> tuple[Image.Image, int, int, float]:
+    """Decode a photo as grayscale, at the smallest JPEG scale that keeps every face at least `size`.
+
+    Returns the image, the photo's full width and height, and the image's pixels per photo pixel
+    (below 1 where the JPEG was decoded at a reduced scale).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    width, height = image.size
+    if width * height > MAX_PHOTO_PIXELS:
+        raise FaceError(
+            f"photo is too large to decode safely ({width}x{height} = {width * height / 1e6:.0f} megapixels; "
+            f"the limit is {MAX_PHOTO_PIXELS / 1e6:.0f})"
+        )
+    scale = 1.0
+    if image.format == "JPEG":
+        regions = []
+        for box in boxes:
+            try:
+                regions.append(crop_box(box, width, height, settings.margin))
+            except FaceError:
+                continue  # reported for that face alone by process_photo; the photo's other faces go on
+        smallest = min((min(r[2] - r[0], r[3] - r[1]) for r in regions), default=min(width, height))
+        factor = max(1.0, smallest / settings.size)
+        drafted = image.draft("L", (math.ceil(width / factor), math.ceil(height / factor)))
+        if drafted is not None:
+            # The decoder shrinks by an integer factor s and rounds the size up (ceil(width / s)):
+            # map photo pixels by 1 / s, the box draft returns, not by the ratio of the sizes.
+            scale = drafted[1][2] / width
+    image.load()
+    if image.mode != "L":
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit: convert("L") would clip at 255 instead of scaling the range down.
+            array = np.asarray(image, dtype=np.float64)
+            peak = array.max() or 1.0
+            image = Image.fromarray(
+                np.clip(array * (255.0 / (65535.0 if peak > 255 else 255.0)), 0, 255).astype(np.uint8)
+            )
+        else:
+            image = image.convert("RGBA").convert("L") if image.mode == "P" else image.convert("L")
+    return image, width, height, scale
+
+
+def _crop_resize(image: Image.Image, region: tuple[int, ...], size: int) -> np.ndarray:
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=region, reducing_gap=3.0))
+
+
+def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings) -> list[np.ndarray | str]:
+    """Every face of one photo: a (size, size) uint8 array, or the reason it could not be made.
+
+    `source` is a photo's path, or FER2013-CSV pixel text.
+    """
+    try:
+        if isinstance(source, str):
+            values = np.array(source.split(), dtype=np.float64)
+            side = math.isqrt(values.size)
+            image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8).reshape(side, side))
+            width, height, scale = *image.size, 1.0
+        else:
+            image, width, height, scale = _open_gray(source, boxes, settings)
+    except FaceError as error:
+        return [str(error)] * len(boxes)
+    except FileNotFoundError:
+        return ["photo not found"] * len(boxes)
+    except Image.DecompressionBombError as error:
+        return [f"photo is too large to decode safely: {error}"] * len(boxes)
+    except Exception as error:  # noqa: BLE001 - any decoder failure skips this photo only
+        kind = "truncated" if "truncated" in str(error) else "corrupt or not an image"
+        return [f"photo is {kind} ({type(error).__name__}: {error})"] * len(boxes)
+    results: list[np.ndarray | str] = []
+    for box in boxes:
+        try:
+            left, top, right, bottom = crop_box(box, width, height, settings.margin)
+        except FaceError as error:
+            results.append(str(error))
+            continue
+        results.append(
+            _crop_resize(image, (left * scale, top * scale, right * scale, bottom * scale), settings.size)
+        )
+    return results
+
+
+def _process_chunk(base: str, array_path: str, tasks: list[tuple], settings: PrepSettings) -> list[tuple]:
+    """Worker entry point: process photos and write their faces straight into the cache's array file.
+
+    Tasks are (face rows, photo path or "\\0" + pixel text, boxes). Returns (row, hash or None, reason or
+    None) per face: pixels never travel back through a pipe.
+    """
+    images = np.load(array_path, mmap_mode="r+")
+    out = []
+    for rows, source, boxes in tasks:
+        photo = source[1:] if source.startswith("\0") else Path(base) / source
+        for row, outcome in zip(rows, process_photo(photo, boxes, settings)):
+            if isinstance(outcome, str):
+                out.append((row, None, outcome))
+            else:
+                images[row] = outcome
+                out.append((row, hashlib.blake2b(outcome.tobytes(), digest_size=8).hexdigest(), None))
+    images.flush()
+    return out
+
+
+# Preparing a dataset ------------------------------------------------------------------------------
+
+
+def prepare(
+    dataset: D.Dataset,
+    settings: PrepSettings = PrepSettings(),
+    *,
+    min_confidence: float | None = None,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> Prepared:
+    """Processed faces of `dataset` at or above `min_confidence`, from the cache when it has them."""
+    check_threshold(min_confidence)  # before any work: a bad threshold must not cost a full pass
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = root / f"faces-{cache_key(dataset, settings)}"
+    prepared = _read_cache(target, settings, dataset)
+    if prepared is None:
+        prepared = _compute(dataset, settings, target, workers, progress)
+    elif progress:
+        progress(len(prepared.faces), len(prepared.faces))
+    return prepared.select(keep_mask(prepared.faces, min_confidence))
+
+
+def _tasks(dataset: D.Dataset) -> list[tuple[list[int], str, list[tuple]]]:
+    faces = dataset.faces
+    boxes = list(zip(faces["top"], faces["left"], faces["bottom"], faces["right"]))
+    tasks = []
+    for photo, rows in faces.groupby("photo", sort=False).indices.items():
+        source = "\0" + dataset.pixels[photo] if dataset.pixels is not None else photo
+        tasks.append((rows.tolist(), source, [boxes[r] for r in rows]))
+    return tasks
+
+
+def _compute(
+    dataset: D.Dataset, settings: PrepSettings, target: Path, workers: int | None, progress: Progress | None
+) -> Prepared:
+    faces = dataset.faces.reset_index(drop=True)
+    total = len(faces)
+    tasks = _tasks(dataset)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        images = np.lib.format.open_memmap(
+            staging / "images.npy", mode="w+", dtype=np.uint8, shape=(total, settings.size, settings.size)
+        )
+        del images  # workers write into the file; this process only keeps the books
+        hashes: dict[int, str] = {}
+        reasons: dict[int, str] = {}
+
+        def collect(results: list[tuple]) -> None:
+            for row, digest, reason in results:
+                if reason is None:
+                    hashes[row] = digest
+                else:
+                    reasons[row] = reason
+            if progress:
+                progress(len(hashes) + len(reasons), total)
+
+        workers = workers or os.cpu_count() or 1
+        chunks = _chunks(tasks, workers)
+        args = (str(dataset.base), str(staging / "images.npy"))
+        if workers == 1 or total < 200:
+            for chunk in chunks:
+                collect(_process_chunk(*args, chunk, settings))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                jobs = [pool.submit(_process_chunk, *args, chunk, settings) for chunk in chunks]
+                for job in jobs:
+                    collect(job.result())
+        kept = np.array(sorted(hashes), dtype=np.int64)
+        if not len(kept):
+            # Raised before the cache is stored, so a second run says the same instead of reading no faces.
+            raise D.DatasetError(
+                f"no face of {dataset.root} could be processed ({len(reasons)} skipped; first reason: "
+                f"{next(iter(reasons.values()), 'none')})"
+            )
+        if len(kept) < total:
+            # Compact: the cache holds only faces that were made, in manifest order.
+            images = np.load(staging / "images.npy", mmap_mode="r")
+            compact = np.lib.format.open_memmap(
+                staging / "kept.npy",
+                mode="w+",
+                dtype=np.uint8,
+                shape=(len(kept), settings.size, settings.size),
+            )
+            for start in range(0, len(kept), 4096):
+                compact[start : start + 4096] = images[kept[start : start + 4096]]
+            compact.flush()
+            del images, compact
+            os.replace(staging / "kept.npy", staging / "images.npy")
+        kept_faces = faces.iloc[kept].reset_index(drop=True)
+        kept_faces["hash"] = [hashes[row] for row in kept]
+        decode_skips = pd.DataFrame(
+            [(faces.at[r, "photo"], faces.at[r, "face"], reason) for r, reason in sorted(reasons.items())],
+            columns=D.SKIPPED_COLUMNS,
+        )
+        kept_faces.to_csv(staging / "faces.csv", index=False)
+        decode_skips.to_csv(staging / "skipped.csv", index=False)
+        meta = {
+            "settings": asdict(settings),
+            "dataset": str(dataset.root),
+            "format": dataset.format,
+            "faces": len(kept),
+            "version": CACHE_VERSION,
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():  # lost a race to another process only if its copy is there
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    prepared = _read_cache(target, settings, dataset)
+    assert prepared is not None
+    prepared.from_cache = False
+    return prepared
+
+
+def _chunks(tasks: list, workers: int) -> list[list]:
+    """Chunks small enough to show progress and balance cores, large enough to keep overhead low."""
+    size = max(8, min(256, len(tasks) // (workers * 8) or 1))
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
+
+
+def _read_cache(target: Path, settings: PrepSettings, dataset: D.Dataset) -> Prepared | None:
+    if not (target / "meta.json").is_file():
+        return None
+    images = np.load(target / "images.npy", mmap_mode="r")
+    faces = pd.read_csv(
+        target / "faces.csv",
+        dtype={"photo": object, "label": object, "split": object, "hash": object},
+        keep_default_na=False,
+        na_values={c: [""] for c in ("top", "left", "bottom", "right", "confidence")},
+    )
+    decode_skips = pd.read_csv(target / "skipped.csv", dtype={"photo": object, "reason": object})
+    skipped = (
+        pd.concat([dataset.skipped, decode_skips], ignore_index=True)
+        if len(decode_skips)
+        else dataset.skipped
+    )
+    return Prepared(
+        images=images, faces=faces, skipped=skipped, settings=settings, from_cache=True, cache_dir=target
+    )
+
+
+# Export -------------------------------------------------------------------------------------------
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "face"
+
+
+def export_names(faces: pd.DataFrame) -> list[str]:
+    """File names `<label>/<photo name>_<face index>.png`, unique even when photo names repeat."""
+    stems = [
+        Path(p.split("#")[0]).stem + (f"_row{p.split('#')[1]}" if "#" in p else "") for p in faces["photo"]
+    ]
+    names = [
+        f"{_safe_name(label)}/{_safe_name(stem)}_{face}.png"
+        for label, stem, face in zip(faces["label"], stems, faces["face"])
+    ]
+    if len(set(names)) < len(names):
+        names = [
+            f"{_safe_name(label)}/{_safe_name(str(Path(p).with_suffix('')))}_{face}.png"
+            for label, p, face in zip(faces["label"], faces["photo"], faces["face"])
+        ]
+    if len(set(names)) < len(names):
+        # Still repeated (a.jpg beside a.png, or one face listed twice): number the later copies,
+        # or each would overwrite the one before.
+        seen: dict[str, int] = {}
+        for i, name in enumerate(names):
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                names[i] = f"{name[: -len('.png')]}-{seen[name]}.png"
+    return names
+
+
+def export(prepared: Prepared, out_dir: Path, progress: Progress | None = None) -> list[Path]:
+    """Write each processed face as a grayscale PNG under `out_dir/<label>/` (the report's "save" step)."""
+    out_dir = Path(out_dir)
+    names = export_names(prepared.faces)
+    for folder in {n.split("/")[0] for n in names}:
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / n for n in names]
+
+    def write(i: int) -> None:
+        partial = paths[i].with_name(paths[i].name + ".part")
+        Image.fromarray(np.asarray(prepared.images[i])).save(partial, format="PNG", compress_level=1)
+        os.replace(partial, paths[i])
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for done, _ in enumerate(pool.map(write, range(len(paths))), start=1):
+            if progress and (done % 200 == 0 or done == len(paths)):
+                progress(done, len(paths))
+    return paths

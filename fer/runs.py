@@ -1,0 +1,161 @@
+"""The run store: one folder per training, every file in it written atomically.
+
+A run folder holds:
+
+    config.json       the full configuration (training, model, preprocessing, datasets)
+    labels.json       the label list, in the model's output order
+    status.json       state (queued / running / done / failed / cancelled), pid, times, error
+    history.csv       one row per finished epoch (loss, accuracy, val_loss, val_accuracy, lr, seconds)
+    progress.json     where the current epoch is (batch of batches, running loss and accuracy)
+    best.keras        the model with the best validation accuracy so far
+    last.keras        the latest epoch's model with its optimizer state, to resume from
+    state.json        epoch, best validation accuracy and the like, to resume from
+    metrics.json      final test metrics (the fields of `python -m fer evaluate --json`)
+    predictions.csv   one row per test face: photo, face, label, predicted, a probability per label
+
+A run whose status says running but whose process is gone (killed, even by kill -9, or the machine
+restarted) reads as "interrupted"; its last checkpoint is whole, because nothing is ever written
+in place: files are written beside their target and renamed over it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = ("done", "failed", "cancelled")
+# A running run refreshes its status at least this often; older than this and no live process: gone.
+HEARTBEAT_SECONDS = 30.0
+
+
+def default_runs_dir() -> Path:
+    home = os.environ.get("FER_HOME")
+    return Path(home) / "runs" if home else Path(__file__).resolve().parent.parent / "runs"
+
+
+# Atomic writes ------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary path)` then rename it over `path`: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+    )
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: object) -> None:
+    write_atomic(path, lambda p: p.write_text(json.dumps(value, indent=2, default=str)))
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda p: p.write_text(text))
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    write_atomic(path, lambda p: frame.to_csv(p, index=False))
+
+
+def read_json(path: Path, default: object = None) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+# Status -------------------------------------------------------------------------------------------
+
+
+def set_status(run_dir: Path, state: str, **extra) -> dict:
+    if state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+    status = dict(read_json(Path(run_dir) / "status.json", {}) or {})
+    now = time.time()
+    status.update(extra)
+    status.update(state=state, updated=now, pid=os.getpid(), host=socket.gethostname())
+    status.setdefault("created", now)
+    if state == "running":
+        status.setdefault("started", now)
+        status.pop("error", None)
+    if state in FINISHED:
+        status["finished"] = now
+    write_json(Path(run_dir) / "status.json", status)
+    return status
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's status, with "running" or "queued" turned into "interrupted" when its process is gone."""
+    status = dict(read_json(Path(run_dir) / "status.json", {}) or {})
+    if not status:
+        return {"state": "interrupted", "error": "no status file: the run never started properly"}
+    if status.get("state") in ("running", "queued"):
+        same_host = status.get("host") == socket.gethostname()
+        gone = not _alive(int(status.get("pid", 0))) if same_host else False
+        stale = time.time() - float(status.get("updated", 0)) > HEARTBEAT_SECONDS * 4
+        if gone or (not same_host and stale):
+            status["state"] = "interrupted"
+            status.setdefault("error", "the training process stopped without finishing (killed or crashed)")
+    return status
+
+
+def list_runs(runs_dir: Path | None = None) -> list[Path]:
+    """Run folders, newest first."""
+    root = Path(runs_dir) if runs_dir else default_runs_dir()
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
+    return sorted(found, key=lambda p: (p / "config.json").stat().st_mtime, reverse=True)
+
+
+def new_run_dir(runs_dir: Path | None = None, name: str | None = None) -> Path:
+    """A fresh, uniquely named run folder (created)."""
+    root = Path(runs_dir) if runs_dir else default_runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stem = name or time.strftime("run-%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        candidate = root / (stem if attempt == 0 else f"{stem}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder under {root}")
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    path = Path(run_dir) / "history.csv"
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return pd.DataFrame()

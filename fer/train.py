@@ -1,0 +1,462 @@
+"""Training: datasets in, a run folder out (see fer.runs for what it holds).
+
+The fit loop is Keras' own; everything the dashboard shows leaves it through `RunRecorder`, a
+callback that writes progress, history and checkpoints to the run folder and nothing else. Early
+stopping and the learning-rate schedule live in that callback too, with their counters in
+state.json, so a run resumed after a kill carries on exactly where its last epoch ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+import zipfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fer import augment as A
+from fer import datasets as D
+from fer import preprocess as P
+from fer import runs as R
+from fer import splits as S
+from fer.labels import ordered
+from fer.models import ARCHITECTURES, ModelConfig
+
+STRATEGIES = ("none", "mirrored", "multiworker")
+METADATA = "fer.json"  # the entry added to a saved .keras file: labels, preprocessing, config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    datasets: tuple[str, ...] = ("demo",)  # pooled; labels matched by name
+    arch: str = "vgg"  # see fer.models.ARCHITECTURES
+    width: int = 32  # filters in the first block (vgg family)
+    image_size: int = 48  # faces are resized to image_size x image_size
+    margin: float = 0.0  # share of the box added on each side before cropping
+    min_confidence: float | None = None  # drop faces under this detector confidence
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3  # Adam's starting rate; halved when val accuracy stalls
+    dropout: float = 0.5
+    label_smoothing: float = 0.0
+    class_weight: bool = False  # weight the loss by inverse label frequency
+    augment: bool = True  # flips, shifts, rotations, zoom, contrast (training only)
+    val_share: float = 0.1  # for datasets without their own split
+    test_share: float = 0.1
+    seed: int = 0  # split, initial weights, batch order, augmentation
+    patience: int = 8  # epochs without a better val accuracy before stopping
+    lr_patience: int = 3  # epochs without a better val accuracy before halving the rate
+    strategy: str = "none"  # "mirrored" (several GPUs) or "multiworker" (TF_CONFIG): TensorFlow only
+    max_faces: int | None = None  # use at most this many training faces (quick trials)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(len(self.datasets) > 0, "datasets must name at least one dataset")
+        need(self.arch in ARCHITECTURES, f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(1 <= self.batch_size <= 4096, f"batch_size must be between 1 and 4096, got {self.batch_size}")
+        need(
+            0 < self.learning_rate <= 1,
+            f"learning_rate must be above 0 and at most 1, got {self.learning_rate}",
+        )
+        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
+        need(
+            self.strategy in STRATEGIES,
+            f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
+        )
+        need(
+            self.max_faces is None or self.max_faces >= 1,
+            f"max_faces must be at least 1, got {self.max_faces}",
+        )
+        P.PrepSettings(size=self.image_size, margin=self.margin)  # validates both
+        S.SplitSettings(val_share=self.val_share, test_share=self.test_share, seed=self.seed)
+        self.model_config(num_classes=2)
+
+    def model_config(self, num_classes: int) -> ModelConfig:
+        return ModelConfig(
+            arch=self.arch,
+            image_size=self.image_size,
+            num_classes=num_classes,
+            dropout=self.dropout,
+            width=self.width,
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        values["datasets"] = tuple(values.get("datasets", ()))
+        return cls(**values)
+
+
+# Data ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """Faces of one split, pooled over datasets: images[i] is faces.iloc[i]; y indexes `labels`."""
+
+    images: np.ndarray
+    faces: pd.DataFrame
+    y: np.ndarray
+
+
+def load_splits(config: TrainConfig, progress=None) -> tuple[list[str], dict[str, Split]]:
+    """Prepared faces of every dataset, split and pooled, with the label list they share."""
+    settings = P.PrepSettings(size=config.image_size, margin=config.margin)
+    split_settings = S.SplitSettings(
+        val_share=config.val_share, test_share=config.test_share, seed=config.seed
+    )
+    parts = []
+    for name in config.datasets:
+        dataset = D.load(name)
+        prepared = P.prepare(dataset, settings, min_confidence=config.min_confidence, progress=progress)
+        faces = prepared.faces.assign(dataset=str(name), split=S.assign(prepared.faces, split_settings))
+        parts.append((prepared.images, faces))
+    faces = pd.concat([f for _, f in parts], ignore_index=True)
+    labels = ordered(faces["label"].unique())
+    if len(labels) < 2:
+        raise D.DatasetError(f"training needs at least two labels; the data holds only {labels or 'none'}")
+    index = {label: i for i, label in enumerate(labels)}
+    offsets = np.cumsum([0] + [len(f) for _, f in parts])
+    result = {}
+    for split in S.SPLITS:
+        chosen = np.flatnonzero((faces["split"] == split).to_numpy())
+        if split == "train" and config.max_faces and len(chosen) > config.max_faces:
+            chosen = np.sort(
+                np.random.default_rng(config.seed).choice(chosen, config.max_faces, replace=False)
+            )
+        images = np.empty((len(chosen), config.image_size, config.image_size), dtype=np.uint8)
+        for k, (part_images, _) in enumerate(parts):
+            inside = (chosen >= offsets[k]) & (chosen < offsets[k + 1])
+            images[inside] = part_images[chosen[inside] - offsets[k]]
+        split_faces = faces.iloc[chosen].reset_index(drop=True)
+        result[split] = Split(images, split_faces, split_faces["label"].map(index).to_numpy(dtype=np.int64))
+    if not len(result["train"].y) or not len(result["val"].y):
+        raise D.DatasetError(
+            f"training needs faces in train and val; got {len(result['train'].y)} and {len(result['val'].y)}"
+        )
+    return labels, result
+
+
+def batches(split: Split, config: TrainConfig, *, training: bool, num_classes: int):
+    """A keras.utils.PyDataset over a split: shuffled and augmented when training."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self.order = np.arange(len(split.y))
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return max(1, -(-len(split.y) // config.batch_size))
+
+        def __getitem__(self, i: int):
+            rows = np.sort(self.order[i * config.batch_size : (i + 1) * config.batch_size])
+            faces = split.images[rows]
+            if training and config.augment:
+                rng = np.random.default_rng([config.seed, self.epoch, i])
+                x = A.augment(faces, rng)
+            else:
+                x = faces.astype(np.float32)
+            y = split.y[rows]
+            if config.label_smoothing:
+                y = np.eye(num_classes, dtype=np.float32)[y]
+            return x[..., None], y
+
+        def on_epoch_end(self) -> None:
+            if training:
+                self.order = np.random.default_rng([config.seed, self.epoch]).permutation(len(split.y))
+                self.epoch += 1
+
+    return Batches()
+
+
+# Saving models with their metadata ----------------------------------------------------------------
+
+
+def save_model(model, path: Path, metadata: dict) -> None:
+    """Save a .keras file with `fer.json` inside it, atomically."""
+
+    def write(temporary: Path) -> None:
+        keras_path = temporary.with_suffix(".keras")
+        model.save(keras_path)
+        with zipfile.ZipFile(keras_path, "a") as archive:
+            archive.writestr(METADATA, json.dumps(metadata, indent=2, default=str))
+        os.replace(keras_path, temporary)
+
+    R.write_atomic(Path(path), write)
+
+
+def read_metadata(path: Path) -> dict:
+    """The `fer.json` a trained model carries (labels, preprocessing, configs, command)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(METADATA))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as error:
+        raise ValueError(
+            f"{path} is not a model saved by fer train ({type(error).__name__}: {error})"
+        ) from error
+
+
+def load_model(path: Path, compile: bool = False):
+    """A saved model and its metadata. Keras' safe mode stays on: a model with a Lambda layer is refused."""
+    import keras
+
+    metadata = read_metadata(path)
+    return keras.saving.load_model(path, compile=compile, safe_mode=True), metadata
+
+
+# The fit loop -------------------------------------------------------------------------------------
+
+
+def _recorder_class():
+    import keras
+
+    class RunRecorder(keras.callbacks.Callback):
+        """Writes progress, history, checkpoints and state; handles early stopping, the LR schedule and
+        cancellation (a `cancel` file in the run folder)."""
+
+        def __init__(self, run_dir: Path, config: TrainConfig, metadata: dict, state: dict, steps: int):
+            super().__init__()
+            self.run_dir, self.config, self.metadata, self.state, self.steps = (
+                run_dir,
+                config,
+                metadata,
+                state,
+                steps,
+            )
+            self.last_write = 0.0
+            self.epoch_start = time.monotonic()
+            self.cancelled = False
+
+        def _cancel_requested(self) -> bool:
+            return (self.run_dir / "cancel").exists()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.monotonic()
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.monotonic()
+            if now - self.last_write < 1.0 and batch + 1 < self.steps:
+                return
+            self.last_write = now
+            logs = logs or {}
+            R.write_json(
+                self.run_dir / "progress.json",
+                {
+                    "epoch": self.epoch + 1,
+                    "epochs": self.config.epochs,
+                    "batch": batch + 1,
+                    "batches": self.steps,
+                    "loss": float(logs.get("loss", float("nan"))),
+                    "accuracy": float(logs.get("accuracy", float("nan"))),
+                    "seconds": now - self.epoch_start,
+                    "updated": time.time(),
+                },
+            )
+            R.set_status(self.run_dir, "running", epoch=self.epoch + 1)
+            if self._cancel_requested():
+                self.cancelled = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            state = self.state
+            lr = float(np.asarray(self.model.optimizer.learning_rate))
+            row = {
+                "epoch": epoch + 1,
+                "loss": logs.get("loss"),
+                "accuracy": logs.get("accuracy"),
+                "val_loss": logs.get("val_loss"),
+                "val_accuracy": logs.get("val_accuracy"),
+                "learning_rate": lr,
+                "seconds": time.monotonic() - self.epoch_start,
+            }
+            history = R.read_history(self.run_dir)
+            history = history[history["epoch"] < epoch + 1] if len(history) else history
+            history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
+            val = float(logs.get("val_accuracy", 0.0))
+            if val > state.get("best_val_accuracy", -1.0):
+                state.update(best_val_accuracy=val, best_epoch=epoch + 1, wait=0, lr_wait=0)
+                save_model(self.model, self.run_dir / "best.keras", self.metadata)
+            else:
+                state["wait"] = state.get("wait", 0) + 1
+                state["lr_wait"] = state.get("lr_wait", 0) + 1
+                if state["lr_wait"] >= self.config.lr_patience:
+                    self.model.optimizer.learning_rate.assign(lr * 0.5)
+                    state["lr_wait"] = 0
+            state["epoch"] = epoch + 1
+            save_model(self.model, self.run_dir / "last.keras", self.metadata)
+            R.write_json(self.run_dir / "state.json", state)
+            R.write_csv(self.run_dir / "history.csv", history)
+            if state["wait"] >= self.config.patience:
+                state["stopped_early"] = True
+                self.model.stop_training = True
+            if self._cancel_requested():
+                self.cancelled = True
+                self.model.stop_training = True
+
+    return RunRecorder
+
+
+def _strategy(name: str):
+    if name == "none":
+        return None
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"strategy {name!r} needs the TensorFlow backend, not {keras.backend.backend()}")
+    import tensorflow as tf
+
+    return (
+        tf.distribute.MirroredStrategy()
+        if name == "mirrored"
+        else tf.distribute.MultiWorkerMirroredStrategy()
+    )
+
+
+def _compile(model, config: TrainConfig) -> None:
+    import keras
+
+    if config.label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=[accuracy])
+
+
+def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: str | None = None) -> dict:
+    """Train as `config` says into `run_dir`; returns the final test metrics. Resumes from last.keras."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "cancel").unlink(missing_ok=True)
+    if resume:
+        saved = R.read_json(run_dir / "config.json")
+        if not saved:
+            raise ValueError(f"cannot resume: {run_dir} has no config.json (was it a run folder?)")
+        config = TrainConfig.from_dict(saved["train"])
+    command = command or " ".join(shlex.quote(a) for a in [sys.executable, "-m", "fer", *sys.argv[1:]])
+    R.set_status(run_dir, "running", epoch=0, epochs=config.epochs, error=None)
+    try:
+        return _train(config, run_dir, resume=resume, command=command)
+    except KeyboardInterrupt:
+        R.set_status(run_dir, "cancelled", error="stopped by the user (interrupt)")
+        raise
+    except BaseException as error:
+        message = f"{type(error).__name__}: {error}"
+        R.set_status(run_dir, "failed", error=message, traceback=traceback.format_exc(limit=20))
+        raise
+
+
+def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> dict:
+    import keras
+
+    from fer import evaluate as E
+
+    R.write_json(run_dir / "progress.json", {"stage": "preparing faces", "updated": time.time()})
+    labels, data = load_splits(config)
+    model_config = config.model_config(num_classes=len(labels))
+    metadata = {
+        "labels": labels,
+        "image_size": config.image_size,
+        "margin": config.margin,
+        "preprocessing": "crop box (clipped), resize (bilinear), grayscale, uint8; the model scales to [0, 1]",
+        "model": asdict(model_config),
+        "train": asdict(config),
+        "command": command,
+        "keras_backend": keras.backend.backend(),
+        "counts": {split: int(len(part.y)) for split, part in data.items()},
+    }
+    if not resume:
+        R.write_json(run_dir / "config.json", {"train": asdict(config), "model": asdict(model_config),
+                                                "command": command, "labels": labels})  # fmt: skip
+        R.write_json(run_dir / "labels.json", labels)
+    state = dict(R.read_json(run_dir / "state.json", {}) or {}) if resume else {}
+    initial_epoch = int(state.get("epoch", 0))
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = _strategy(config.strategy)
+    scope = strategy.scope() if strategy else contextlib.nullcontext()
+    with scope:
+        if resume and (run_dir / "last.keras").is_file():
+            model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+        else:
+            model = _build_compiled(model_config, config)
+            initial_epoch = 0
+            state = {}
+    train_batches = batches(data["train"], config, training=True, num_classes=len(labels))
+    val_batches = batches(data["val"], config, training=False, num_classes=len(labels))
+    class_weight = None
+    if config.class_weight:
+        counts = np.bincount(data["train"].y, minlength=len(labels)).astype(float)
+        class_weight = {
+            i: float(counts.sum() / (len(labels) * c)) if c else 0.0 for i, c in enumerate(counts)
+        }
+    recorder = _recorder_class()(run_dir, config, metadata, state, len(train_batches))
+    stopped_before = state.get("stopped_early") or initial_epoch >= config.epochs
+    if not stopped_before:
+        model.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            class_weight=class_weight,
+            callbacks=[recorder],
+            verbose=0,
+        )
+    if recorder.cancelled:
+        R.set_status(run_dir, "cancelled", error=None)
+        return {}
+
+    R.write_json(run_dir / "progress.json", {"stage": "testing", "updated": time.time()})
+    best, _ = load_model(run_dir / "best.keras")
+    test = data["test"] if len(data["test"].y) else data["val"]
+    probabilities = predict_probabilities(best, test.images, config.batch_size)
+    metrics = E.metrics(test.y, probabilities.argmax(axis=1), labels)
+    metrics["split"] = "test" if len(data["test"].y) else "val (no test faces)"
+    metrics["best_epoch"] = state.get("best_epoch")
+    R.write_json(run_dir / "metrics.json", metrics)
+    R.write_csv(run_dir / "predictions.csv", E.predictions_table(test.faces, labels, probabilities))
+    metadata["test_metrics"] = {
+        k: metrics[k] for k in ("n", "accuracy", "precision", "recall", "f1", "macro_f1")
+    }
+    save_model(best, run_dir / "best.keras", metadata)
+    R.set_status(run_dir, "done", error=None, best_epoch=state.get("best_epoch"))
+    return metrics
+
+
+def _build_compiled(model_config: ModelConfig, config: TrainConfig):
+    from fer.models import build
+
+    model = build(model_config)
+    _compile(model, config)
+    return model
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities for (n, size, size) uint8 faces, in batches."""
+    out = [
+        np.asarray(
+            model.predict_on_batch(np.asarray(images[i : i + batch_size], dtype=np.float32)[..., None])
+        )
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), dtype=np.float32)

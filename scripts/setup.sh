@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11 and install a requirements file into it; does nothing when already done.
+# Usage: scripts/setup.sh requirements.txt|requirements-dev.txt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requirements=${1:-requirements.txt}
+
+python=""
+for candidate in python3.11 python3 python; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "error: Python 3.11 is needed (python3.11 not found on PATH); install it and try again" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $($python --version)" >&2
+  "$python" -m venv .venv
+fi
+stamp=".venv/.installed-$(cat "$requirements" requirements.txt | sha256sum | cut -c1-16)-${requirements%.txt}"
+if [ ! -f "$stamp" ]; then
+  echo "installing $requirements into .venv (first time: a few minutes)" >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  touch "$stamp"
+fi
