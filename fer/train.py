@@ -38,7 +38,7 @@ METADATA = "fer.json"  # the entry added to a saved .keras file: labels, preproc
 class TrainConfig:
     datasets: tuple[str, ...] = ("demo",)  # pooled; labels matched by name
     arch: str = "vgg"  # see fer.models.ARCHITECTURES
-    width: int = 32  # filters in the first block (vgg family)
+    width: int = 16  # filters in the first block (vgg family)
     image_size: int = 48  # faces are resized to image_size x image_size
     margin: float = 0.0  # share of the box added on each side before cropping
     min_confidence: float | None = None  # drop faces under this detector confidence

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Reproduce the README's FER2013 table: the report's CNN ("seed") and the default architecture,
+# trained on FER2013's train split, settings chosen on val, scored once on test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/datasets/fer2013}
+export TF_CPP_MIN_LOG_LEVEL=2
+.venv/bin/python -m fer train "$data" --run-dir runs/fer2013-seed --arch seed --no-augment \
+  --epochs 30 --patience 4 --lr-patience 100
+.venv/bin/python -m fer train "$data" --run-dir runs/fer2013-vgg --arch vgg --width 16 \
+  --epochs 40 --patience 8
