@@ -22,10 +22,24 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($python --version)" >&2
   "$python" -m venv .venv
 fi
-stamp=".venv/.installed-$(cat "$requirements" requirements.txt | sha256sum | cut -c1-16)-${requirements%.txt}"
-if [ ! -f "$stamp" ]; then
+# One stamp per level, named by a hash of both requirement files: the test level includes the runtime.
+hash=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+level=$([ "$requirements" = requirements-dev.txt ] && echo dev || echo runtime)
+pip_install() {  # pip's output, less this machine's notes about local indexes, on failure or when it warns
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" >&2 || true
+    echo "error: pip install $* failed (see above)" >&2
+    exit 1
+  fi
+  grep -v '^WARNING: Location' "$log" >&2 || true
+  rm -f "$log"
+}
+if [ ! -f ".venv/.installed-$level-$hash" ]; then
   echo "installing $requirements into .venv (first time: a few minutes)" >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  touch "$stamp"
+  pip_install --upgrade pip
+  pip_install -r "$requirements"
+  touch ".venv/.installed-$level-$hash"
+  if [ "$level" = dev ]; then touch ".venv/.installed-runtime-$hash"; fi
 fi

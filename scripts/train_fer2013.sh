@@ -8,4 +8,4 @@ export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/python -m fer train "$data" --run-dir runs/fer2013-seed --arch seed --no-augment \
   --epochs 30 --patience 4 --lr-patience 100
 .venv/bin/python -m fer train "$data" --run-dir runs/fer2013-vgg --arch vgg --width 16 \
-  --epochs 40 --patience 8
+  --epochs 24 --patience 6
