@@ -25,8 +25,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
-        if not 32 <= self.image_size <= 224:
-            raise ValueError(f"image_size must be between 32 and 224, got {self.image_size}")
+        if not 48 <= self.image_size <= 224:  # the range preprocessing makes
+            raise ValueError(f"image_size must be between 48 and 224, got {self.image_size}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0 <= self.dropout < 1:

@@ -151,14 +151,15 @@ def load_splits(config: TrainConfig, progress=None) -> tuple[list[str], dict[str
     return labels, result
 
 
-def batches(split: Split, config: TrainConfig, *, training: bool, num_classes: int):
-    """A keras.utils.PyDataset over a split: shuffled and augmented when training."""
+def batches(split: Split, config: TrainConfig, *, training: bool, num_classes: int, start_epoch: int = 0):
+    """A keras.utils.PyDataset over a split: shuffled and augmented when training. The order and the
+    augmentation of epoch e depend only on (seed, e), so a resumed run sees what an unbroken one would."""
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
-            self.epoch = 0
+            self.epoch = start_epoch
             self.order = np.arange(len(split.y))
             self.on_epoch_end()
 
@@ -302,12 +303,13 @@ def _recorder_class():
                     self.model.optimizer.learning_rate.assign(lr * 0.5)
                     state["lr_wait"] = 0
             state["epoch"] = epoch + 1
-            save_model(self.model, self.run_dir / "last.keras", self.metadata)
-            R.write_json(self.run_dir / "state.json", state)
-            R.write_csv(self.run_dir / "history.csv", history)
             if state["wait"] >= self.config.patience:
                 state["stopped_early"] = True
                 self.model.stop_training = True
+            save_model(self.model, self.run_dir / "last.keras", self.metadata)
+            # history before state: state.json is what a resume trusts, so it is written last.
+            R.write_csv(self.run_dir / "history.csv", history)
+            R.write_json(self.run_dir / "state.json", state)
             if self._cancel_requested():
                 self.cancelled = True
                 self.model.stop_training = True
@@ -394,6 +396,11 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
 
     keras.utils.set_random_seed(config.seed)
     strategy = _strategy(config.strategy)
+    if strategy and config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch_size must be a multiple of the {strategy.num_replicas_in_sync} devices the "
+            f"{config.strategy} strategy trains on, got {config.batch_size}"
+        )
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
         if resume and (run_dir / "last.keras").is_file():
@@ -402,7 +409,9 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
             model = _build_compiled(model_config, config)
             initial_epoch = 0
             state = {}
-    train_batches = batches(data["train"], config, training=True, num_classes=len(labels))
+    train_batches = batches(
+        data["train"], config, training=True, num_classes=len(labels), start_epoch=initial_epoch
+    )
     val_batches = batches(data["val"], config, training=False, num_classes=len(labels))
     class_weight = None
     if config.class_weight:

@@ -1,0 +1,103 @@
+"""Architectures (fer.models): every one builds, trains a step and ends in a softmax; `seed` is the report's CNN."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from fer.models import ARCHITECTURES, ModelConfig, build
+
+
+@pytest.mark.parametrize("size", [48, 64])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_architecture_builds_and_trains_a_step(arch, size):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build(ModelConfig(arch=arch, image_size=size, num_classes=5))
+    assert model.input_shape == (None, size, size, 1)
+    assert model.output_shape == (None, 5)
+    # Eager: one step needs no graph tracing, which would cost seconds per model on a small CPU.
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", run_eagerly=True
+    )
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, size, size, 1)).astype(np.float32)  # uint8 range: the model scales
+    y = np.array([0, 1, 2, 3, 4, 0])
+    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(float(np.asarray(loss).ravel()[0]))
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after)), "the step changed no weight"
+    probabilities = np.asarray(model.predict_on_batch(x))
+    assert probabilities.shape == (6, 5)
+    assert (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_models_scale_their_own_input():
+    model = build(ModelConfig(arch="seed", image_size=48, num_classes=3))
+    first = model.layers[1]
+    assert type(first).__name__ == "Rescaling"
+    assert first.get_config()["scale"] == pytest.approx(1 / 255)
+
+
+def test_seed_is_the_reports_cnn_layer_by_layer():
+    model = build(ModelConfig(arch="seed", image_size=48, num_classes=7))
+    layers = [layer for layer in model.layers if type(layer).__name__ not in ("InputLayer", "Rescaling")]
+    kinds = [type(layer).__name__ for layer in layers]
+    assert kinds == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    convolutions = [layer for layer in layers if kinds[layers.index(layer)] == "Conv2D"]
+    assert [c.filters for c in convolutions] == [32, 64, 128]
+    for conv in convolutions:
+        assert tuple(conv.kernel_size) == (3, 3)
+        assert conv.get_config()["activation"] == "relu"
+    for pool in (layer for layer in layers if type(layer).__name__ == "MaxPooling2D"):
+        assert tuple(pool.pool_size) == (2, 2)
+    hidden, dropout, output = layers[-3:]
+    assert (hidden.units, hidden.get_config()["activation"]) == (128, "relu")
+    assert dropout.rate == 0.5
+    assert (output.units, output.get_config()["activation"]) == (7, "softmax")
+
+
+def test_dropout_setting_reaches_the_model():
+    model = build(ModelConfig(arch="vgg-small", num_classes=3, dropout=0.25))
+    assert [layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"] == [0.25]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("arch", "resnet"),
+        ("image_size", 16),
+        ("image_size", 512),
+        ("num_classes", 1),
+        ("dropout", 1.0),
+        ("dropout", -0.1),
+        ("width", 2),
+    ],
+)
+def test_model_config_errors_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        ModelConfig(**{field: value})
+
+
+def test_model_config_round_trips_through_json():
+    config = ModelConfig(arch="seed", image_size=64, num_classes=4, dropout=0.3, width=8)
+    assert ModelConfig.from_dict(json.loads(config.to_json())) == config
+    assert ModelConfig.from_dict({**asdict(config), "something_new": 1}) == config  # unknown keys ignored
+    assert ModelConfig.from_dict({}) == ModelConfig()

@@ -1,0 +1,428 @@
+"""Training (fer.train), its augmentation (fer.augment) and the run store (fer.runs), on tiny datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import expw_faces
+
+from fer import runs as R
+from fer import train as T
+from fer.augment import AugmentSettings, augment
+from fer.labels import LABELS
+from fer.models import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough for a loaded two-core machine: a few seconds per epoch including graph tracing.
+TINY = {"arch": "vgg-small", "width": 4, "image_size": 48, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """The FER_HOME of conftest's autouse fixture, for module-scoped fixtures that run before it."""
+    return tmp_path_factory.getbasetemp() / "fer-home"
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """ExpW, 42 photos of one face each, labels cycling through all seven: 28 train, 7 val, 7 test."""
+    return expw_faces(tmp_path_factory.mktemp("train-data") / "expw", 42)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_dataset, home):
+    """One finished two-epoch run (with class weighting), shared by the run-folder tests."""
+    config = T.TrainConfig(datasets=(str(tiny_dataset),), epochs=2, class_weight=True, seed=3, **TINY)
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FER_HOME", str(home))
+        metrics = T.train(config, run_dir)
+    return config, run_dir, metrics
+
+
+# A finished run -----------------------------------------------------------------------------------
+
+
+def test_run_folder_holds_every_file(finished_run):
+    config, run_dir, metrics = finished_run
+    for name in (
+        "config.json",
+        "labels.json",
+        "status.json",
+        "history.csv",
+        "progress.json",
+        "best.keras",
+        "last.keras",
+        "state.json",
+        "metrics.json",
+        "predictions.csv",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name], "temporary files were left behind"
+    status = R.read_status(run_dir)
+    assert status["state"] == "done"
+    assert status.get("error") is None
+    assert R.read_json(run_dir / "labels.json") == list(LABELS)
+    saved = R.read_json(run_dir / "config.json")
+    assert T.TrainConfig.from_dict(saved["train"]) == config
+    assert ModelConfig.from_dict(saved["model"]) == config.model_config(num_classes=7)
+    assert R.read_json(run_dir / "state.json")["epoch"] == 2
+
+
+def test_history_has_one_row_per_epoch(finished_run):
+    _, run_dir, _ = finished_run
+    history = R.read_history(run_dir)
+    assert history["epoch"].tolist() == [1, 2]
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"):
+        assert history[column].notna().all(), column
+
+
+def test_metrics_and_predictions(finished_run):
+    _, run_dir, metrics = finished_run
+    saved = R.read_json(run_dir / "metrics.json")
+    for field in (
+        "n",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "macro_f1",
+        "labels",
+        "confusion_matrix",
+        "per_class",
+    ):
+        assert field in saved, field
+    assert saved["n"] == metrics["n"] == 7  # one test photo per label
+    assert saved["labels"] == list(LABELS)
+    assert np.array(saved["confusion_matrix"]).sum() == saved["n"]
+    assert set(saved["per_class"]) == set(LABELS)
+    assert 0 <= saved["accuracy"] <= 1
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert len(predictions) == saved["n"]
+    probabilities = predictions[[f"p_{label}" for label in LABELS]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert (predictions["predicted"] == [LABELS[i] for i in probabilities.argmax(axis=1)]).all()
+    accuracy = float((predictions["predicted"] == predictions["label"]).mean())
+    assert accuracy == pytest.approx(saved["accuracy"])
+
+
+def test_saved_model_carries_its_config(finished_run):
+    config, run_dir, metrics = finished_run
+    metadata = T.read_metadata(run_dir / "best.keras")
+    assert metadata["labels"] == list(LABELS)
+    assert metadata["image_size"] == config.image_size
+    assert ModelConfig.from_dict(metadata["model"]) == config.model_config(num_classes=7)
+    assert metadata["model"] == asdict(config.model_config(num_classes=7))
+    assert T.TrainConfig.from_dict(metadata["train"]) == config
+    assert metadata["test_metrics"]["accuracy"] == metrics["accuracy"]
+    model, loaded = T.load_model(run_dir / "best.keras")
+    assert loaded == metadata
+    assert model.output_shape == (None, len(metadata["labels"]))
+    assert model.input_shape == (None, config.image_size, config.image_size, 1)
+    assert T.read_metadata(run_dir / "last.keras")["labels"] == list(LABELS)
+
+
+def test_read_metadata_refuses_a_file_that_is_not_a_model(tmp_path):
+    bogus = tmp_path / "model.keras"
+    bogus.write_text("not a zip")
+    with pytest.raises(ValueError, match="not a model saved by fer train"):
+        T.read_metadata(bogus)
+
+
+def test_label_smoothing_and_class_weight_run(tmp_path, tiny_dataset):
+    import keras
+
+    config = T.TrainConfig(
+        datasets=(str(tiny_dataset),),
+        epochs=1,
+        label_smoothing=0.1,
+        class_weight=True,
+        augment=False,
+        **TINY,
+    )
+    metrics = T.train(config, tmp_path / "run")
+    assert metrics["n"] == 7
+    assert R.read_status(tmp_path / "run")["state"] == "done"
+    model = keras.saving.load_model(tmp_path / "run" / "last.keras")  # compiled, as training left it
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+
+
+def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
+    run_dir = tmp_path / "run"
+    load_splits = T.load_splits
+
+    def load_then_cancel(*args, **kwargs):  # train() removes a stale cancel file first; ask after that
+        result = load_splits(*args, **kwargs)
+        (run_dir / "cancel").touch()
+        return result
+
+    monkeypatch.setattr(T, "load_splits", load_then_cancel)
+    config = T.TrainConfig(datasets=(str(tiny_dataset),), epochs=3, **TINY)
+    assert T.train(config, run_dir) == {}
+    assert R.read_status(run_dir)["state"] == "cancelled"
+    assert not (run_dir / "metrics.json").exists()
+    assert len(R.read_history(run_dir)) <= 1
+    progress = R.read_json(run_dir / "progress.json")
+    assert (progress["epoch"], progress["batches"]) == (1, 4)
+    assert progress["batch"] < progress["batches"], "the run finished its epoch before stopping"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("arch", "resnet"),
+        ("batch_size", 0),
+        ("learning_rate", 0.0),
+        ("label_smoothing", 1.0),
+        ("strategy", "horovod"),
+        ("max_faces", 0),
+        ("datasets", ()),
+    ],
+)
+def test_train_config_errors_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        T.TrainConfig(**{field: value})
+
+
+def test_train_config_round_trips_through_json():
+    config = T.TrainConfig(datasets=("a", "b"), arch="seed", epochs=2, max_faces=10, min_confidence=0.5)
+    assert T.TrainConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
+
+
+def test_resume_needs_a_run_folder(tmp_path):
+    with pytest.raises(ValueError, match="config.json"):
+        T.train(T.TrainConfig(), tmp_path / "empty", resume=True)
+
+
+# Batches ------------------------------------------------------------------------------------------
+
+
+def _split(n: int = 20, size: int = 48) -> T.Split:
+    images = np.random.default_rng(0).integers(0, 256, (n, size, size), dtype=np.uint8)
+    y = np.arange(n) % 3
+    return T.Split(images, pd.DataFrame({"label": y}), y)
+
+
+def test_validation_batches_are_the_faces_in_order():
+    split = _split()
+    config = T.TrainConfig(batch_size=8)
+    data = T.batches(split, config, training=False, num_classes=3)
+    assert len(data) == 3
+    xs, ys = zip(*(data[i] for i in range(len(data))))
+    assert [len(y) for y in ys] == [8, 8, 4]
+    x = np.concatenate(xs)
+    assert x.shape == (20, 48, 48, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[..., 0], split.images)
+    np.testing.assert_array_equal(np.concatenate(ys), split.y)
+
+
+def test_training_batches_shuffle_augment_and_smooth():
+    split = _split()
+    config = T.TrainConfig(batch_size=8, label_smoothing=0.1)
+    data = T.batches(split, config, training=True, num_classes=3)
+    xs, ys = zip(*(data[i] for i in range(len(data))))
+    y = np.concatenate(ys)
+    assert y.shape == (20, 3)  # one-hot for the categorical loss
+    np.testing.assert_array_equal(np.sort(y.argmax(axis=1)), np.sort(split.y))
+    assert np.concatenate(xs).shape == (20, 48, 48, 1)
+    assert not np.array_equal(xs[0][..., 0], split.images[:8].astype(np.float32))  # augmented
+    first_epoch = data.order.copy()
+    data.on_epoch_end()
+    assert sorted(data.order) == list(range(20))
+    assert not np.array_equal(first_epoch, data.order)  # a new order every epoch
+
+
+# Augmentation -------------------------------------------------------------------------------------
+
+NONE = AugmentSettings(flip=False, max_shift=0, max_rotation=0, max_zoom=0, max_contrast=0, max_brightness=0)
+
+
+def _faces(n: int = 12, size: int = 40) -> np.ndarray:
+    """Faces with structure (a gradient) and noise, so any transform shows."""
+    rng = np.random.default_rng(1)
+    ramp = np.linspace(0, 200, size)[None, None, :] + np.linspace(0, 50, size)[None, :, None]
+    return np.clip(ramp + rng.integers(0, 50, (n, size, size)), 0, 255).astype(np.uint8)
+
+
+def test_augment_shape_dtype_and_range():
+    faces = _faces()
+    out = augment(faces, np.random.default_rng(0))
+    assert out.shape == faces.shape
+    assert out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255
+    extreme = augment(np.full((4, 40, 40), 250, np.uint8), np.random.default_rng(0))
+    assert extreme.max() <= 255  # brightness and contrast are clipped
+
+
+def test_augment_with_nothing_enabled_gives_the_faces_back():
+    faces = _faces()
+    np.testing.assert_allclose(augment(faces, np.random.default_rng(0), NONE), faces, atol=1e-3)
+
+
+def test_flip_only_gives_the_face_or_its_mirror():
+    faces = _faces(n=24)
+    out = augment(faces, np.random.default_rng(0), AugmentSettings(**{**asdict(NONE), "flip": True}))
+    flipped = 0
+    for face, result in zip(faces, out):
+        if np.allclose(result, face[:, ::-1], atol=1e-3):
+            flipped += 1
+        else:
+            np.testing.assert_allclose(result, face, atol=1e-3)
+    assert 0 < flipped < len(faces)
+
+
+def test_augment_is_deterministic_for_a_seed():
+    faces = _faces()
+    first = augment(faces, np.random.default_rng(7))
+    np.testing.assert_array_equal(first, augment(faces, np.random.default_rng(7)))
+    assert not np.array_equal(first, augment(faces, np.random.default_rng(8)))
+
+
+def test_default_augmentation_changes_every_face():
+    faces = _faces()
+    out = augment(faces, np.random.default_rng(0))
+    change = np.abs(out - faces).mean(axis=(1, 2))
+    assert (change > 1.0).all(), change
+
+
+# The run store ------------------------------------------------------------------------------------
+
+
+def test_write_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "status.json"
+    R.write_json(target, {"state": "running"})
+
+    def broken(path: Path) -> None:
+        path.write_text('{"state": "do')  # half written, then the writer dies
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError, match="disk gone"):
+        R.write_atomic(target, broken)
+    assert R.read_json(target) == {"state": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary file left
+    R.write_json(target, {"state": "done"})
+    assert R.read_json(target) == {"state": "done"}
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_read_status_turns_a_dead_running_process_into_interrupted(tmp_path):
+    R.set_status(tmp_path, "running", epoch=1)
+    assert R.read_status(tmp_path)["state"] == "running"  # this process: alive
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # reaped: the pid is gone
+    status = R.read_json(tmp_path / "status.json")
+    R.write_json(tmp_path / "status.json", {**status, "pid": finished.pid})
+    read = R.read_status(tmp_path)
+    assert read["state"] == "interrupted"
+    assert read["epoch"] == 1
+    assert "killed or crashed" in read["error"]
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        if not Path(f"/proc/{zombie.pid}").exists():
+            pytest.skip("no /proc: cannot tell a zombie from a live process here")
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{zombie.pid}/stat").read_text().split()[2] != "Z":  # exited, not reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        R.write_json(tmp_path / "status.json", {**status, "pid": zombie.pid})
+        assert R.read_status(tmp_path)["state"] == "interrupted"
+    finally:
+        zombie.wait()
+
+    R.set_status(tmp_path, "done")
+    R.write_json(tmp_path / "status.json", {**R.read_json(tmp_path / "status.json"), "pid": finished.pid})
+    assert R.read_status(tmp_path)["state"] == "done"  # only running / queued runs can be interrupted
+    assert R.read_status(tmp_path / "nothing")["state"] == "interrupted"
+
+
+def test_new_run_dir_is_unique(tmp_path):
+    first = R.new_run_dir(tmp_path, "trial")
+    second = R.new_run_dir(tmp_path, "trial")
+    unnamed = [R.new_run_dir(tmp_path) for _ in range(3)]  # same second: still distinct
+    folders = [first, second, *unnamed]
+    assert len(set(folders)) == 5
+    assert all(folder.is_dir() and folder.parent == tmp_path for folder in folders)
+    assert first.name == "trial"
+
+
+def test_new_run_dir_defaults_to_fer_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_HOME", str(tmp_path))
+    assert R.new_run_dir().parent == tmp_path / "runs"
+
+
+def test_list_runs_newest_first(tmp_path):
+    now = time.time()
+    for age, name in ((30, "old"), (10, "new"), (20, "middle")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        os.utime(folder / "config.json", (now - age, now - age))
+    (tmp_path / "not-a-run").mkdir()  # no config.json
+    (tmp_path / "file.txt").write_text("x")
+    assert [p.name for p in R.list_runs(tmp_path)] == ["new", "middle", "old"]
+    assert R.list_runs(tmp_path / "missing") == []
+
+
+# Kill and resume ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_killed_run_reads_interrupted_and_resumes_to_the_end(tmp_path):
+    import keras
+
+    # 196 photos (below the size that starts worker processes); batch size 1 makes an epoch last a few
+    # seconds, so a kill right after epoch 1 lands inside epoch 2.
+    dataset = expw_faces(tmp_path / "expw", 196)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "fer", "train", str(dataset), "--run-dir", str(run_dir)]
+    command += ["--epochs", "3", "--arch", "vgg-small", "--width", "4", "--batch-size", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # FER_HOME: conftest's, the same as this process's
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while (R.read_json(run_dir / "state.json", {}) or {}).get("epoch", 0) < 1:
+            if process.poll() is not None:
+                pytest.fail(f"training ended before its first epoch did:\n{process.stderr.read()[-3000:]}")
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+    assert R.read_json(run_dir / "state.json")["epoch"] == 1, "the kill came after epoch 2 had finished"
+    status = R.read_status(run_dir)
+    assert status["state"] == "interrupted"
+    assert status["pid"] == process.pid
+    history = R.read_history(run_dir)
+    assert history["epoch"].tolist() == [1]
+    assert not (run_dir / "metrics.json").exists()
+    assert keras.saving.load_model(run_dir / "last.keras").output_shape == (None, 7)
+
+    metrics = T.train(T.TrainConfig(), run_dir, resume=True)  # the saved config, not these defaults
+    assert R.read_status(run_dir)["state"] == "done"
+    resumed = R.read_history(run_dir)
+    assert resumed["epoch"].tolist() == [1, 2, 3]
+    pd.testing.assert_series_equal(resumed.iloc[0], history.iloc[0])  # epoch 1 kept, not retrained
+    assert R.read_json(run_dir / "state.json")["epoch"] == 3
+    assert metrics["n"] == R.read_json(run_dir / "metrics.json")["n"] > 0
+    assert T.read_metadata(run_dir / "best.keras")["train"]["batch_size"] == 1
