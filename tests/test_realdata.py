@@ -102,3 +102,36 @@ def test_fer2013_prepare_finds_duplicates_across_splits(fer2013, session_cache):
     )
     assert len(duplicates) > 0
     assert (duplicates.groupby("group")["split"].nunique() > 1).all()
+
+
+@pytest.mark.slow
+def test_short_fer2013_run_evaluates_end_to_end(capsys, tmp_path, fer2013, session_cache, monkeypatch):
+    monkeypatch.setattr(preprocess, "default_cache_dir", lambda: session_cache)
+    run = tmp_path / "run"
+    assert (
+        cli.main(
+            [
+                "train",
+                str(fer2013),
+                "--run-dir",
+                str(run),
+                "--arch",
+                "seed",
+                "--epochs",
+                "2",
+                "--max-faces",
+                "6000",
+                "--no-augment",
+                "--json",
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    trained = json.loads(capsys.readouterr().out)
+    result = run_json(capsys, "evaluate", str(fer2013), "--model", str(run / "best.keras"), "--json")
+    assert result["n"] == trained["n"] == 3589  # FER2013's PrivateTest
+    assert result["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert sum(map(sum, result["confusion_matrix"])) == 3589
+    assert [result["per_class"][k]["support"] for k in result["labels"]] == [491, 55, 528, 879, 594, 416, 626]
+    assert result["accuracy"] == pytest.approx(trained["accuracy"])
+    assert result["accuracy"] > 0.28  # well above always answering "happy" (879 / 3589 = 0.245)
