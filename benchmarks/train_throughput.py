@@ -44,6 +44,7 @@ class FilesFromDisk(keras.utils.PyDataset):
         return -(-len(self.paths) // self.batch_size)
 
     def __getitem__(self, i: int):
+        T.restore_malloc()  # the same fix for TensorFlow's malloc patch as fer.train.batches gets
         rows = range(i * self.batch_size, min((i + 1) * self.batch_size, len(self.paths)))
         x = np.stack(
             [
