@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -142,7 +143,9 @@ def _train_parser(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = "python -m fer " + " ".join(shlex.quote(a) for a in argv)
     try:
         handler = {"summary": _summary, "prepare": _prepare, "train": _train, "evaluate": _evaluate}
         return handler[args.command](args)
@@ -221,13 +224,13 @@ def _train(args: argparse.Namespace) -> int:
     from fer import train as T
 
     if args.resume:
-        metrics = T.train(T.TrainConfig(), args.run_dir, resume=True)
+        metrics = T.train(T.TrainConfig(), args.run_dir, resume=True)  # keeps the run's own command
     else:
         if not args.datasets:
             raise ValueError("train needs at least one DATASET (or --resume with an existing --run-dir)")
         names = [k for k in vars(args) if k in {f.name for f in T.fields(T.TrainConfig)} and k != "datasets"]
         config = T.TrainConfig(datasets=tuple(args.datasets), **{k: getattr(args, k) for k in names})
-        metrics = T.train(config, args.run_dir)
+        metrics = T.train(config, args.run_dir, command=args.command_line)
     if not metrics:
         print(f"run {args.run_dir} was cancelled; resume it with --resume", file=sys.stderr)
         return 1

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
-import sys
 import time
 import traceback
 import zipfile
@@ -375,7 +373,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: 
         if not saved:
             raise ValueError(f"cannot resume: {run_dir} has no config.json (was it a run folder?)")
         config = TrainConfig.from_dict(saved["train"])
-    command = command or " ".join(shlex.quote(a) for a in [sys.executable, "-m", "fer", *sys.argv[1:]])
+        command = command or saved.get("command")  # the command that made the run, not "--resume"
+    command = command or f"fer.train.train({config!r})"
     R.set_status(run_dir, "running", epoch=0, epochs=config.epochs, error=None)
     try:
         return _train(config, run_dir, resume=resume, command=command)
