@@ -77,7 +77,7 @@ def evaluate(
     and counted in "unscored". Where the model was trained on this dataset, its split settings are
     reused so "test" means the faces it never saw.
     """
-    from fer.train import load_model, predict_probabilities
+    from fer.train import dataset_root, load_model, predict_probabilities
 
     if split not in ("test", "all"):
         raise ValueError(f"split must be 'test' or 'all', got {split!r}")
@@ -88,11 +88,10 @@ def evaluate(
     prepared = P.prepare(dataset, settings, min_confidence=min_confidence)
     faces = prepared.faces
     train = metadata.get("train", {})
-    same = [str(Path(d).resolve()) if d != "demo" else d for d in train.get("datasets", [])]
-    mine = str(Path(dataset_path).resolve()) if dataset_path != "demo" else "demo"
+    trained_on = metadata.get("dataset_roots") or [dataset_root(d) for d in train.get("datasets", [])]
     split_settings = (
         S.SplitSettings(train.get("val_share", 0.1), train.get("test_share", 0.1), train.get("seed", 0))
-        if mine in same
+        if dataset_root(str(dataset_path)) in trained_on
         else S.SplitSettings()
     )
     faces = faces.assign(split=S.assign(faces, split_settings))

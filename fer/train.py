@@ -186,6 +186,11 @@ def batches(split: Split, config: TrainConfig, *, training: bool, num_classes: i
     return Batches()
 
 
+def dataset_root(name: str) -> str:
+    """How a dataset argument is recorded: "demo", or its absolute path."""
+    return name if name == "demo" else str(Path(name).expanduser().resolve())
+
+
 # Saving models with their metadata ----------------------------------------------------------------
 
 
@@ -392,8 +397,18 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
 
     from fer import evaluate as E
 
-    R.write_json(run_dir / "progress.json", {"stage": "preparing faces", "updated": time.time()})
-    labels, data = load_splits(config)
+    last = [0.0]
+
+    def preparing(done: int, total: int) -> None:  # the cold cache of a large dataset takes minutes
+        if time.monotonic() - last[0] >= 1.0 or done >= total:
+            last[0] = time.monotonic()
+            R.write_json(
+                run_dir / "progress.json",
+                {"stage": "preparing faces", "done": done, "total": total, "updated": time.time()},
+            )
+
+    preparing(0, 1)
+    labels, data = load_splits(config, progress=preparing)
     model_config = config.model_config(num_classes=len(labels))
     metadata = {
         "labels": labels,
@@ -403,6 +418,8 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
         "model": asdict(model_config),
         "train": asdict(config),
         "command": command,
+        # Absolute, so evaluate can tell "this is the dataset I was trained on" from any folder.
+        "dataset_roots": [dataset_root(name) for name in config.datasets],
         "keras_backend": keras.backend.backend(),
         "counts": {split: int(len(part.y)) for split, part in data.items()},
     }
