@@ -68,11 +68,18 @@ def _seed(x, config: ModelConfig):
     return layers.Dropout(config.dropout)(x)
 
 
+# Batch-norm statistics track the last ~10 batches (momentum 0.9), not Keras' default ~100 (0.99):
+# with Adam at 1e-3 the weights feeding a BN layer drift faster than a 100-batch average follows,
+# and on FER2013 a vgg run's inference-mode accuracy fell to 0.21 while its training-mode accuracy
+# was 0.51 (re-estimating the statistics on 2,048 training faces gave 0.56 on val).
+BN_MOMENTUM = 0.9
+
+
 def _conv_bn(x, filters: int):
     from keras import layers
 
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.Activation("relu")(x)
 
 
@@ -89,7 +96,7 @@ def _vgg(x, config: ModelConfig):
         x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(width * 8, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.Activation("relu")(x)
     return layers.Dropout(config.dropout)(x)
 

@@ -1,0 +1,116 @@
+"""Face detection with detectors whose weights ship inside their packages (nothing is downloaded).
+
+Two candidates, compared on expw-sample's labelled boxes by benchmarks/detectors.py:
+- "haar": OpenCV's frontal-face Haar cascade (opencv-python-headless 4.x carries the XML files;
+  OpenCV 5's wheels no longer do, hence the pin below 5);
+- "mtcnn": the `mtcnn` package's three-stage CNN (weights in the package, runs on TensorFlow).
+
+Detectors take an RGB uint8 array and return boxes in its pixels as (top, left, bottom, right),
+the order the datasets use, with a score (higher is surer; the scales differ between detectors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NAMES = ("haar", "mtcnn")
+
+
+@dataclass(frozen=True)
+class Detection:
+    top: float
+    left: float
+    bottom: float
+    right: float
+    score: float
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.top, self.left, self.bottom, self.right)
+
+
+class HaarDetector:
+    name = "haar"
+
+    def __init__(self, min_size: int = 24) -> None:
+        import cv2
+
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise RuntimeError(f"OpenCV's face cascade is missing ({path}); install opencv-python-headless<5")
+        self._cv2, self.min_size = cv2, min_size
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        cv2 = self._cv2
+        gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
+        boxes, _, weights = self._cascade.detectMultiScale3(
+            gray,
+            scaleFactor=1.1,
+            minNeighbors=5,
+            minSize=(self.min_size, self.min_size),
+            outputRejectLevels=True,
+        )
+        return [
+            Detection(float(y), float(x), float(y + h), float(x + w), float(score))
+            for (x, y, w, h), score in zip(np.reshape(boxes, (-1, 4)), np.ravel(weights))
+        ]
+
+
+class MtcnnDetector:
+    name = "mtcnn"
+
+    def __init__(self, min_score: float = 0.9) -> None:
+        from mtcnn import MTCNN
+
+        self._mtcnn, self.min_score = MTCNN(stages="face_detection_only"), min_score
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        found = self._mtcnn.detect_faces(np.ascontiguousarray(rgb), box_format="xywh")
+        return [
+            Detection(float(y), float(x), float(y + h), float(x + w), float(face["confidence"]))
+            for face in found
+            for x, y, w, h in [face["box"]]
+            if face["confidence"] >= self.min_score and w > 0 and h > 0
+        ]
+
+
+def make(name: str):
+    """A detector by name ("haar" or "mtcnn")."""
+    if name not in NAMES:
+        raise ValueError(f"detector must be one of {', '.join(NAMES)}, got {name!r}")
+    return HaarDetector() if name == "haar" else MtcnnDetector()
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (top, left, bottom, right) boxes."""
+    height = min(a[2], b[2]) - max(a[0], b[0])
+    width = min(a[3], b[3]) - max(a[1], b[1])
+    if height <= 0 or width <= 0:
+        return 0.0
+    inter = height * width
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(
+    truth: list[tuple[float, ...]], found: list[tuple[float, ...]], threshold: float = 0.3
+) -> list[int | None]:
+    """For each labelled box, the index of the detection matched to it (IoU >= threshold), or None.
+
+    Greedy by IoU, one detection per labelled box at most.
+    """
+    pairs = sorted(
+        ((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True
+    )
+    matched: list[int | None] = [None] * len(truth)
+    used: set[int] = set()
+    for overlap, i, j in pairs:
+        if overlap < threshold:
+            break
+        if matched[i] is None and j not in used:
+            matched[i] = j
+            used.add(j)
+    return matched
