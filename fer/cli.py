@@ -92,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--predictions", type=Path, default=None, help="also write per-face predictions (CSV)"
     )
+
+    predict = commands.add_parser("predict", help="find and classify the faces in photos")
+    predict.add_argument("images", nargs="+", type=Path, help="photos (JPEG, PNG, ...)")
+    predict.add_argument(
+        "--model", type=Path, default=None, help="a .keras model saved by train (default: bundled)"
+    )
+    predict.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn", help="face detector")
+    predict.add_argument(
+        "--whole", action="store_true", help="each photo is one pre-cropped face: no detection"
+    )
+    predict.add_argument(
+        "--flip", action="store_true", help="average with the mirrored face (test-time flip)"
+    )
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -147,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = "python -m fer " + " ".join(shlex.quote(a) for a in argv)
     try:
-        handler = {"summary": _summary, "prepare": _prepare, "train": _train, "evaluate": _evaluate}
+        handler = {
+            "summary": _summary,
+            "prepare": _prepare,
+            "train": _train,
+            "evaluate": _evaluate,
+            "predict": _predict,
+        }
         return handler[args.command](args)
     except (D.DatasetError, ValueError, OSError) as error:  # OSError: e.g. --out is a file, or not writable
         print(f"error: {error}", file=sys.stderr)
@@ -253,6 +273,38 @@ def _evaluate(args: argparse.Namespace) -> int:
         write_csv(args.predictions, predictions)
     print(json.dumps(result) if args.json else _format_metrics(result))
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from fer.predict import PhotoError, Predictor
+
+    predictor = Predictor(args.model or _bundled_model(), detector=args.detector)
+    photos, failed = [], 0
+    for path in args.images:
+        try:
+            result = predictor.predict(path, whole=args.whole, flip=args.flip)
+            photos.append({"photo": str(path), **asdict(result), "error": None})
+        except (PhotoError, OSError) as error:
+            failed += 1
+            photos.append(
+                {"photo": str(path), "width": None, "height": None, "faces": [], "error": str(error)}
+            )
+    if args.json:
+        print(json.dumps({"model": str(args.model or _bundled_model()), "photos": photos}))
+    else:
+        for photo in photos:
+            if photo["error"]:
+                print(f"{photo['photo']}: error: {photo['error']}")
+            elif not photo["faces"]:
+                print(f"{photo['photo']}: no face found (try a larger, frontal, well-lit face, or --whole)")
+            for face in photo["faces"]:
+                top, left, bottom, right = face["box"]
+                best = face["probabilities"][face["label"]]
+                print(f"{photo['photo']}: {face['label']} ({best:.0%}) at top={top:g} left={left:g} "
+                      f"bottom={bottom:g} right={right:g}")  # fmt: skip
+    return 1 if failed else 0
 
 
 def _bundled_model() -> Path:

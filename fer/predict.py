@@ -1,0 +1,151 @@
+"""Classify the faces in users' photos: detector, then exactly the model's own preprocessing, then the model.
+
+Photos come as users have them: phone pictures rotated by EXIF, RGBA, CMYK, 16-bit, palette,
+tiny or huge. Every one is turned upright and into RGB for the detector; faces are cropped from
+its grayscale version with `fer.preprocess`'s own crop and resize, at the size and margin the
+model was trained with (read from the model file), so prediction cannot drift from training.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fer import preprocess as P
+
+# Photos above this are refused before decoding (a decompression-bomb guard): 40 MP is a large
+# phone picture; a PNG that claims 400 MP in a few kilobytes is an attack.
+MAX_PHOTO_PIXELS = 40_000_000
+# The detector sees at most this long a side; boxes are mapped back to the full photo.
+DETECT_SIDE = 1280
+
+
+class PhotoError(ValueError):
+    """The photo cannot be read; the message says why and what to do."""
+
+
+@dataclass
+class Face:
+    box: tuple[float, float, float, float]  # (top, left, bottom, right) in the upright photo's pixels
+    label: str
+    probabilities: dict[str, float]
+    detector_score: float | None = None  # None for a whole-photo face
+
+
+@dataclass
+class PhotoResult:
+    width: int
+    height: int
+    faces: list[Face] = field(default_factory=list)
+
+
+def open_photo(source: str | Path | bytes) -> Image.Image:
+    """An upright RGB photo from a path or bytes, whatever its mode; PhotoError if it can't be one."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            if image.size[0] * image.size[1] > MAX_PHOTO_PIXELS:
+                raise PhotoError(
+                    f"photo is too large ({image.size[0]}x{image.size[1]}, "
+                    f"{image.size[0] * image.size[1] / 1e6:.0f} megapixels; the limit is "
+                    f"{MAX_PHOTO_PIXELS / 1e6:.0f}): resize it and try again"
+                )
+            image.load()
+    except PhotoError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise PhotoError(f"photo is too large to decode safely ({error}): resize it and try again") from error
+    except Exception as error:  # noqa: BLE001 - whatever the decoder says, it is not a usable photo
+        raise PhotoError(
+            f"not a readable image ({type(error).__name__}: {error}); use a JPEG or PNG"
+        ) from error
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+class Predictor:
+    """A loaded model (and detector) ready for photos. Load once, use for many."""
+
+    def __init__(self, model_path: str | Path, detector: str = "mtcnn") -> None:
+        from fer.train import load_model
+
+        self.model, self.metadata = load_model(Path(model_path))
+        self.labels = list(self.metadata["labels"])
+        self.settings = P.PrepSettings(
+            size=int(self.metadata["image_size"]), margin=float(self.metadata.get("margin", 0.0))
+        )
+        self.detector_name = detector
+        self._detector = None
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from fer import detect
+
+            self._detector = detect.make(self.detector_name)
+        return self._detector
+
+    def classify(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
+        """Probabilities for (n, size, size) uint8 faces; `flip` averages with the mirrored faces."""
+        from fer.train import predict_probabilities
+
+        probabilities = predict_probabilities(self.model, faces)
+        if flip and len(faces):
+            probabilities = (probabilities + predict_probabilities(self.model, faces[:, :, ::-1])) / 2
+        return probabilities
+
+    def predict(self, source, *, whole: bool = False, flip: bool = False) -> PhotoResult:
+        """Every face in the photo with its box, label and probabilities; no face, an empty list."""
+        photo = source if isinstance(source, Image.Image) else open_photo(source)
+        width, height = photo.size
+        if whole:
+            boxes, scores = [(0.0, 0.0, float(height), float(width))], [None]
+        else:
+            boxes, scores = self._detect(photo)
+        gray = photo.convert("L")
+        crops = []
+        for box in boxes:
+            left, top, right, bottom = P.crop_box(box, width, height, self.settings.margin)
+            crops.append(P._crop_resize(gray, (left, top, right, bottom), self.settings.size))
+        faces = np.stack(crops) if crops else np.zeros((0, self.settings.size, self.settings.size), np.uint8)
+        probabilities = self.classify(faces, flip=flip)
+        result = PhotoResult(width, height)
+        for box, score, row in zip(boxes, scores, probabilities):
+            result.faces.append(
+                Face(
+                    box=tuple(round(v, 1) for v in box),
+                    label=self.labels[int(np.argmax(row))],
+                    probabilities={label: float(p) for label, p in zip(self.labels, row)},
+                    detector_score=score,
+                )
+            )
+        return result
+
+    def _detect(self, photo: Image.Image) -> tuple[list[tuple], list[float]]:
+        scale = min(1.0, DETECT_SIDE / max(photo.size))
+        small = (
+            photo
+            if scale == 1.0
+            else photo.resize(
+                (max(1, round(photo.size[0] * scale)), max(1, round(photo.size[1] * scale))),
+                Image.Resampling.BILINEAR,
+            )
+        )
+        found = self.detector.detect(np.asarray(small))
+        boxes = [tuple(v / scale for v in d.box) for d in found]
+        return boxes, [d.score for d in found]

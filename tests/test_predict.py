@@ -1,0 +1,124 @@
+"""Predicting on users' photos: every awkward kind of image, flip averaging, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer import cli, predict
+from fer.labels import LABELS
+from fer.models import ModelConfig, build
+from fer.train import save_model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """An untrained seed model saved the way `train` saves models: enough to test the plumbing."""
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    model = build(ModelConfig(arch="seed", image_size=48, num_classes=7))
+    save_model(model, path, {"labels": list(LABELS), "image_size": 48, "margin": 0.0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(model_path):
+    return predict.Predictor(model_path, detector="haar")
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_exif_rotated_photo_is_turned_upright():
+    image = Image.new("RGB", (60, 40), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    assert predict.open_photo(encode(image, "JPEG", exif=exif)).size == (40, 60)
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt"),
+    [
+        (Image.new("RGBA", (30, 20), (0, 0, 0, 0)), "PNG"),
+        (Image.new("CMYK", (30, 20), (0, 0, 0, 255)), "JPEG"),
+        (Image.new("P", (30, 20), 3), "PNG"),
+        (Image.new("L", (30, 20), 90), "PNG"),
+        (Image.new("1", (30, 20), 1), "PNG"),
+    ],
+    ids=["rgba", "cmyk", "palette", "gray", "bilevel"],
+)
+def test_any_mode_becomes_rgb(image, fmt):
+    photo = predict.open_photo(encode(image, fmt))
+    assert photo.mode == "RGB" and photo.size == (30, 20)
+
+
+def test_transparent_pixels_become_white():
+    photo = predict.open_photo(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
+    assert np.asarray(photo).min() == 255
+
+
+def test_sixteen_bit_photo_is_scaled_not_clipped():
+    array = np.full((20, 30), 65535 // 2, dtype=np.uint16)
+    photo = predict.open_photo(encode(Image.fromarray(array), "PNG"))
+    assert abs(int(np.asarray(photo)[0, 0, 0]) - 127) <= 1
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = encode(Image.new("1", (9000, 9000)), "PNG")  # 81 megapixels in a few kilobytes
+    assert len(bomb) < 100_000
+    with pytest.raises(predict.PhotoError, match="too large"):
+        predict.open_photo(bomb)
+
+
+def test_not_an_image_is_a_clear_error():
+    with pytest.raises(predict.PhotoError, match="not a readable image"):
+        predict.open_photo(b"hello, this is text")
+
+
+def test_whole_photo_mode_classifies_a_tiny_picture(predictor):
+    result = predictor.predict(encode(Image.new("L", (8, 8), 100), "PNG"), whole=True)
+    assert (result.width, result.height) == (8, 8)
+    [face] = result.faces
+    assert face.box == (0.0, 0.0, 8.0, 8.0)
+    assert set(face.probabilities) == set(LABELS)
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert face.label == max(face.probabilities, key=face.probabilities.get)
+
+
+def test_photo_without_a_face_gives_an_empty_result(predictor):
+    assert predictor.predict(encode(Image.new("RGB", (320, 240), "gray"), "PNG")).faces == []
+
+
+def test_flip_averaging_is_symmetric(predictor):
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(
+        predictor.classify(faces, flip=True), predictor.classify(faces[:, :, ::-1], flip=True), atol=1e-6
+    )
+    assert not np.allclose(predictor.classify(faces), predictor.classify(faces[:, :, ::-1]))
+
+
+def test_cli_predict_lists_faces_and_errors(tmp_path, capsys, model_path):
+    good = tmp_path / "face.png"
+    Image.new("L", (48, 48), 120).save(good)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 20)
+    code = cli.main(["predict", str(good), str(bad), "--model", str(model_path), "--whole", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1  # one photo could not be read; the other still has its answer
+    first, second = result["photos"]
+    assert first["error"] is None and len(first["faces"]) == 1
+    assert second["faces"] == [] and "not a readable image" in second["error"]
+
+
+@pytest.mark.realdata
+def test_real_photo_face_is_found_and_labelled(predictor, expw_sample):
+    result = predictor.predict(expw_sample / "image" / "afraid_man_208.jpg")
+    assert len(result.faces) >= 1
+    top, left, bottom, right = result.faces[0].box
+    assert 20 < top < 70 and 10 < left < 60 and 120 < bottom < 180 and 120 < right < 170
