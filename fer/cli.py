@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--predictions", type=Path, default=None, help="also write per-face predictions (CSV)"
     )
+    evaluate.add_argument(
+        "--detect",
+        nargs="?",
+        const="mtcnn",
+        default=None,
+        choices=("mtcnn", "haar"),
+        help="find faces with a detector (default mtcnn) instead of the labelled boxes; a missed face is wrong",
+    )
 
     predict = commands.add_parser("predict", help="find and classify the faces in photos")
     predict.add_argument("images", nargs="+", type=Path, help="photos (JPEG, PNG, ...)")
@@ -266,7 +274,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fer.evaluate import evaluate
 
     model = args.model or _bundled_model()
-    result, predictions = evaluate(args.dataset, model, split=args.split, min_confidence=args.min_confidence)
+    result, predictions = evaluate(
+        args.dataset, model, split=args.split, min_confidence=args.min_confidence, detector=args.detect
+    )
     if args.predictions:
         from fer.runs import write_csv
 

@@ -69,6 +69,7 @@ def evaluate(
     split: str = "test",
     min_confidence: float | None = None,
     batch_size: int = 256,
+    detector: str | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Score a saved model on a dataset's split ("test") or on every face ("all").
 
@@ -76,6 +77,10 @@ def evaluate(
     trained on one dataset scores another; faces whose label the model does not know are left out
     and counted in "unscored". Where the model was trained on this dataset, its split settings are
     reused so "test" means the faces it never saw.
+
+    With `detector` ("mtcnn" or "haar") faces are found by the detector instead of taken from the
+    dataset's boxes: a labelled face is scored on the detection that overlaps it best (IoU >= 0.3),
+    and one with no such detection counts as wrong (predicted "(no face)").
     """
     from fer.train import dataset_root, load_model, predict_probabilities
 
@@ -105,8 +110,66 @@ def evaluate(
             f"no face of {dataset_path} to score in split {split!r} with labels the model knows ({', '.join(labels)})"
         )
     rows = np.flatnonzero(chosen)
-    probabilities = predict_probabilities(model, prepared.images[rows], batch_size)
+    if detector:
+        crops, found = _detected_faces(dataset, faces.iloc[rows], settings, detector)
+        probabilities = np.zeros((len(rows), len(labels)), dtype=np.float32)
+        if found.any():
+            probabilities[found] = predict_probabilities(model, crops, batch_size)
+        y_pred = np.where(found, probabilities.argmax(axis=1), -1)
+    else:
+        probabilities = predict_probabilities(model, prepared.images[rows], batch_size)
+        y_pred = probabilities.argmax(axis=1)
     y_true = faces["label"].iloc[rows].map(index).to_numpy()
-    result = metrics(y_true, probabilities.argmax(axis=1), labels)
+    result = metrics(y_true, y_pred, labels)
     result.update(split=split, unscored=unscored, model=str(model_path), dataset=str(dataset_path))
-    return result, predictions_table(faces.iloc[rows], labels, probabilities)
+    table = predictions_table(faces.iloc[rows], labels, probabilities)
+    if detector:
+        missed = y_pred < 0
+        table.loc[missed, "predicted"] = "(no face)"
+        result["detector"] = detector
+        result["undetected"] = int(missed.sum())
+        result["undetected_per_class"] = {
+            label: int((missed & (y_true == i)).sum()) for i, label in enumerate(labels)
+        }
+    return result, table
+
+
+def _detected_faces(
+    dataset: D.Dataset, faces: pd.DataFrame, settings: P.PrepSettings, detector_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of the detections matched to each labelled face, and which faces had one."""
+    from PIL import Image
+
+    from fer import detect
+
+    detector = detect.make(detector_name)
+    found = np.zeros(len(faces), dtype=bool)
+    crops: dict[int, np.ndarray] = {}  # by position in `faces`, so they line up with `found`
+    for photo, where in faces.groupby("photo", sort=False).indices.items():
+        if dataset.pixels is not None:
+            values = np.array(dataset.pixels[photo].split(), dtype=np.float64)
+            side = int(np.sqrt(values.size))
+            image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8).reshape(side, side)).convert(
+                "RGB"
+            )
+        else:
+            try:  # the boxes refer to the stored pixels: no EXIF rotation here
+                image = Image.open(dataset.photo_path(photo)).convert("RGB")
+            except OSError:
+                continue
+        width, height = image.size
+        group = faces.iloc[where]
+        truth = [
+            (0.0, 0.0, float(height), float(width)) if np.isnan(r.top) else (r.top, r.left, r.bottom, r.right)
+            for r in group.itertuples()
+        ]
+        detections = [d.box for d in detector.detect(np.asarray(image))]
+        gray = image.convert("L")
+        for k, match in enumerate(detect.match(truth, detections)):
+            if match is not None:
+                region = P.crop_box(detections[match], width, height, settings.margin)
+                crops[int(where[k])] = P._crop_resize(gray, region, settings.size)
+                found[where[k]] = True
+    ordered_crops = [crops[i] for i in sorted(crops)]
+    stack = np.stack(ordered_crops) if crops else np.zeros((0, settings.size, settings.size), np.uint8)
+    return stack, found

@@ -122,3 +122,21 @@ def test_real_photo_face_is_found_and_labelled(predictor, expw_sample):
     assert len(result.faces) >= 1
     top, left, bottom, right = result.faces[0].box
     assert 20 < top < 70 and 10 < left < 60 and 120 < bottom < 180 and 120 < right < 170
+
+
+@pytest.mark.realdata
+def test_evaluate_with_detector_counts_missed_faces_as_wrong(tmp_path, model_path, expw_sample):
+    """A small ExpW-format copy: one real photo whose face the detector finds, one blank photo whose
+    labelled 'face' it cannot find."""
+    from fer.evaluate import evaluate
+
+    (tmp_path / "image").mkdir()
+    real = "afraid_man_208.jpg"
+    (tmp_path / "image" / real).write_bytes((expw_sample / "image" / real).read_bytes())
+    Image.new("RGB", (200, 200), "gray").save(tmp_path / "image" / "blank.jpg")
+    (tmp_path / "label.lst").write_text(f"{real} 0 38 28 142 152 93.9 2\nblank.jpg 0 50 50 150 150 80.0 3\n")
+    result, table = evaluate(str(tmp_path), model_path, split="all", detector="haar")
+    assert result["n"] == 2 and result["undetected"] == 1
+    assert result["undetected_per_class"]["happy"] == 1 and result["undetected_per_class"]["fear"] == 0
+    assert table.set_index("photo").loc["image/blank.jpg", "predicted"] == "(no face)"
+    assert result["accuracy"] <= 0.5  # the missed face is wrong whatever the model says
