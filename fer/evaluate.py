@@ -147,11 +147,7 @@ def _detected_faces(
     crops: dict[int, np.ndarray] = {}  # by position in `faces`, so they line up with `found`
     for photo, where in faces.groupby("photo", sort=False).indices.items():
         if dataset.pixels is not None:
-            values = np.array(dataset.pixels[photo].split(), dtype=np.float64)
-            side = int(np.sqrt(values.size))
-            image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8).reshape(side, side)).convert(
-                "RGB"
-            )
+            image = P.image_from_pixels(dataset.pixels[photo]).convert("RGB")
         else:
             try:  # the boxes refer to the stored pixels: no EXIF rotation here
                 image = Image.open(dataset.photo_path(photo)).convert("RGB")

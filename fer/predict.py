@@ -67,10 +67,7 @@ def open_photo(source: str | Path | bytes) -> Image.Image:
             f"not a readable image ({type(error).__name__}: {error}); use a JPEG or PNG"
         ) from error
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8))
+    image = P.to_8bit(image)
     if image.mode in ("RGBA", "LA", "P", "PA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -177,16 +177,25 @@ def _open_gray(path: Path, boxes: list[tuple], settings: PrepSettings) -> tuple[
             scale = drafted[1][2] / width
     image.load()
     if image.mode != "L":
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit: convert("L") would clip at 255 instead of scaling the range down.
-            array = np.asarray(image, dtype=np.float64)
-            peak = array.max() or 1.0
-            image = Image.fromarray(
-                np.clip(array * (255.0 / (65535.0 if peak > 255 else 255.0)), 0, 255).astype(np.uint8)
-            )
-        else:
-            image = image.convert("RGBA").convert("L") if image.mode == "P" else image.convert("L")
+        image = to_8bit(image)
+        image = image.convert("RGBA").convert("L") if image.mode == "P" else image.convert("L")
     return image, width, height, scale
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and integer / float images scaled into 0-255 ("L"); convert("L") would clip at 255."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if array.max() > 255 else 255.0
+    return Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8))
+
+
+def image_from_pixels(text: str) -> Image.Image:
+    """A square grayscale image from FER2013-CSV pixel text ("70 80 82 ...")."""
+    values = np.array(text.split(), dtype=np.float64)
+    side = math.isqrt(values.size)
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8).reshape(side, side))
 
 
 def _crop_resize(image: Image.Image, region: tuple[int, ...], size: int) -> np.ndarray:
@@ -200,9 +209,7 @@ def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings
     """
     try:
         if isinstance(source, str):
-            values = np.array(source.split(), dtype=np.float64)
-            side = math.isqrt(values.size)
-            image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8).reshape(side, side))
+            image = image_from_pixels(source)
             width, height, scale = *image.size, 1.0
         else:
             image, width, height, scale = _open_gray(source, boxes, settings)
