@@ -89,7 +89,7 @@ def evaluate(
     model, metadata = load_model(Path(model_path))
     labels = list(metadata["labels"])
     dataset = D.load(dataset_path)
-    settings = P.PrepSettings(size=int(metadata["image_size"]), margin=float(metadata.get("margin", 0.0)))
+    settings = P.settings_of(metadata)
     prepared = P.prepare(dataset, settings, min_confidence=min_confidence)
     faces = prepared.faces
     train = metadata.get("train", {})
@@ -160,12 +160,16 @@ def _detected_faces(
             for r in group.itertuples()
         ]
         detections = [d.box for d in detector.detect(np.asarray(image))]
-        gray = image.convert("L")
-        for k, match in enumerate(detect.match(truth, detections)):
-            if match is not None:
-                region = P.crop_box(detections[match], width, height, settings.margin)
-                crops[int(where[k])] = P._crop_resize(gray, region, settings.size)
-                found[where[k]] = True
+        matched = [
+            (int(where[k]), detections[m])
+            for k, m in enumerate(detect.match(truth, detections))
+            if m is not None
+        ]
+        if matched:
+            cropped = P.crop_faces(image.convert("L"), [box for _, box in matched], settings)
+            for (position, _), face in zip(matched, cropped):
+                crops[position] = face
+                found[position] = True
     ordered_crops = [crops[i] for i in sorted(crops)]
     stack = np.stack(ordered_crops) if crops else np.zeros((0, settings.size, settings.size), np.uint8)
     return stack, found

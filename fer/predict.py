@@ -83,9 +83,7 @@ class Predictor:
 
         self.model, self.metadata = load_model(Path(model_path))
         self.labels = list(self.metadata["labels"])
-        self.settings = P.PrepSettings(
-            size=int(self.metadata["image_size"]), margin=float(self.metadata.get("margin", 0.0))
-        )
+        self.settings = P.settings_of(self.metadata)
         self.detector_name = detector
         self._detector = None
 
@@ -114,12 +112,7 @@ class Predictor:
             boxes, scores = [(0.0, 0.0, float(height), float(width))], [None]
         else:
             boxes, scores = self._detect(photo)
-        gray = photo.convert("L")
-        crops = []
-        for box in boxes:
-            left, top, right, bottom = P.crop_box(box, width, height, self.settings.margin)
-            crops.append(P._crop_resize(gray, (left, top, right, bottom), self.settings.size))
-        faces = np.stack(crops) if crops else np.zeros((0, self.settings.size, self.settings.size), np.uint8)
+        faces = P.crop_faces(photo.convert("L"), boxes, self.settings)
         probabilities = self.classify(faces, flip=flip)
         result = PhotoResult(width, height)
         for box, score, row in zip(boxes, scores, probabilities):

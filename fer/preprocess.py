@@ -202,6 +202,21 @@ def _crop_resize(image: Image.Image, region: tuple[int, ...], size: int) -> np.n
     return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=region, reducing_gap=3.0))
 
 
+def crop_faces(gray: Image.Image, boxes: list[tuple], settings: PrepSettings) -> np.ndarray:
+    """(n, size, size) uint8 faces at (top, left, bottom, right) boxes of a grayscale image, cropped
+    and resized exactly as the cache's faces are: what evaluation and prediction on photos use."""
+    width, height = gray.size
+    faces = [
+        _crop_resize(gray, crop_box(box, width, height, settings.margin), settings.size) for box in boxes
+    ]
+    return np.stack(faces) if faces else np.zeros((0, settings.size, settings.size), np.uint8)
+
+
+def settings_of(metadata: dict) -> PrepSettings:
+    """The preprocessing a saved model was trained with, from its metadata."""
+    return PrepSettings(size=int(metadata["image_size"]), margin=float(metadata.get("margin", 0.0)))
+
+
 def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings) -> list[np.ndarray | str]:
     """Every face of one photo: a (size, size) uint8 array, or the reason it could not be made.
 
