@@ -2,13 +2,17 @@
 
 import streamlit as st
 
-from fer import demo
-
-DATASET = "dataset"  # session key: the dataset the pages work on ("demo" or a path)
-MIN_CONFIDENCE = "min_confidence"  # session key: the confidence threshold chosen on the Data page
+from pages import common
 
 st.set_page_config(page_title="Facial expressions", page_icon=":material/mood:", layout="wide")
-st.session_state.setdefault(DATASET, demo.NAME)
-st.session_state.setdefault(MIN_CONFIDENCE, 0.0)
+common.init_session()
 
-st.navigation([st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)]).run()
+st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/results.py", title="Results", icon=":material/insights:"),
+        st.Page("pages/classify.py", title="Classify", icon=":material/photo_camera:"),
+    ]
+).run()

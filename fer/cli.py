@@ -318,7 +318,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _bundled_model() -> Path:
-    path = Path(__file__).resolve().parent.parent / "models" / "default.keras"
+    from fer.paths import BUNDLED_MODEL as path
+
     if not path.is_file():
         raise ValueError(f"no --model given and the bundled model {path} is missing")
     return path

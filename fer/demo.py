@@ -612,8 +612,9 @@ def ensure(root: Path | None = None) -> Path:
     first rename wins; the others drop their copy and use the winner's.
     """
     if root is None:
-        home = os.environ.get("FER_HOME")
-        root = Path(home) if home else Path(__file__).resolve().parent.parent / "data"
+        from fer.paths import data_dir
+
+        root = data_dir()
     target = Path(root) / NAME
     if _is_current(target):
         return target

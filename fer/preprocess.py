@@ -99,9 +99,9 @@ def to_unit(images: np.ndarray) -> np.ndarray:
 
 
 def default_cache_dir() -> Path:
-    home = os.environ.get("FER_HOME")
-    root = Path(home) if home else Path(__file__).resolve().parent.parent / "data"
-    return root / "cache"
+    from fer.paths import data_dir
+
+    return data_dir() / "cache"
 
 
 def cache_key(dataset: D.Dataset, settings: PrepSettings) -> str:

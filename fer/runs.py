@@ -37,8 +37,9 @@ HEARTBEAT_SECONDS = 30.0
 
 
 def default_runs_dir() -> Path:
-    home = os.environ.get("FER_HOME")
-    return Path(home) / "runs" if home else Path(__file__).resolve().parent.parent / "runs"
+    from fer.paths import runs_dir
+
+    return runs_dir()
 
 
 # Atomic writes ------------------------------------------------------------------------------------

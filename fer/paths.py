@@ -1,0 +1,75 @@
+"""Where the project keeps things, and which folders a dashboard visitor may read datasets from.
+
+Everything lives under one home: $FER_HOME when set (tests, a shared server), else the project
+folder. Typed dataset paths are resolved (symlinks and `..` included) and must fall under one of
+the configured data roots, so a visitor cannot make the server read /etc or someone's home.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+BUNDLED_MODEL = PROJECT / "models" / "default.keras"
+# os.pathsep-separated folders a visitor may open datasets from (besides the data folder itself).
+ROOTS_VARIABLE = "FER_DATA_ROOTS"
+
+
+class PathError(ValueError):
+    """A path a visitor typed that the server will not open; the message says why and what to do."""
+
+
+def home() -> Path:
+    value = os.environ.get("FER_HOME")
+    return Path(value) if value else PROJECT
+
+
+def data_dir() -> Path:
+    """The project's data folder: the demo, the cache, extracted uploads."""
+    value = os.environ.get("FER_HOME")
+    return Path(value) if value else PROJECT / "data"
+
+
+def uploads_dir() -> Path:
+    return data_dir() / "uploads"
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
+
+
+def data_roots() -> list[Path]:
+    """Folders datasets may be opened from: the data folder, then $FER_DATA_ROOTS (or, when that is
+    unset, the `shared/datasets` folder beside the project, where it exists)."""
+    roots = [data_dir()]
+    configured = os.environ.get(ROOTS_VARIABLE)
+    if configured is not None:
+        roots += [Path(p).expanduser() for p in configured.split(os.pathsep) if p.strip()]
+    else:
+        beside = PROJECT.parent / "shared" / "datasets"
+        if beside.is_dir():
+            roots.append(beside)
+    return [r.resolve() for r in roots]
+
+
+def check_dataset_path(text: str) -> Path:
+    """The resolved dataset path a visitor typed, if it lies under a data root; PathError if not."""
+    text = (text or "").strip()
+    if not text:
+        raise PathError("type the path of a dataset folder or CSV file")
+    if "\0" in text:
+        raise PathError("the path contains a NUL character")
+    path = Path(text).expanduser()
+    resolved = path.resolve() if path.is_absolute() else (PROJECT / path).resolve()
+    roots = data_roots()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise PathError(
+            f"{text} is outside the folders this server serves datasets from ({allowed}); "
+            f"put the dataset there, upload it as a .zip, or ask the server's owner to add its folder "
+            f"to {ROOTS_VARIABLE}"
+        )
+    if not resolved.exists():
+        raise PathError(f"{text} does not exist (looked for {resolved})")
+    return resolved

@@ -1,0 +1,115 @@
+"""What every page shares: session keys, the loaders they cache, and the models they can use.
+
+Not a page itself (the router lists pages by file). Session state holds only names (a dataset
+path, a model path, a run folder); heavy things are cached by Streamlit, keyed by those names:
+`st.cache_data` for manifests and summaries (copied per session), `st.cache_resource` for loaded
+models (one per server, shared by every session, used under a lock).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+from fer import datasets, paths, summary
+from fer import runs as R
+
+# Session keys, initialised once in streamlit_app.py.
+DATASET = "dataset"  # "demo" or a resolved path under a data root
+MIN_CONFIDENCE = "min_confidence"  # the Data page's threshold (0 keeps every face)
+MODEL = "model"  # path of the .keras model the Classify page uses
+RUN = "run"  # the run folder the Results page shows ("" for the newest)
+
+DEFAULTS = {DATASET: "demo", MIN_CONFIDENCE: 0.0, MODEL: str(paths.BUNDLED_MODEL), RUN: ""}
+
+
+def init_session() -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+
+
+def _stamp(path: str) -> float:
+    """Modification time of a dataset's index (or folder), so edits on disk invalidate the caches."""
+    if path == "demo":
+        return 0.0
+    target = Path(path)
+    for name in ("label.lst", "fer2013.csv"):
+        if (target / name).is_file():
+            return (target / name).stat().st_mtime
+    try:
+        return target.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner="Reading the dataset...", max_entries=8)
+def _load(path: str, stamp: float) -> datasets.Dataset:
+    return datasets.load(path)
+
+
+def load_dataset(path: str) -> datasets.Dataset:
+    return _load(path, _stamp(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _summary(path: str, stamp: float, min_confidence: float | None) -> dict:
+    return summary.summarize(_load(path, stamp), min_confidence)
+
+
+def dataset_summary(path: str, min_confidence: float | None = None) -> dict:
+    return _summary(path, _stamp(path), min_confidence)
+
+
+def dataset_label(path: str) -> str:
+    return "Built-in demo dataset" if path == "demo" else Path(path).name
+
+
+class SharedPredictor:
+    """One loaded model for the whole server; predictions are serialised by a lock."""
+
+    def __init__(self, model_path: str) -> None:
+        from fer.predict import Predictor
+
+        self.predictor = Predictor(model_path)
+        self.lock = threading.Lock()
+
+    @property
+    def labels(self) -> list[str]:
+        return self.predictor.labels
+
+    @property
+    def metadata(self) -> dict:
+        return self.predictor.metadata
+
+    def predict(self, source, **options):
+        with self.lock:
+            return self.predictor.predict(source, **options)
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def _predictor(model_path: str, stamp: float) -> SharedPredictor:
+    return SharedPredictor(model_path)
+
+
+def predictor(model_path: str) -> SharedPredictor:
+    return _predictor(model_path, Path(model_path).stat().st_mtime)
+
+
+def model_choices() -> dict[str, str]:
+    """Label shown -> model path: the bundled model, then every finished run with a best model."""
+    choices = {}
+    if paths.BUNDLED_MODEL.is_file():
+        choices["Bundled model (trained on FER2013 + ExpW)"] = str(paths.BUNDLED_MODEL)
+    for run in R.list_runs(paths.runs_dir()):
+        if (run / "best.keras").is_file() and R.read_status(run).get("state") == "done":
+            choices[f"Run {run.name}"] = str(run / "best.keras")
+    return choices
+
+
+def model_label(model_path: str) -> str:
+    for label, path in model_choices().items():
+        if path == model_path:
+            return label
+    return Path(model_path).name
