@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
 
 from fer import preprocess as P
@@ -62,6 +63,10 @@ def open_photo(source: str | Path | bytes) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PhotoError(f"photo is too large to decode safely ({error}): resize it and try again") from error
+    except Image.UnidentifiedImageError as error:
+        raise PhotoError(
+            "not an image file, or one of a kind this tool cannot read; use a JPEG, PNG or WebP photo"
+        ) from error
     except Exception as error:  # noqa: BLE001 - whatever the decoder says, it is not a usable photo
         raise PhotoError(
             f"not a readable image ({type(error).__name__}: {error}); use a JPEG or PNG"
@@ -139,3 +144,66 @@ class Predictor:
         found = self.detector.detect(np.asarray(small))
         boxes = [tuple(v / scale for v in d.box) for d in found]
         return boxes, [d.score for d in found]
+
+
+# Showing results ----------------------------------------------------------------------------------
+
+# One colour per canonical label (others cycle through them), chosen to stay readable on photos.
+_COLOURS = ["#d62728", "#8c564b", "#9467bd", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f"]
+
+
+def label_colour(label: str, labels: list[str]) -> str:
+    from fer.labels import LABELS
+
+    order = list(LABELS) + [x for x in labels if x not in LABELS]
+    return _COLOURS[order.index(label) % len(_COLOURS)] if label in order else _COLOURS[-1]
+
+
+def annotate(photo: Image.Image, result: PhotoResult, labels: list[str]) -> Image.Image:
+    """A copy of the photo with each face boxed and labelled ("1 happy 87%"), sized for a screen."""
+    from PIL import ImageDraw, ImageFont
+
+    image = photo.convert("RGB").copy()
+    scale = min(1.0, 1600 / max(image.size))
+    if scale < 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)))
+    draw = ImageDraw.Draw(image)
+    line = max(2, round(max(image.size) / 300))
+    font = ImageFont.load_default(size=max(12, round(max(image.size) / 40)))
+    for number, face in enumerate(result.faces, start=1):
+        top, left, bottom, right = (v * scale for v in face.box)
+        colour = label_colour(face.label, labels)
+        draw.rectangle((left, top, right, bottom), outline=colour, width=line)
+        text = f"{number} {face.label} {face.probabilities[face.label]:.0%}"
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        height = y1 - y0 + 2 * line
+        y = top - height if top - height >= 0 else bottom
+        draw.rectangle((left, y, left + x1 - x0 + 2 * line, y + height), fill=colour)
+        draw.text((left + line, y + line - y0), text, fill="white", font=font)
+    return image
+
+
+def results_table(results: list[tuple[str, PhotoResult]], labels: list[str]) -> pd.DataFrame:
+    """One row per face over many photos: photo, face number, label, its probability, box, every
+    class probability; a photo with no face gets one row with an empty label, so none goes missing."""
+    rows = []
+    for name, result in results:
+        if not result.faces:
+            rows.append({"photo": name, "face": 0, "label": "", "probability": np.nan})
+        for number, face in enumerate(result.faces, start=1):
+            top, left, bottom, right = face.box
+            rows.append(
+                {
+                    "photo": name,
+                    "face": number,
+                    "label": face.label,
+                    "probability": round(face.probabilities[face.label], 4),
+                    "top": top,
+                    "left": left,
+                    "bottom": bottom,
+                    "right": right,
+                    **{f"p_{label}": round(face.probabilities.get(label, np.nan), 4) for label in labels},
+                }
+            )
+    columns = ["photo", "face", "label", "probability", "top", "left", "bottom", "right"]
+    return pd.DataFrame(rows, columns=columns + [f"p_{label}" for label in labels])

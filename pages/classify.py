@@ -1,6 +1,150 @@
-"""Classify page (being built: issue 5)."""
+"""Classify: webcam snapshots and uploaded photos, each face boxed, labelled and explained."""
 
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("Classify")
-st.info("This page is being built.")
+from fer import predict
+from pages import common
+
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+
+st.title("Classify photos")
+st.write(
+    "Take a webcam snapshot or upload photos: every face found is boxed on the picture with the "
+    "expression the model reads, and how sure it is of each one."
+)
+
+choices = common.model_choices()
+if not choices:
+    st.info("No model yet: the bundled model is missing and no training has finished. Train one first.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+paths = list(choices.values())
+current = st.session_state[common.MODEL]
+model_path = st.selectbox(
+    "Model",
+    paths,
+    index=paths.index(current) if current in paths else 0,
+    format_func=lambda p: next(label for label, path in choices.items() if path == p),
+    key="classify_model",
+    help="The bundled model works out of the box; finished trainings appear here too.",
+)
+st.session_state[common.MODEL] = model_path
+
+left, right = st.columns(2)
+whole = left.toggle(
+    "Photos are already cropped to one face",
+    key="whole",
+    help="Skip face detection and read the whole picture as one face (for passport-style crops).",
+)
+flip = right.toggle(
+    "Also read the mirrored face (slower, a little steadier)",
+    key="flip",
+    help="Averages the model's answer for the face and its mirror image.",
+)
+
+try:
+    model = common.predictor(model_path)
+except Exception as error:  # noqa: BLE001 - a broken model file must not take the page down
+    st.error(f"The model {Path(model_path).name} could not be loaded ({error}). Choose another one.")
+    st.stop()
+labels = model.labels
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def classify(data: bytes, model_path: str, whole: bool, flip: bool) -> predict.PhotoResult:
+    return common.predictor(model_path).predict(data, whole=whole, flip=flip)
+
+
+def probability_chart(face: predict.Face) -> go.Figure:
+    values = [face.probabilities[label] for label in labels]
+    colours = [predict.label_colour(label, labels) if label == face.label else "#c8ccd4" for label in labels]
+    figure = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker_color=colours,
+            text=[f"{v:.0%}" for v in values],
+            textposition="outside",
+        )
+    )
+    figure.update_layout(
+        height=230,
+        margin=dict(l=0, r=10, t=10, b=0),
+        xaxis=dict(range=[0, 1.15], tickformat=".0%", showgrid=False),
+        yaxis=dict(autorange="reversed"),
+    )
+    return figure
+
+
+camera_tab, upload_tab = st.tabs(["Webcam snapshot", "Upload photos"])
+with camera_tab:
+    snapshot = st.camera_input("Take a snapshot", key="camera", help="Your browser asks to use the camera.")
+with upload_tab:
+    uploads = st.file_uploader(
+        "Photos (several at once)",
+        type=PHOTO_TYPES,
+        accept_multiple_files=True,
+        key="uploads",
+        help="JPEG, PNG, WebP and the like; phone pictures are turned upright.",
+    )
+
+photos = ([("webcam snapshot", snapshot.getvalue())] if snapshot is not None else []) + [
+    (upload.name, upload.getvalue()) for upload in uploads or []
+]
+if not photos:
+    st.info("Take a snapshot or upload a photo to see what the model reads in it.")
+    st.stop()
+
+results = []
+progress = st.progress(0.0, text="Reading faces...") if len(photos) > 1 else None
+for number, (name, data) in enumerate(photos, start=1):
+    if progress:
+        progress.progress(
+            (number - 1) / len(photos), text=f"Reading faces in {name} ({number} of {len(photos)})"
+        )
+    st.subheader(name)
+    try:
+        result = classify(data, model_path, whole, flip)
+    except predict.PhotoError as error:
+        st.error(f"{name}: {error}")
+        continue
+    results.append((name, result))
+    if not result.faces:
+        st.warning(
+            f"No face found in {name}. Try a photo where the face is larger, facing the camera and "
+            "evenly lit, or switch on 'Photos are already cropped to one face' for a close-up."
+        )
+        st.image(data, width=320)
+        continue
+    picture, charts = st.columns([3, 2])
+    picture.image(predict.annotate(predict.open_photo(data), result, labels), width="stretch")
+    for index, face in enumerate(result.faces, start=1):
+        sure = face.probabilities[face.label]
+        charts.markdown(f"**Face {index}: {face.label}** ({sure:.0%} sure)")
+        charts.plotly_chart(
+            probability_chart(face),
+            width="stretch",
+            key=f"chart-{number}-{hashlib.sha1(data).hexdigest()[:10]}-{index}",
+            config={"displayModeBar": False},
+        )
+if progress:
+    progress.empty()
+
+if results:
+    st.subheader("All results")
+    table = predict.results_table(results, labels)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button(
+        "Download the results (CSV)",
+        table.to_csv(index=False).encode(),
+        file_name="expressions.csv",
+        mime="text/csv",
+        key="download_csv",
+    )

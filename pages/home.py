@@ -1,38 +1,63 @@
-"""Home: what the tool does, and the dataset it is working on."""
+"""Home: what the tool does, and the dataset and model it is working with."""
+
+from pathlib import Path
 
 import plotly.express as px
 import streamlit as st
 
-from fer import datasets, summary
+from fer import datasets
+from pages import common
 
 st.title("Facial-expression classifier")
 st.write(
-    "Train a model that reads facial expressions (angry, disgust, fear, happy, sad, surprise, neutral) "
-    "from labelled face photos, then use it on webcam snapshots and uploaded pictures. "
-    "Start with the built-in demo dataset, or point the tool at your own."
+    "This tool trains models that read facial expressions (angry, disgust, fear, happy, sad, surprise, "
+    "neutral) from labelled face photos, and shows how well they do. Use a model on webcam snapshots "
+    "and uploaded photos, and share the results as a report anyone can open."
 )
 
-
-@st.cache_data(show_spinner="Reading the dataset...")
-def dataset_summary(path: str) -> dict:
-    return summary.summarize(datasets.load(path))
-
-
-path = st.session_state["dataset"]
+path = st.session_state[common.DATASET]
+model_path = st.session_state[common.MODEL]
 try:
-    facts = dataset_summary(path)
+    facts = common.dataset_summary(path)
 except (datasets.DatasetError, ValueError) as error:
-    st.error(f"The dataset could not be read: {error}")
+    st.error(f"The dataset could not be read: {error}. Choose another one on the Data page.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/dataset:")
     st.stop()
 
-st.subheader(f"Dataset: {facts['name']}")
-if facts["format"] == "expw" and path == "demo":
-    st.caption(
-        "Synthetic: drawn cartoon faces generated on this machine, so every page works with no download."
+data_column, model_column = st.columns(2)
+with data_column:
+    st.subheader("Dataset")
+    st.markdown(f"**{common.dataset_label(path)}**")
+    if path == "demo":
+        st.caption(
+            "Synthetic: drawn cartoon faces generated on this machine, so every page works with no download."
+        )
+    left, right = st.columns(2)
+    left.metric("Faces", f"{facts['faces']:,}")
+    right.metric("Photos", f"{facts['photos']:,}")
+    st.page_link(
+        "pages/data.py", label="Look at the data, or choose another dataset", icon=":material/dataset:"
     )
-left, right = st.columns(2)
-left.metric("Faces", f"{facts['faces']:,}")
-right.metric("Photos", f"{facts['photos']:,}")
+with model_column:
+    st.subheader("Model")
+    if model_path and Path(model_path).is_file():
+        st.markdown(f"**{common.model_label(model_path)}**")
+        try:
+            metadata = common.predictor(model_path).metadata
+            scores = metadata.get("test_metrics") or {}
+            for name, score in scores.items() if "accuracy" not in scores else [("test", scores)]:
+                st.caption(f"Accuracy on {name}: {score['accuracy']:.1%} of {score['n']:,} held-out faces")
+        except Exception as error:  # noqa: BLE001 - a broken model must not take the home page down
+            st.warning(f"The model could not be loaded ({error}); choose another on the Classify page.")
+    else:
+        st.info("No model yet: train one on the Train page.")
+    st.page_link(
+        "pages/classify.py", label="Classify a webcam snapshot or photos", icon=":material/photo_camera:"
+    )
+    st.page_link("pages/train.py", label="Train a new model", icon=":material/model_training:")
+
 counts = {label: row["faces"] for label, row in facts["per_label"].items()}
-figure = px.bar(x=list(counts), y=list(counts.values()), labels={"x": "label", "y": "faces"})
+figure = px.bar(
+    x=list(counts), y=list(counts.values()), labels={"x": "label", "y": "faces"}, title="Faces per label"
+)
 st.plotly_chart(figure, width="stretch")

@@ -77,7 +77,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 
 
 def test_not_an_image_is_a_clear_error():
-    with pytest.raises(predict.PhotoError, match="not a readable image"):
+    with pytest.raises(predict.PhotoError, match="not an image file"):
         predict.open_photo(b"hello, this is text")
 
 
@@ -113,7 +113,7 @@ def test_cli_predict_lists_faces_and_errors(tmp_path, capsys, model_path):
     assert code == 1  # one photo could not be read; the other still has its answer
     first, second = result["photos"]
     assert first["error"] is None and len(first["faces"]) == 1
-    assert second["faces"] == [] and "not a readable image" in second["error"]
+    assert second["faces"] == [] and "not an image file" in second["error"]
 
 
 @pytest.mark.realdata
@@ -140,3 +140,26 @@ def test_evaluate_with_detector_counts_missed_faces_as_wrong(tmp_path, model_pat
     assert result["undetected_per_class"]["happy"] == 1 and result["undetected_per_class"]["fear"] == 0
     assert table.set_index("photo").loc["image/blank.jpg", "predicted"] == "(no face)"
     assert result["accuracy"] <= 0.5  # the missed face is wrong whatever the model says
+
+
+def test_annotated_photo_boxes_each_face_in_its_label_colour(predictor):
+    photo = Image.new("RGB", (200, 160), "white")
+    result = predict.PhotoResult(
+        200, 160, [predict.Face((20, 30, 120, 110), "happy", {"happy": 0.9, "sad": 0.1})]
+    )
+    drawn = np.asarray(predict.annotate(photo, result, ["happy", "sad"]))
+    colour = predict.label_colour("happy", ["happy", "sad"])
+    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    assert tuple(drawn[70, 30]) == rgb  # the left edge of the box, halfway down
+    assert tuple(drawn[70, 70]) == (255, 255, 255)  # inside the box the photo is untouched
+
+
+def test_results_table_keeps_photos_without_faces():
+    face = predict.Face((1, 2, 3, 4), "sad", {"happy": 0.25, "sad": 0.75})
+    table = predict.results_table(
+        [("a.jpg", predict.PhotoResult(10, 10, [face])), ("empty.jpg", predict.PhotoResult(10, 10))],
+        ["happy", "sad"],
+    )
+    assert list(table["photo"]) == ["a.jpg", "empty.jpg"]
+    assert table.loc[0, "label"] == "sad" and table.loc[0, "p_sad"] == 0.75
+    assert table.loc[1, "label"] == "" and table.loc[1, "face"] == 0

@@ -1,0 +1,87 @@
+"""The Classify page, driven headless by AppTest with the bundled model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from fer.labels import LABELS
+from fer.paths import BUNDLED_MODEL
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+
+
+def classify_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/classify.py").run()
+    assert not at.exception
+    return at
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def face_headings(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if m.value.startswith("**Face ")]
+
+
+def test_first_launch_offers_the_bundled_model_and_asks_for_a_photo():
+    at = classify_page()
+    assert at.selectbox(key="classify_model").value == str(BUNDLED_MODEL)
+    assert any("upload a photo" in i.value for i in at.info)
+
+
+def test_a_pre_cropped_upload_is_one_face_with_a_table_row():
+    at = classify_page()
+    at.toggle(key="whole").set_value(True)
+    at.file_uploader(key="uploads").set_value(
+        ("crop.png", png(Image.new("L", (64, 64), 128)), "image/png")
+    ).run()
+    assert not at.exception
+    [heading] = face_headings(at)
+    table = at.dataframe[0].value
+    assert list(table["photo"]) == ["crop.png"] and table.loc[0, "label"] in LABELS
+    assert table.loc[0, "label"] in heading
+    assert len(at.get("download_button")) == 1
+
+
+def test_a_photo_with_no_face_says_what_to_try_and_a_broken_file_does_not_stop_the_others():
+    at = classify_page()
+    blank = png(Image.new("RGB", (320, 240), "gray"))
+    at.file_uploader(key="uploads").set_value(
+        [("broken.jpg", b"\xff\xd8\xff" + b"\x00" * 40, "image/jpeg"), ("blank.png", blank, "image/png")]
+    ).run()
+    assert not at.exception
+    assert any("broken.jpg" in e.value and "use a JPEG" in e.value for e in at.error)
+    assert any("No face found in blank.png" in w.value and "already cropped" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert list(table["photo"]) == ["blank.png"] and table.loc[0, "label"] == ""
+
+
+@pytest.mark.realdata
+def test_real_photos_uploaded_together_and_a_webcam_snapshot_are_labelled(expw_sample):
+    at = classify_page()
+    photos = [
+        (name, (expw_sample / "image" / name).read_bytes(), "image/jpeg")
+        for name in ("afraid_man_208.jpg", "amazed_actor_137.jpg")
+        if (expw_sample / "image" / name).is_file()
+    ]
+    assert photos, "expected photos from expw-sample"
+    at.file_uploader(key="uploads").set_value(photos).run()
+    assert not at.exception
+    assert len(face_headings(at)) >= len(photos)
+    table = at.dataframe[0].value
+    assert set(table["photo"]) == {name for name, _, _ in photos}
+    assert table["label"].isin(LABELS).all()
+
+    at.file_uploader(key="uploads").set_value(None)
+    at.camera_input(key="camera").set_value(("snapshot.jpg", photos[0][1], "image/jpeg")).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["photo"].unique()) == ["webcam snapshot"]
