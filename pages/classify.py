@@ -11,6 +11,8 @@ import streamlit as st
 from fer import predict
 from pages import common
 
+common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
+
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 
 st.title("Classify photos")

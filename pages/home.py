@@ -8,6 +8,8 @@ import streamlit as st
 from fer import datasets
 from pages import common
 
+common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
+
 st.title("Facial-expression classifier")
 st.write(
     "This tool trains models that read facial expressions (angry, disgust, fear, happy, sad, surprise, "
