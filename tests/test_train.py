@@ -426,3 +426,28 @@ def test_killed_run_reads_interrupted_and_resumes_to_the_end(tmp_path):
     assert R.read_json(run_dir / "state.json")["epoch"] == 3
     assert metrics["n"] == R.read_json(run_dir / "metrics.json")["n"] > 0
     assert T.read_metadata(run_dir / "best.keras")["train"]["batch_size"] == 1
+
+
+def test_export_records_held_out_scores_and_predicts_the_same(finished_run, tiny_dataset, tmp_path, home):
+    from fer.evaluate import evaluate
+
+    _, run_dir, _ = finished_run
+    out = tmp_path / "shipped.keras"
+    metadata = T.export_model(run_dir, out, score_on=(str(tiny_dataset),))
+    model, saved = T.load_model(out)
+    assert saved["labels"] == metadata["labels"] and saved["exported_from"].endswith("best.keras")
+    [(name, score)] = saved["test_metrics"].items()
+    assert name == tiny_dataset.name
+    evaluated, _ = evaluate(str(tiny_dataset), out, split="test")
+    assert score["accuracy"] == pytest.approx(evaluated["accuracy"]) and score["n"] == evaluated["n"]
+    faces = np.zeros((2, saved["image_size"], saved["image_size"]), np.uint8)
+    np.testing.assert_allclose(
+        T.predict_probabilities(model, faces),
+        T.predict_probabilities(T.load_model(run_dir / "best.keras")[0], faces),
+        atol=1e-6,
+    )
+
+
+def test_export_of_a_run_without_a_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no best.keras"):
+        T.export_model(tmp_path, tmp_path / "out.keras")
