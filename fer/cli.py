@@ -114,6 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--flip", action="store_true", help="average with the mirrored face (test-time flip)"
     )
     predict.add_argument("--json", action="store_true", help="print one JSON object")
+
+    report = commands.add_parser("report", help="write a run's shareable, self-contained HTML report")
+    report.add_argument("run_dir", type=Path, help="a run folder written by train")
+    report.add_argument("--out", required=True, type=Path, help="the HTML file to write")
+    report.add_argument(
+        "--faces-per-cell",
+        type=int,
+        default=4,
+        help="example faces per label, for the right answers and for the mistakes each (default 4)",
+    )
+
+    export = commands.add_parser(
+        "export", help="write a run's best model for shipping, with its held-out scores in its metadata"
+    )
+    export.add_argument("source", type=Path, help="a run folder (its best.keras) or a .keras file")
+    export.add_argument("--out", required=True, type=Path, help="the .keras file to write")
+    export.add_argument(
+        "--score", action="append", default=[], metavar="DATASET", help="score on its test part (repeatable)"
+    )
+    export.add_argument(
+        "--detect",
+        action="append",
+        default=[],
+        metavar="DATASET",
+        help="score on its test part with faces found by the detector (repeatable)",
+    )
     return parser
 
 
@@ -175,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             "train": _train,
             "evaluate": _evaluate,
             "predict": _predict,
+            "report": _report,
+            "export": _export,
         }
         return handler[args.command](args)
     except (D.DatasetError, ValueError, OSError) as error:  # OSError: e.g. --out is a file, or not writable
@@ -315,6 +343,37 @@ def _predict(args: argparse.Namespace) -> int:
                 print(f"{photo['photo']}: {face['label']} ({best:.0%}) at top={top:g} left={left:g} "
                       f"bottom={bottom:g} right={right:g}")  # fmt: skip
     return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fer.report import build_report
+    from fer.runs import write_text
+
+    page = build_report(
+        args.run_dir, faces_per_cell=args.faces_per_cell, progress=ProgressBar("reading the test faces")
+    )
+    write_text(args.out, page)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fer.train import export_model
+
+    metadata = export_model(
+        args.source,
+        args.out,
+        score_on=tuple(args.score),
+        detect_on=tuple(args.detect),
+        progress=lambda what: print(what, file=sys.stderr),
+    )
+    print(f"wrote {args.out}")
+    for name, score in (metadata.get("test_metrics") or {}).items():
+        print(
+            f"  {name}: {score['n']:,} faces, accuracy {score['accuracy']:.4f}, weighted F1 {score['f1']:.4f}, "
+            f"macro F1 {score['macro_f1']:.4f}"
+        )
+    return 0
 
 
 def _bundled_model() -> Path:

@@ -160,3 +160,20 @@ def read_history(run_dir: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return pd.DataFrame()
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """The run's final test metrics (metrics.json), or None before it has any."""
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    return metrics if isinstance(metrics, dict) else None
+
+
+def read_predictions(run_dir: Path) -> pd.DataFrame:
+    """The run's per-face test predictions (predictions.csv); empty before it has any. Names stay text:
+    a photo called "nan" or a label "NA" is not a missing value."""
+    path = Path(run_dir) / "predictions.csv"
+    text_columns = ("dataset", "photo", "split", "label", "predicted")
+    try:
+        return pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return pd.DataFrame()

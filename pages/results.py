@@ -1,6 +1,405 @@
-"""Results page (being built: issue 5)."""
+"""Results: how well a run's model does, where it goes wrong (with the faces), how runs compare, and
+the files to share. The numbers, sentences and faces come from fer.report, which the HTML report
+uses too."""
 
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
+from fer import paths, report
+from fer import runs as R
+from pages import common
+
+common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
+
+TRUE, PREDICTED, CHART = "results_true", "results_predicted", "results_confusion"
+MAX_FACES = 40  # faces shown for one cell; the table below them lists every one
+
+
+def _stamp(run: str) -> tuple[float, ...]:
+    """Modification times of the files a run rewrites, so cached readings follow a live run."""
+    times = []
+    for name in ("status.json", "history.csv", "metrics.json", "predictions.csv"):
+        try:
+            times.append((Path(run) / name).stat().st_mtime)
+        except OSError:
+            times.append(0.0)
+    return tuple(times)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _run(run: str, stamp: tuple[float, ...]) -> report.Run:
+    return report.load_run(run)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _faces(run: str, stamp: tuple[float, ...], _progress) -> report.RunFaces:
+    return report.run_faces(run, progress=_progress)
+
+
+def run_faces(run: str) -> report.RunFaces:
+    """The run's test faces; a progress bar while they are prepared (only if the cache is gone)."""
+    bar = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        if done < total:
+            bar.progress(done / max(total, 1), text=f"Preparing the test faces: {done:,} of {total:,}")
+
+    try:
+        return _faces(run, _stamp(run), progress)
+    finally:
+        bar.empty()
+
+
+def percents(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Shares as percentages, shown with one decimal ("percent" formatting varies the decimals)."""
+    return frame.assign(**{c: frame[c] * 100 for c in columns if c in frame.columns})
+
+
+def percent_column(title: str) -> st.column_config.NumberColumn:
+    return st.column_config.NumberColumn(title, format="%.1f%%")
+
+
+# The chosen run -----------------------------------------------------------------------------------
+
+
+def status(run: report.Run) -> None:
+    """Say plainly where a run that has not finished stands."""
+    state, error = run.state, run.status.get("error")
+    resume = f"`python -m fer train --resume --run-dir {run.path}`"
+    if state in ("running", "queued"):
+        epoch, epochs = run.status.get("epoch") or 0, run.status.get("epochs") or run.train.get("epochs")
+        st.info(
+            f"This run is {report.STATE_WORDS[state]}: epoch {epoch} of {epochs}. Its test results appear "
+            "here when it finishes.",
+            icon=":material/hourglass_top:",
+        )
+        if epochs:
+            st.progress(min(int(epoch) / int(epochs), 1.0))
+        st.button("Refresh", key="results_refresh")
+    elif state == "failed":
+        st.error(f"This run failed: {error or 'no error was recorded'}", icon=":material/error:")
+        if run.status.get("traceback"):
+            with st.expander("Technical details"):
+                st.code(run.status["traceback"], language=None)
+    elif state == "cancelled":
+        st.warning(
+            f"This run was cancelled before it finished. Resume it with {resume}.", icon=":material/cancel:"
+        )
+    elif state == "interrupted":
+        st.warning(
+            f"This run was interrupted: {error or 'its process stopped without finishing'}. Resume it with {resume}.",
+            icon=":material/warning:",
+        )
+    elif run.metrics is None:
+        st.error(
+            "This run says it is done, but its metrics.json is missing or unreadable, so there are no test "
+            "results to show. Train it again, or score its model with `python -m fer evaluate`."
+        )
+
+
+def downloads(run: report.Run) -> None:
+    """The model, the predictions and the HTML report; each file is read (or built) only when clicked."""
+    model, predictions = run.path / "best.keras", run.path / "predictions.csv"
+    if not (model.is_file() or predictions.is_file()):
+        return
+    left, middle, right = st.columns(3)
+    left.download_button(
+        "Model (best.keras)",
+        data=model.read_bytes,
+        file_name=f"{run.name}.keras",
+        mime="application/octet-stream",
+        on_click="ignore",
+        disabled=not model.is_file(),
+        icon=":material/download:",
+        key="results_download_model",
+    )
+    middle.download_button(
+        "Predictions (CSV)",
+        data=predictions.read_bytes,
+        file_name=f"{run.name}-predictions.csv",
+        mime="text/csv",
+        on_click="ignore",
+        disabled=not predictions.is_file(),
+        icon=":material/download:",
+        key="results_download_predictions",
+    )
+    right.download_button(
+        "Report (HTML)",
+        data=functools.partial(report.build_report, run.path),
+        file_name=f"{run.name}-report.html",
+        mime="text/html",
+        on_click="ignore",
+        disabled=not run.finished,
+        icon=":material/download:",
+        key="results_download_report",
+        help="One self-contained page to share: settings, curves, metrics, confusion matrix, example faces",
+    )
+
+
+def metric_cards(metrics: dict) -> None:
+    said = report.sentences(metrics)
+    for column, (key, title) in zip(st.columns(len(report.METRICS)), report.METRICS.items()):
+        with column.container(border=True):
+            st.metric(title, f"{metrics[key]:.1%}")
+            st.caption(said[key])
+
+
+# The confusion matrix and the faces of one cell ---------------------------------------------------
+
+
+def chosen_cell(metrics: dict) -> tuple[str, str]:
+    """The (true, predicted) cell picked so far; at first the largest mistake, the one worth a look."""
+    labels = list(metrics["labels"])
+    for key, default in zip((TRUE, PREDICTED), report.worst_mistake(metrics)):
+        if st.session_state.get(key) not in labels:  # first visit, or a run with other labels
+            st.session_state[key] = default
+    return st.session_state[TRUE], st.session_state[PREDICTED]
+
+
+def picked_cell() -> None:
+    """A click on the confusion matrix moves the two cell pickers to that cell."""
+    points = st.session_state[CHART].selection.points
+    if points and points[0].get("customdata"):
+        st.session_state[TRUE], st.session_state[PREDICTED] = points[0]["customdata"][:2]
+
+
+def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go.Figure:
+    """The confusion matrix as a heatmap (true label rows, predicted columns), the chosen cell outlined."""
+    counts, share = report.confusion(metrics), report.confusion(metrics, shares=True)
+    labels = list(counts.index)
+    text = [
+        [f"{share.iloc[i, j]:.0%}" if shares else f"{counts.iloc[i, j]:,}" for j in range(len(labels))]
+        for i in range(len(labels))
+    ]
+    figure = go.Figure(
+        go.Heatmap(
+            z=(share if shares else counts).to_numpy().tolist(),
+            x=labels,
+            y=labels,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            hoverinfo="skip",
+            colorbar={"title": "share" if shares else "faces"},
+        )
+    )
+    # Plotly heatmaps emit no selection events (streamlit/streamlit#8760), so every cell gets an
+    # invisible marker at its centre that does; with hoverdistance -1 the nearest marker takes a
+    # click anywhere in its cell.
+    cells = [(t, p) for t in labels for p in labels]
+    figure.add_trace(
+        go.Scatter(
+            x=[p for _, p in cells],
+            y=[t for t, _ in cells],
+            mode="markers",
+            marker={"size": 30, "opacity": 0, "symbol": "square"},
+            showlegend=False,
+            customdata=[[t, p, int(counts.loc[t, p]), float(share.loc[t, p])] for t, p in cells],
+            hovertemplate="true %{customdata[0]}, predicted %{customdata[1]}<br>"
+            "%{customdata[2]:,} faces (%{customdata[3]:.0%} of the row)<extra>click to see them</extra>",
+        )
+    )
+    row, column = labels.index(chosen[0]), labels.index(chosen[1])
+    figure.add_shape(
+        type="rect",
+        x0=column - 0.5,
+        x1=column + 0.5,
+        y0=row - 0.5,
+        y1=row + 0.5,
+        line={"color": "#f97316", "width": 3},
+    )
+    figure.update_layout(
+        xaxis={"title": "predicted", "side": "top", "type": "category"},
+        yaxis={"title": "true", "autorange": "reversed", "type": "category"},
+        hoverdistance=-1,
+        clickmode="event+select",
+        height=120 + 48 * len(labels),
+        margin={"t": 60, "b": 10},
+    )
+    return figure
+
+
+def cell_faces(run: report.Run) -> None:
+    """The two cell pickers, then the test faces of the chosen cell with their probabilities."""
+    labels = list(run.metrics["labels"])
+    left, right = st.columns(2)
+    true = left.selectbox("True label", labels, key=TRUE)
+    predicted = right.selectbox("Predicted label", labels, key=PREDICTED)
+    if run.predictions.empty:
+        st.info("This run has no predictions.csv, so the faces of a cell cannot be listed.")
+        return
+    rows = report.cell_faces(run.predictions, true, predicted)
+    what = "labelled correctly" if true == predicted else f"called {predicted}"
+    if rows.empty:
+        st.info(f"No {true} test face was {what}.")
+        return
+    shown = rows.head(MAX_FACES)
+    st.write(
+        f"**{len(rows):,}** {true} test face{'s' if len(rows) != 1 else ''} {what}"
+        + (f" (the {MAX_FACES} the model was surest about first):" if len(rows) > MAX_FACES else ":")
+    )
+    try:
+        crops = run_faces(str(run.path)).crops(shown)
+    except report.FacesUnavailable as error:
+        st.warning(
+            f"The faces cannot be shown: {error}. The table lists them by photo.",
+            icon=":material/image_not_supported:",
+        )
+        crops = []
+    found = [(crop, row) for crop, row in zip(crops, shown.itertuples(index=False)) if crop is not None]
+    if found:
+        st.image(
+            [crop for crop, _ in found],
+            caption=[
+                f"{predicted} {getattr(r, f'p_{predicted}'):.0%}"
+                + ("" if true == predicted else f", {true} {getattr(r, f'p_{true}'):.0%}")
+                for _, r in found
+            ],
+            width=96,
+            output_format="PNG",  # 48-pixel faces: JPEG would smear them
+        )
+    elif crops:
+        st.warning("None of these faces is in the dataset any more (it changed since training).")
+    probabilities = [f"p_{label}" for label in labels]
+    st.dataframe(
+        percents(rows[[c for c in ["photo", "face", *probabilities] if c in rows.columns]], probabilities),
+        hide_index=True,
+        column_config={f"p_{label}": percent_column(label) for label in labels},
+    )
+
+
+# Curves and comparison ----------------------------------------------------------------------------
+
+
+def curves_figure(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
+    figure = go.Figure()
+    for column, name in ((metric, "train"), (f"val_{metric}", "validation")):
+        if column in history:
+            figure.add_scatter(x=history["epoch"], y=history[column], mode="lines+markers", name=name)
+    figure.update_layout(title=title, xaxis_title="epoch", height=320, margin={"t": 50, "b": 10})
+    if metric == "accuracy":
+        figure.update_yaxes(tickformat=".0%")
+    return figure
+
+
+def compare(runs: list[Path], current: report.Run) -> None:
+    finished = [str(p) for p in runs if (p / "metrics.json").is_file()]
+    if len(finished) < 2:
+        st.caption("Finish two or more runs to compare them here.")
+        return
+    chosen = st.multiselect(
+        "Runs to compare",
+        finished,
+        default=[str(current.path)] if str(current.path) in finished else [],
+        format_func=lambda p: Path(p).name,
+        key="results_compare",
+    )
+    if len(chosen) < 2:
+        st.caption("Choose two or more runs.")
+        return
+    shares = ["best val accuracy", *report.METRICS.values()]
+    st.dataframe(
+        percents(report.compare_table(chosen), shares),
+        hide_index=True,
+        column_config={title: percent_column(title) for title in shares},
+    )
+    figure = go.Figure()
+    for run in chosen:
+        history = _run(run, _stamp(run)).history
+        if "val_accuracy" in history:
+            figure.add_scatter(
+                x=history["epoch"], y=history["val_accuracy"], mode="lines+markers", name=Path(run).name
+            )
+    figure.update_layout(
+        title="Validation accuracy per epoch", xaxis_title="epoch", yaxis_tickformat=".0%", height=360
+    )
+    st.plotly_chart(figure, width="stretch", key="results_compare_chart")
+
+
+# The page -----------------------------------------------------------------------------------------
+
 st.title("Results")
-st.info("This page is being built.")
+runs = R.list_runs(paths.runs_dir())
+if not runs:
+    st.info(
+        "No training runs yet. Train a model on the Train page, or from a terminal with "
+        "`python -m fer train demo --run-dir runs/first`, and its results appear here.",
+        icon=":material/info:",
+    )
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+options = [str(p) for p in runs]
+states = {p: R.read_status(Path(p)).get("state", "interrupted") for p in options}
+remembered = st.session_state.get(common.RUN)
+chosen = st.selectbox(
+    "Run",
+    options,
+    index=options.index(remembered) if remembered in options else 0,
+    format_func=lambda p: f"{Path(p).name} ({report.STATE_WORDS.get(states[p], states[p])})",
+    key="results_run",
+)
+st.session_state[common.RUN] = chosen
+try:
+    run = _run(chosen, _stamp(chosen))
+except ValueError as error:
+    st.error(f"This run folder cannot be read: {error}. Choose another run.")
+    st.stop()
+
+train = run.train
+st.caption(
+    f"{', '.join(report.dataset_title(d) for d in train.get('datasets', []))} · {train.get('arch')} · "
+    f"{train.get('image_size')} px faces · {len(run.history)} of {train.get('epochs')} epochs"
+)
+status(run)
+downloads(run)
+
+if run.finished:
+    metrics = run.metrics
+    st.subheader(f"How well it does on {metrics['n']:,} {metrics.get('split', 'test')} faces")
+    metric_cards(metrics)
+
+    st.subheader("Per label")
+    st.dataframe(
+        percents(report.per_class_table(metrics), ["precision", "recall", "f1"]),
+        hide_index=True,
+        column_config={
+            "precision": percent_column("precision"),
+            "recall": percent_column("recall"),
+            "f1": percent_column("F1"),
+            "support": st.column_config.NumberColumn("test faces", format="localized"),
+        },
+    )
+
+    st.subheader("Where it goes wrong")
+    shares = st.toggle("Shares of each true label instead of counts", key="results_shares")
+    st.caption(
+        "Rows: the true label; columns: what the model said. Click a cell, or pick one below, to see its faces."
+    )
+    st.plotly_chart(
+        confusion_figure(metrics, shares, chosen_cell(metrics)),
+        width="stretch",
+        on_select=picked_cell,
+        selection_mode="points",
+        key=CHART,
+    )
+    cell_faces(run)
+
+if len(run.history):
+    st.subheader("Training curves")
+    left, right = st.columns(2)
+    left.plotly_chart(curves_figure(run.history, "loss", "Loss"), width="stretch", key="results_loss")
+    right.plotly_chart(
+        curves_figure(run.history, "accuracy", "Accuracy"), width="stretch", key="results_accuracy"
+    )
+elif not run.finished:
+    st.caption("No epoch has finished yet, so there are no curves.")
+
+st.subheader("Compare runs")
+compare(runs, run)

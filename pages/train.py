@@ -1,6 +1,410 @@
-"""Train page (being built: issue 5)."""
+"""Train: choose the settings, start a run, watch it live, cancel it; the list of past runs.
 
+A run is `python -m fer train` in a process of its own (fer.launch). The page remembers only a run
+folder's name: everything it shows is read from the run folder, and the run to watch is found in the
+run store, so a reload or a second tab shows the same run still going.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
+from fer import datasets, launch, paths
+from fer import runs as R
+from fer.models import ARCHITECTURES
+from fer.train import TrainConfig
+from pages import common
+
+common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
+
+# Page-local session keys (only this page reads them, so they are not in common.DEFAULTS).
+WATCHING = "train_watching"  # the run folder this page shows, live or finished
+ANNOUNCED = "train_announced"  # the finished run already handed to the Results page (once, not every visit)
+DELETED = "train_deleted"  # the message left by the delete callback for the next run of the page
+POLL_SECONDS = 2.0
+
+DEFAULTS = TrainConfig()
+ARCH_LABELS = {
+    "vgg": "VGG-style network (default, the most accurate measured)",
+    "seed": "The report's CNN (three convolution blocks)",
+    "vgg-small": "Small VGG-style network (faster, a little less accurate)",
+}
+STATE_LABELS = {
+    "queued": "starting",
+    "running": "running",
+    "done": "done",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "interrupted": "interrupted",
+}
+
+
+def finished_epochs(run: Path) -> int:
+    history = R.read_history(run)
+    return int(history["epoch"].max()) if len(history) else 0
+
+
+def curves(run: Path) -> None:
+    history = R.read_history(run)
+    if not len(history):
+        st.caption("The loss and accuracy curves appear here after the first epoch.")
+        return
+    left, right = st.columns(2)
+    for column, metric, title in (
+        (left, "loss", "Loss (lower is better)"),
+        (right, "accuracy", "Accuracy (higher is better)"),
+    ):
+        figure = go.Figure()
+        for name, key, colour in (
+            ("training faces", metric, "#3b6fd8"),
+            ("validation faces", f"val_{metric}", "#e07b39"),
+        ):
+            if key in history:
+                figure.add_scatter(
+                    x=history["epoch"],
+                    y=history[key],
+                    name=name,
+                    mode="lines+markers",
+                    line={"color": colour},
+                )
+        figure.update_layout(
+            title=title,
+            xaxis_title="epoch",
+            height=320,
+            margin={"l": 10, "r": 10, "t": 40, "b": 10},
+            legend={"orientation": "h", "y": -0.25},
+        )
+        if metric == "accuracy":
+            figure.update_yaxes(tickformat=".0%")
+        column.plotly_chart(figure, width="stretch")
+
+
+def show_progress(run: Path, status: dict) -> None:
+    progress = R.read_json(run / "progress.json", {}) or {}
+    if status["state"] == "queued" or not progress:
+        st.progress(0.0, text="Starting the training process...")
+    elif progress.get("stage") == "preparing faces":
+        done, total = int(progress.get("done", 0)), max(int(progress.get("total", 1)), 1)
+        st.progress(
+            min(done / total, 1.0),
+            text=f"Preparing faces (crop, resize, grayscale): {done:,} of {total:,}",
+        )
+    elif progress.get("stage") == "testing":
+        st.progress(1.0, text="Training finished; scoring the held-out test faces...")
+    else:
+        epoch, epochs = int(progress.get("epoch", 1)), int(progress.get("epochs", 1))
+        batch, batches = int(progress.get("batch", 0)), max(int(progress.get("batches", 1)), 1)
+        history = R.read_history(run)
+        best = history["val_accuracy"].max() if "val_accuracy" in history else None
+        first, second, third = st.columns(3)
+        first.metric("Epoch", f"{epoch} of {epochs}", help="One epoch is one pass over every training face.")
+        second.metric(
+            "Training accuracy",
+            f"{progress.get('accuracy', float('nan')):.1%}",
+            help="Share of training faces right so far in this epoch.",
+        )
+        third.metric(
+            "Best validation accuracy",
+            "-" if best is None or pd.isna(best) else f"{best:.1%}",
+            help="Share of held-back faces the best model so far gets right: the honest measure.",
+        )
+        st.progress(
+            min(batch / batches, 1.0), text=f"Epoch {epoch} of {epochs}: batch {batch:,} of {batches:,}"
+        )
+    if (run / launch.CANCEL).exists():
+        st.caption("Cancel requested: the run stops after its current batch.")
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def live(run_dir: str) -> None:
+    """Redrawn every few seconds from the run folder, without rerunning the rest of the page."""
+    run = Path(run_dir)
+    status = launch.status(run)
+    if status["state"] not in launch.ACTIVE:
+        st.rerun()  # it has ended: the whole page redraws with the outcome and stops polling
+    st.markdown(f"**Run {run.name}** is {STATE_LABELS[status['state']]}.")
+    show_progress(run, status)
+    if st.button(
+        "Cancel", key="cancel", icon=":material/stop:", help="Stop this run after its current batch."
+    ):
+        launch.cancel(run)
+        st.rerun()
+    curves(run)
+
+
+def outcome(run: Path, status: dict) -> None:
+    state = status["state"]
+    if state == "done":
+        metrics = R.read_json(run / "metrics.json", {}) or {}
+        accuracy, faces = metrics.get("accuracy"), metrics.get("n")
+        score = (
+            f"test accuracy {accuracy:.1%} on {faces:,} faces it never saw" if accuracy is not None else ""
+        )
+        st.success(f"Run {run.name} finished: {score}.", icon=":material/check_circle:")
+        if st.session_state.get(ANNOUNCED) != str(run):
+            st.session_state[common.RUN] = str(run)
+            st.session_state[ANNOUNCED] = str(run)
+        st.page_link("pages/results.py", label="See its results", icon=":material/insights:")
+    elif state == "failed":
+        st.error(f"Run {run.name} failed: {status.get('error') or 'no error was recorded'}")
+    elif state == "cancelled":
+        st.info(f"Run {run.name} was cancelled after {finished_epochs(run)} finished epoch(s).")
+    else:
+        st.warning(
+            f"Run {run.name} stopped without finishing ({status.get('error')}). Its last finished epoch "
+            f"is saved; resume it with `python -m fer train --resume --run-dir {run}`."
+        )
+    if status.get("log"):
+        with st.expander("End of the training log"):
+            st.code(status["log"], language=None)
+    curves(run)
+
+
+def delete_run(name: str) -> None:
+    """Delete button callback: runs before the page, so it can also reset the confirmation box."""
+    run = paths.runs_dir() / name
+    try:
+        launch.delete(run)
+    except ValueError as error:
+        st.session_state[DELETED] = ("error", f"Run {name} was not deleted: {error}")
+        return
+    for key in (WATCHING, common.RUN):
+        if st.session_state.get(key) == str(run):
+            st.session_state[key] = "" if key == common.RUN else None
+    st.session_state["delete_confirm"] = False
+    st.session_state[DELETED] = ("success", f"Run {name} was deleted.")
+
+
 st.title("Train")
-st.info("This page is being built.")
+st.write(
+    "Teach a new model to read facial expressions from the chosen dataset. Training runs on the server "
+    "in the background: you can close this tab or reload it and come back to the same run."
+)
+
+# The dataset ---------------------------------------------------------------------------------------
+dataset = st.session_state[common.DATASET]
+threshold = float(st.session_state[common.MIN_CONFIDENCE] or 0.0)
+try:
+    facts = common.dataset_summary(dataset, threshold or None)
+except (datasets.DatasetError, ValueError) as error:
+    st.error(f"The dataset {common.dataset_label(dataset)} could not be read: {error}. Choose another one.")
+    st.page_link("pages/data.py", label="Choose a dataset on the Data page", icon=":material/dataset:")
+    st.stop()
+with st.container(border=True):
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    kept = (
+        f"{facts['kept']:,} of {facts['faces']:,} faces (detector confidence at least {threshold:g})"
+        if threshold
+        else f"all {facts['faces']:,} faces"
+    )
+    left.markdown(f"**Dataset:** {common.dataset_label(dataset)}, {kept}")
+    right.page_link("pages/data.py", label="Change on the Data page", icon=":material/dataset:")
+
+# The settings --------------------------------------------------------------------------------------
+first, second, third = st.columns(3)
+arch = first.selectbox(
+    "Network",
+    ARCHITECTURES,
+    index=ARCHITECTURES.index(DEFAULTS.arch),
+    format_func=ARCH_LABELS.get,
+    key="arch",
+    help="The shape of the model. The default was the most accurate in our tests; the report's CNN "
+    "reproduces the report.",
+)
+image_size = first.select_slider(
+    "Image size (pixels)",
+    options=[48, 64, 96, 128, 160, 224],
+    value=DEFAULTS.image_size,
+    key="image_size",
+    help="Each face is shrunk to this many pixels a side. Bigger keeps more detail but trains much slower.",
+)
+epochs = first.number_input(
+    "Epochs",
+    min_value=1,
+    max_value=500,
+    value=DEFAULTS.epochs,
+    key="epochs",
+    help="How many times the model studies every training face. It stops early when it stops improving.",
+)
+batch_size = second.select_slider(
+    "Batch size",
+    options=[8, 16, 32, 64, 128, 256],
+    value=DEFAULTS.batch_size,
+    key="batch_size",
+    help="How many faces the model looks at before each small correction. Larger is faster per face.",
+)
+learning_rate = second.select_slider(
+    "Learning rate",
+    options=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+    value=DEFAULTS.learning_rate,
+    format_func=lambda rate: f"{rate:g}",
+    key="learning_rate",
+    help="How big each correction is: too big and it never settles, too small and it crawls. "
+    "It is halved automatically when progress stalls.",
+)
+dropout = second.slider(
+    "Dropout",
+    min_value=0.0,
+    max_value=0.9,
+    value=DEFAULTS.dropout,
+    step=0.05,
+    key="dropout",
+    help="Share of the model switched off at random while it learns, so it cannot just memorise the faces.",
+)
+val_share = second.slider(
+    "Validation share",
+    min_value=0.05,
+    max_value=0.5,
+    value=DEFAULTS.val_share,
+    step=0.05,
+    key="val_share",
+    help="Share of the faces held back to check progress after each epoch (when the dataset does not come "
+    "with its own validation faces).",
+)
+augment = third.checkbox(
+    "Augmentation",
+    value=DEFAULTS.augment,
+    key="augment",
+    help="Show the model slightly flipped, shifted, turned and zoomed copies of each face, so it learns "
+    "the expression rather than the exact picture.",
+)
+class_weight = third.checkbox(
+    "Class weighting",
+    value=DEFAULTS.class_weight,
+    key="class_weight",
+    help="Count mistakes on rare expressions (such as disgust) more, so they are not ignored.",
+)
+seed = third.number_input(
+    "Seed",
+    min_value=0,
+    max_value=2**31 - 1,
+    value=DEFAULTS.seed,
+    key="seed",
+    help="Fixes the random choices. The same seed and settings give the same run again.",
+)
+max_faces = third.number_input(
+    "Quick trial: use at most this many faces (0 = all)",
+    min_value=0,
+    value=0,
+    step=100,
+    key="max_faces",
+    help="Train on a random sample of the training faces to try settings in minutes. 0 uses them all.",
+)
+
+active = launch.active_runs()
+if active:
+    st.caption(
+        f"{len(active)} run(s) already going on this server. Another one shares the processor and both "
+        "go slower."
+    )
+if st.button("Start training", key="start", type="primary", icon=":material/play_arrow:"):
+    try:
+        config = TrainConfig(
+            datasets=(dataset,),
+            arch=arch,
+            image_size=int(image_size),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            learning_rate=float(learning_rate),
+            dropout=float(dropout),
+            val_share=float(val_share),
+            augment=bool(augment),
+            class_weight=bool(class_weight),
+            seed=int(seed),
+            min_confidence=threshold or None,
+            max_faces=int(max_faces) or None,
+        )
+    except ValueError as error:
+        st.error(f"These settings cannot be used: {error}.")
+        st.stop()
+    try:
+        run = launch.start(config)
+    except (OSError, ValueError) as error:
+        st.error(f"The run could not be started: {error}")
+        st.stop()
+    st.session_state[WATCHING] = str(run)
+    active = launch.active_runs()
+
+# The run being watched -----------------------------------------------------------------------------
+watching = st.session_state.get(WATCHING)
+if watching and not Path(watching).is_dir():  # deleted meanwhile
+    watching = None
+if active and (not watching or Path(watching) not in active):
+    watching = str(active[0])  # found in the run store: a new tab or a reload sees the run still going
+if not watching:
+    newest = R.list_runs(paths.runs_dir())[:1]
+    watching = str(newest[0]) if newest else None  # a reload after the run ended still shows how
+if len(active) > 1:
+    names = [run.name for run in active]
+    chosen = st.selectbox(
+        "Watch run",
+        names,
+        index=names.index(Path(watching).name) if Path(watching).name in names else 0,
+        key="watch",
+    )
+    watching = str(active[names.index(chosen)])
+st.session_state[WATCHING] = watching
+
+if watching:
+    st.subheader("Current run")
+    run = Path(watching)
+    status = launch.status(run)
+    if status["state"] in launch.ACTIVE:
+        live(watching)
+    else:
+        outcome(run, status)
+
+# Past runs -----------------------------------------------------------------------------------------
+st.subheader("Past runs")
+message = st.session_state.pop(DELETED, None)
+if message:
+    (st.success if message[0] == "success" else st.error)(message[1])
+runs = R.list_runs(paths.runs_dir())
+if not runs:
+    st.info("No runs yet: choose the settings above and start one.")
+    st.stop()
+rows, finished = [], []
+for run in runs:
+    status = launch.status(run)
+    train = (R.read_json(run / "config.json", {}) or {}).get("train", {})
+    metrics = (R.read_json(run / "metrics.json", {}) or {}) if status["state"] == "done" else {}
+    created = status.get("created")
+    rows.append(
+        {
+            "run": run.name,
+            "state": STATE_LABELS.get(status["state"], status["state"]),
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
+            "network": train.get("arch"),
+            "epochs": f"{finished_epochs(run)} of {train.get('epochs', '?')}",
+            "test accuracy": metrics.get("accuracy"),
+            "datasets": ", ".join(common.dataset_label(name) for name in train.get("datasets", [])),
+        }
+    )
+    if status["state"] not in launch.ACTIVE:
+        finished.append(run.name)
+st.dataframe(
+    pd.DataFrame(rows),
+    hide_index=True,
+    width="stretch",
+    column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
+)
+if finished:
+    with st.expander("Delete a run"):
+        name = st.selectbox("Run to delete", finished, key="delete_run")
+        sure = st.checkbox(
+            "Yes, delete this run, its model and its results for good", value=False, key="delete_confirm"
+        )
+        st.button(
+            "Delete run",
+            key="delete",
+            icon=":material/delete:",
+            disabled=not sure,
+            on_click=delete_run,
+            args=(name,),
+            help="Tick the box above first. A run still going cannot be deleted: cancel it first.",
+        )
