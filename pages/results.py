@@ -282,7 +282,13 @@ def curves_figure(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
     for column, name in ((metric, "train"), (f"val_{metric}", "validation")):
         if column in history:
             figure.add_scatter(x=history["epoch"], y=history[column], mode="lines+markers", name=name)
-    figure.update_layout(title=title, xaxis_title="epoch", height=320, margin={"t": 50, "b": 10})
+    figure.update_layout(
+        title=title,
+        xaxis_title="epoch",
+        xaxis_dtick=max(1, -(-len(history) // 10)),
+        height=320,
+        margin={"t": 50, "b": 10},
+    )
     if metric == "accuracy":
         figure.update_yaxes(tickformat=".0%")
     return figure
@@ -317,7 +323,11 @@ def compare(runs: list[Path], current: report.Run) -> None:
                 x=history["epoch"], y=history["val_accuracy"], mode="lines+markers", name=Path(run).name
             )
     figure.update_layout(
-        title="Validation accuracy per epoch", xaxis_title="epoch", yaxis_tickformat=".0%", height=360
+        title="Validation accuracy per epoch",
+        xaxis_title="epoch",
+        xaxis_rangemode="tozero",
+        yaxis_tickformat=".0%",
+        height=360,
     )
     st.plotly_chart(figure, width="stretch", key="results_compare_chart")
 

@@ -75,6 +75,7 @@ def curves(run: Path) -> None:
         figure.update_layout(
             title=title,
             xaxis_title="epoch",
+            xaxis_dtick=max(1, -(-len(history) // 10)),  # whole epochs, at most ten ticks
             height=320,
             margin={"l": 10, "r": 10, "t": 40, "b": 10},
             legend={"orientation": "h", "y": -0.25},

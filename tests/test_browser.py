@@ -240,3 +240,23 @@ def test_a_shared_link_to_a_page_opens_it_with_the_menu_on_a_fresh_server(browse
         assert not menu.get_by_text("common").count()  # not the file list of an old-style app
         assert not page.locator('[data-testid="stException"]').count()
         context.close()
+
+
+def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_path):
+    url, _ = server
+    page.goto(f"{url}/train")
+    page.get_by_text("Start training").first.wait_for()
+    _settle(page)
+    for label, value in (("Epochs", "2"), ("Quick trial: use at most this many faces (0 = all)", "200")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        _settle(page)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("finished:").first.wait_for(timeout=600_000)
+    _settle(page)
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    charts.first.wait_for()
+    assert charts.count() >= 2  # loss and accuracy, train and val
+    assert page.get_by_text("test accuracy").count()
+    _screenshot(page, "train", tmp_path)
