@@ -5,7 +5,7 @@ import streamlit as st
 from pages import common
 
 st.set_page_config(page_title="Facial expressions", page_icon=":material/mood:", layout="wide")
-common.init_session()
+common.init_session(entry=True)
 
 st.navigation(
     [

@@ -13,6 +13,7 @@ photos are spread over every core.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -20,8 +21,11 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
+import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -337,7 +341,7 @@ def _compute(
                 collect(_process_chunk(*args, chunk, settings))
         else:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, _main_not_rerun():
                 jobs = [pool.submit(_process_chunk, *args, chunk, settings) for chunk in chunks]
                 for job in jobs:
                     collect(job.result())
@@ -389,6 +393,24 @@ def _compute(
     assert prepared is not None
     prepared.from_cache = False
     return prepared
+
+
+@contextlib.contextmanager
+def _main_not_rerun():
+    """Spawned workers re-run the parent's main script before they start (to find functions defined
+    there). The workers need only this module, and a main script may be an app: under Streamlit it
+    is the dashboard, which would import TensorFlow and render pages in every worker. So while the
+    workers start, the main module shows no file to re-run."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _chunks(tasks: list, workers: int) -> list[list]:
@@ -468,3 +490,73 @@ def export(prepared: Prepared, out_dir: Path, progress: Progress | None = None) 
             if progress and (done % 200 == 0 or done == len(paths)):
                 progress(done, len(paths))
     return paths
+
+
+# Samples and zipped export for the dashboard ------------------------------------------------------
+
+
+def sample_faces(
+    dataset: D.Dataset,
+    per_label: int = 6,
+    *,
+    size: int = 96,
+    min_confidence: float | None = None,
+    seed: int = 0,
+) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """A few processed faces per label, (image, caption) pairs, from the faces the threshold keeps;
+    the caption is the face's confidence, or its photo's name where the dataset has none.
+
+    Each label's faces are walked in one seeded order whatever the threshold, so raising it only
+    replaces the samples it drops. A face that cannot be processed is passed over for the next.
+    """
+    if per_label < 1:
+        raise ValueError(f"per_label must be at least 1, got {per_label}")
+    settings = PrepSettings(size=size)
+    faces = dataset.faces.reset_index(drop=True)
+    kept = keep_mask(faces, min_confidence)
+    samples: dict[str, list[tuple[np.ndarray, str]]] = {}
+    for number, label in enumerate(dataset.labels):
+        rows = np.flatnonzero((faces["label"] == label).to_numpy())
+        rows = rows[np.random.default_rng([seed, number]).permutation(len(rows))]
+        rows = rows[kept[rows]]
+        found: list[tuple[np.ndarray, str]] = []
+        # Candidates in small batches, so a dataset of broken photos cannot make this decode them all.
+        for start in range(0, min(len(rows), per_label * 4), per_label):
+            batch = faces.iloc[rows[start : start + per_label]]
+            for photo, group in batch.groupby("photo", sort=False):
+                source = dataset.pixels[photo] if dataset.pixels is not None else dataset.photo_path(photo)
+                boxes = list(zip(group["top"], group["left"], group["bottom"], group["right"]))
+                for row, outcome in zip(group.itertuples(), process_photo(source, boxes, settings)):
+                    if isinstance(outcome, np.ndarray) and len(found) < per_label:
+                        # Short enough to sit under a small face: the score, else the photo's name.
+                        name = Path(str(row.photo).replace("#", "_")).stem[:16]
+                        caption = name if math.isnan(row.confidence) else f"{row.confidence:.3g}"
+                        found.append((outcome, caption))
+            if len(found) >= per_label:
+                break
+        samples[label] = found
+    return samples
+
+
+def export_zip(prepared: Prepared, zip_path: Path, progress: Progress | None = None) -> Path:
+    """The processed faces as grayscale PNGs in one zip, named as `export` names them, with
+    faces.csv saying where each came from (photo, face index, label, confidence, split)."""
+    zip_path = Path(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = zip_path.with_name(f".{zip_path.name}.part-{os.getpid()}-{time.monotonic_ns()}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{zip_path.stem}.tmp-", dir=zip_path.parent))
+    try:
+        written = export(prepared, staging, progress)
+        names = [p.relative_to(staging).as_posix() for p in written]
+        table = prepared.faces[["photo", "face", "label", "confidence", "split"]].copy()
+        table.insert(0, "file", names)
+        # PNGs are compressed already: storing them is as small and much faster than deflating again.
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr("faces.csv", table.to_csv(index=False), compress_type=zipfile.ZIP_DEFLATED)
+            for path, name in zip(written, names):
+                archive.write(path, name)
+        os.replace(partial, zip_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        partial.unlink(missing_ok=True)
+    return zip_path

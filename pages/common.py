@@ -25,15 +25,17 @@ RUN = "run"  # the run folder the Results page shows ("" for the newest)
 DEFAULTS = {DATASET: "demo", MIN_CONFIDENCE: 0.0, MODEL: str(paths.BUNDLED_MODEL), RUN: ""}
 
 
-def init_session() -> None:
-    """Session defaults; every page calls it too, because of the case below."""
+def init_session(entry: bool = False) -> None:
+    """Session defaults. The entry file calls it with entry=True; every page calls it too, because of
+    the case below."""
     from streamlit.runtime.pages_manager import PagesManager
 
     # Streamlit treats an app with a pages/ folder as an old-style multipage app until the entry
     # file first calls st.navigation in this server process; a fresh server's first visitor who
     # opens a page's own URL (a shared link) would get that page run alone, with the wrong menu.
-    # Switch the old mode off and rerun: the entry file then routes to the same page.
-    if PagesManager.uses_pages_directory:
+    # A page that finds the old mode on switches it off and reruns: the entry file then routes to
+    # the same page. (The entry file itself runs before st.navigation, when the flag is still up.)
+    if not entry and PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
     for key, value in DEFAULTS.items():

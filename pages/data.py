@@ -1,6 +1,375 @@
-"""Data page (being built: issue 5)."""
+"""Data: choose the dataset, see what it holds, filter faces by confidence, export the processed faces.
 
+The dataset in use is what the chooser shows: the demo, a typed path that passes the data-roots
+check and loads, or an uploaded zip once it is safely extracted. Input that cannot be used leaves
+the previous dataset in place and says why. Counts and the histogram come from the manifest alone
+(instant at any threshold); only sample faces and the export touch pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
 import streamlit as st
 
+from fer import datasets, paths, uploads
+from fer import preprocess as P
+from fer import splits as S
+from pages import common
+
+# Page-local session keys (widget keys are named here so tests can find the widgets).
+SOURCE = "data_source"
+PATH_INPUT = "data_path"
+ZIP_INPUT = "data_zip"
+ZIP_DONE = "data_zip_done"  # {"id": uploaded file id, "root": dataset path or None, "error": str or None}
+COLUMNS_INPUT = "data_columns"
+MAPPED = "data_mapped"  # {original CSV path: path of its copy with the visitor's column mapping}
+THRESHOLD = "data_threshold"
+EXPORT_SIZE = "data_export_size"
+EXPORT_BUTTON = "data_export"
+EXPORT_REQUESTED = "data_export_requested"
+EXPORTED = "data_exported"  # what the last export made, with the settings it was made for
+
+DEMO, SERVER, UPLOAD = "Built-in demo", "A folder or CSV on the server", "Upload a .zip"
+SAMPLES_PER_LABEL = 6
+SAMPLE_SIZE = 96
+
+
+@st.cache_data(show_spinner="Cropping sample faces...", max_entries=32)
+def sample_faces(path: str, min_confidence: float, faces: int) -> dict:
+    """Cached by dataset, threshold and face count (a dataset edited on disk changes the count)."""
+    return P.sample_faces(
+        common.load_dataset(path), SAMPLES_PER_LABEL, size=SAMPLE_SIZE, min_confidence=min_confidence
+    )
+
+
+def under(path: str, folder: Path) -> bool:
+    return path != "demo" and Path(path).is_relative_to(folder.resolve())
+
+
+def switch_to(candidate: str) -> bool:
+    """Use `candidate` if it loads and its photos stay inside the data folders; else say why."""
+    try:
+        dataset = common.load_dataset(candidate)
+    except datasets.DatasetError as error:
+        if candidate.lower().endswith(".csv"):
+            return ask_for_columns(candidate, error)
+        st.error(f"{error}. Still using {common.dataset_label(st.session_state[common.DATASET])}.")
+        return False
+    except Exception as error:  # noqa: BLE001 - a visitor's file can be anything; never a traceback
+        st.error(f"{candidate} could not be read ({type(error).__name__}: {error}). Choose another dataset.")
+        return False
+    outside = uploads.photos_outside(dataset, paths.data_roots())
+    if outside:
+        st.error(
+            f"{len(outside):,} photos of {Path(candidate).name} lie outside the folders this server serves "
+            f"datasets from (first: {outside[0]}); keep the photos beside the CSV, with relative paths."
+        )
+        return False
+    if candidate != st.session_state[common.DATASET]:
+        st.session_state[common.DATASET] = candidate
+        # A threshold belongs to one detector's scores: a new dataset starts with every face kept.
+        st.session_state[common.MIN_CONFIDENCE] = 0.0
+        st.session_state.pop(THRESHOLD, None)
+    return True
+
+
+def ask_for_columns(csv_path: str, error: Exception) -> bool:
+    """A CSV whose columns could not be guessed: show why and take a mapping such as image=file,label=mood."""
+    why = st.empty()  # cleared once a mapping works, so the page does not show a problem it solved
+    why.error(str(error))
+    text = st.text_input(
+        "Column mapping (field=column, comma-separated)",
+        key=COLUMNS_INPUT,
+        placeholder="image=file,label=mood,confidence=score,x=bx,y=by,w=bw,h=bh",
+        help=f"Fields: {', '.join(datasets.CSV_GUESSES)}. Fields left out are guessed from the column names.",
+    )
+    if not text.strip():
+        return False
+    try:
+        mapped = uploads.remap_csv(csv_path, datasets.parse_columns(text))
+    except (datasets.DatasetError, ValueError, OSError) as problem:
+        st.error(f"The mapping does not work: {problem}")
+        return False
+    mapped = mapped.resolve()
+    st.session_state.setdefault(MAPPED, {})[csv_path] = str(mapped)
+    if switch_to(str(mapped)):
+        why.empty()
+        return True
+    return False
+
+
+def choose_dataset() -> None:
+    current = st.session_state[common.DATASET]
+    if SOURCE not in st.session_state:  # first visit, or back from another page
+        st.session_state[SOURCE] = (
+            DEMO if current == "demo" else UPLOAD if under(current, paths.uploads_dir()) else SERVER
+        )
+    choice = st.radio("Dataset", [DEMO, SERVER, UPLOAD], key=SOURCE, horizontal=True)
+    candidate = None
+    if choice == DEMO:
+        candidate = "demo"
+    elif choice == SERVER:
+        st.session_state.setdefault(PATH_INPUT, "" if current == "demo" else current)
+        text = st.text_input(
+            "Dataset path on the server",
+            key=PATH_INPUT,
+            placeholder=str(paths.data_dir() / "my-dataset"),
+            help="A folder (ExpW with label.lst, or image folders per label, optionally under train/ val/ "
+            "test/) or a CSV (FER2013's, or image paths with labels), under one of: "
+            + ", ".join(str(r) for r in paths.data_roots()),
+        )
+        if text.strip():
+            try:
+                candidate = str(paths.check_dataset_path(text))
+            except (ValueError, OSError, RuntimeError) as error:  # PathError, or a path the OS refuses
+                st.error(f"{error}. Still using {common.dataset_label(current)}.")
+    else:
+        file = st.file_uploader(
+            "Dataset as a .zip (ExpW folder, image folders per label, FER2013 CSV, or a CSV with images)",
+            type=["zip"],
+            key=ZIP_INPUT,
+        )
+        if file is not None:
+            done = st.session_state.get(ZIP_DONE)
+            if not done or done["id"] != file.file_id:
+                with st.spinner(f"Checking and extracting {file.name}..."):
+                    try:
+                        done = {
+                            "id": file.file_id,
+                            "root": str(uploads.save_upload(file, file.name).resolve()),
+                            "error": None,
+                        }
+                    except (
+                        uploads.UploadError,
+                        OSError,
+                    ) as error:  # OSError: e.g. the uploads folder is full
+                        done = {"id": file.file_id, "root": None, "error": str(error)}
+                st.session_state[ZIP_DONE] = done
+            if done["error"]:
+                st.error(f"{done['error']}. Still using {common.dataset_label(current)}.")
+            candidate = done["root"]
+        elif under(current, paths.uploads_dir()):
+            st.caption("Using an earlier upload; upload another zip to replace it.")
+    if candidate:
+        candidate = st.session_state.get(MAPPED, {}).get(candidate, candidate)
+        if candidate != current:
+            switch_to(candidate)
+
+
+# Page ---------------------------------------------------------------------------------------------
+
+common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
+
 st.title("Data")
-st.info("This page is being built.")
+choose_dataset()
+
+path = st.session_state[common.DATASET]
+try:
+    dataset = common.load_dataset(path)
+    facts = common.dataset_summary(path)
+except (datasets.DatasetError, ValueError, OSError) as error:
+    st.error(f"The dataset {path} could not be read: {error}. Choose another one above.")
+    st.stop()
+
+st.caption(
+    f"Using **{common.dataset_label(path)}**: {facts['format']} format, {facts['faces']:,} faces in "
+    f"{facts['photos']:,} photos" + ("" if path == "demo" else f" — `{path}`")
+)
+
+# Threshold and counts -------------------------------------------------------------------------------
+
+st.header("Label counts")
+confidence = facts["confidence"]
+if confidence is None:
+    threshold = 0.0
+    st.session_state[common.MIN_CONFIDENCE] = 0.0
+else:
+    top = float(math.ceil(confidence["max"]))
+    if not 0 <= st.session_state.get(THRESHOLD, -1.0) <= top:  # first visit, or a dataset with lower scores
+        stored = float(st.session_state[common.MIN_CONFIDENCE])
+        st.session_state[THRESHOLD] = min(max(stored, 0.0), top)
+    threshold = st.slider(
+        "Minimum detector confidence",
+        min_value=0.0,
+        max_value=top,
+        step=0.5 if top >= 20 else 0.01,
+        format="%.1f" if top >= 20 else "%.2f",
+        key=THRESHOLD,
+        help="Faces the detector was less sure of are dropped from training and export; "
+        "in-the-wild datasets hold many blurred, tiny or turned faces at low confidence.",
+    )
+    st.session_state[common.MIN_CONFIDENCE] = threshold
+facts = common.dataset_summary(path, threshold)
+
+kept_col, dropped_col, faces_col = st.columns(3)
+kept_col.metric("Kept", f"{facts['kept']:,}")
+dropped_col.metric("Dropped", f"{facts['dropped']:,}")
+faces_col.metric("Faces", f"{facts['faces']:,}")
+
+counts = pd.DataFrame(
+    [
+        (label, status, row[key] if key == "kept" else row["faces"] - row["kept"])
+        for label, row in facts["per_label"].items()
+        for status, key in (("kept", "kept"), ("dropped", "dropped"))
+    ],
+    columns=["label", "faces are", "faces"],
+)
+figure = px.bar(
+    counts,
+    x="label",
+    y="faces",
+    color="faces are",
+    barmode="stack",
+    color_discrete_map={"kept": "#3b6fd8", "dropped": "#c9ced6"},
+    category_orders={"label": facts["labels"]},
+)
+st.plotly_chart(figure, width="stretch")
+split_counts = " · ".join(f"{name} {facts['per_split'][name]['kept']:,}" for name in S.SPLITS)
+st.caption(f"Kept faces per split: {split_counts} (split: {facts['split_source']}).")
+
+if confidence is None:
+    st.info("This dataset records no detector confidence, so there is nothing to filter: every face is kept.")
+else:
+    scores = dataset.faces["confidence"].dropna()
+    histogram = px.histogram(
+        pd.DataFrame(
+            {"confidence": scores, "faces are": (scores >= threshold).map({True: "kept", False: "dropped"})}
+        ),
+        x="confidence",
+        color="faces are",
+        nbins=60,
+        color_discrete_map={"kept": "#3b6fd8", "dropped": "#c9ced6"},
+        labels={"count": "faces"},
+    )
+    histogram.add_vline(x=threshold, line_dash="dash", annotation_text=f"threshold {threshold:g}")
+    histogram.update_layout(yaxis_title="faces", bargap=0.05)
+    st.subheader("Detector confidence")
+    st.plotly_chart(histogram, width="stretch")
+
+# Samples --------------------------------------------------------------------------------------------
+
+st.header("Sample faces")
+st.caption(
+    f"Up to {SAMPLES_PER_LABEL} kept faces per label, cropped from their photos, grayscale, "
+    f"{SAMPLE_SIZE}x{SAMPLE_SIZE}: what the model sees. Under each face: its detector confidence "
+    "(or its photo's name where the dataset records none)."
+)
+for label, faces in sample_faces(path, threshold, facts["faces"]).items():
+    name_col, faces_col = st.columns([1, 7], vertical_alignment="center")
+    name_col.markdown(f"**{label}**")
+    if faces:
+        faces_col.image([image for image, _ in faces], caption=[text for _, text in faces], width=SAMPLE_SIZE)
+    else:
+        faces_col.caption("no kept face could be cropped")
+
+# Reports --------------------------------------------------------------------------------------------
+
+st.header("Skipped faces")
+if facts["skipped"]:
+    st.write(f"{facts['skipped']:,} faces listed in the dataset were left out while reading it:")
+    st.dataframe(
+        pd.DataFrame(list(facts["skipped_reasons"].items()), columns=["reason", "faces"]), hide_index=True
+    )
+    with st.expander("Every skipped face"):
+        st.dataframe(dataset.skipped, hide_index=True, width="stretch")
+else:
+    st.write("Every face listed in the dataset could be read.")
+st.caption(
+    "Photos that turn out unreadable when decoded, and identical images in more than one split, are found "
+    "when the faces are processed (below)."
+)
+
+# Export ---------------------------------------------------------------------------------------------
+
+st.header("Process and export faces")
+size = st.number_input(
+    "Image size (pixels per side)",
+    min_value=P.MIN_SIZE,
+    max_value=P.MAX_SIZE,
+    value=224,
+    step=8,
+    key=EXPORT_SIZE,
+    help="The report used 224 x 224; FER2013's faces are 48 x 48.",
+)
+settings = {"dataset": path, "size": int(size), "threshold": threshold}
+# The click is kept by a callback, not read from the button's return value, so that any rerun
+# between the click and this line cannot lose it.
+st.button(
+    f"Process {facts['kept']:,} faces and build a zip",
+    key=EXPORT_BUTTON,
+    type="primary",
+    on_click=lambda: st.session_state.update({EXPORT_REQUESTED: True}),
+)
+if st.session_state.pop(EXPORT_REQUESTED, False):
+    bar = st.progress(0.0, text="Processing faces...")
+
+    def processing(done: int, total: int) -> None:
+        bar.progress(0.5 * done / max(total, 1), text=f"Processing faces: {done:,} / {total:,}")
+
+    def writing(done: int, total: int) -> None:
+        bar.progress(0.5 + 0.5 * done / max(total, 1), text=f"Writing images: {done:,} / {total:,}")
+
+    try:
+        # One process: Streamlit installs the page script as __main__, so worker processes spawned
+        # from here would each start by running the whole app again (imports, TensorFlow and all).
+        prepared = P.prepare(
+            dataset, P.PrepSettings(size=int(size)), min_confidence=threshold, workers=1, progress=processing
+        )
+        stem = uploads.safe_stem(Path(path).name)
+        name = f"{stem}-faces-{int(size)}px-min{threshold:g}-{prepared.cache_dir.name[-8:]}.zip"
+        target = paths.data_dir() / "exports" / name
+        if not target.is_file():
+            P.export_zip(prepared, target, progress=writing)
+    except (datasets.DatasetError, ValueError, OSError) as error:
+        bar.empty()
+        st.error(f"The faces could not be processed: {error}")
+        st.stop()
+    bar.progress(1.0, text=f"Done: {len(prepared.faces):,} faces")
+    known = pd.MultiIndex.from_frame(dataset.skipped[datasets.SKIPPED_COLUMNS].astype(str))
+    unreadable = prepared.skipped[
+        ~pd.MultiIndex.from_frame(prepared.skipped[datasets.SKIPPED_COLUMNS].astype(str)).isin(known)
+    ]
+    split = S.assign(prepared.faces)
+    st.session_state[EXPORTED] = settings | {
+        "zip": str(target),
+        "faces": len(prepared.faces),
+        "unreadable": unreadable.reset_index(drop=True),
+        "duplicates": S.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"]),
+    }
+
+exported = st.session_state.get(EXPORTED)
+if exported and {k: exported[k] for k in settings} == settings and Path(exported["zip"]).is_file():
+    zip_path = Path(exported["zip"])
+    megabytes = zip_path.stat().st_size / 1e6
+    st.download_button(
+        f"Download {exported['faces']:,} faces ("
+        + (f"{megabytes:,.1f} MB" if megabytes >= 1 else f"{megabytes * 1000:,.0f} kB")
+        + " zip)",
+        data=zip_path.read_bytes,
+        file_name=zip_path.name,
+        mime="application/zip",
+        key="data_download",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+    unreadable = exported["unreadable"]
+    if len(unreadable):
+        st.write(f"{len(unreadable):,} faces could not be processed:")
+        st.dataframe(unreadable, hide_index=True, width="stretch")
+    else:
+        st.write("Every kept face was processed.")
+    duplicates = exported["duplicates"]
+    if len(duplicates):
+        st.warning(
+            f"{duplicates['group'].nunique():,} identical images sit in more than one split "
+            f"({len(duplicates):,} faces): a model is partly tested on faces it trained on."
+        )
+        st.dataframe(duplicates, hide_index=True, width="stretch")
+    else:
+        st.write("No identical image sits in more than one split.")
+elif exported:
+    st.caption("The settings changed since the last export: process again to get a matching zip.")

@@ -260,3 +260,10 @@ def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_pa
     assert charts.count() >= 2  # loss and accuracy, train and val
     assert page.get_by_text("test accuracy").count()
     _screenshot(page, "train", tmp_path)
+    # Its results: the newest run opens on the Results page, metric cards and confusion matrix.
+    page.goto(f"{url}/results")
+    page.get_by_text("test faces, the model labelled").first.wait_for()
+    _settle(page)
+    assert page.locator('[data-testid="stMetric"]').count() >= 5
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    _screenshot(page, "results", tmp_path)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -615,3 +618,23 @@ def test_export_names_of_fer2013_csv_rows(tmp_path):
     P.export(prepared, tmp_path / "out")
     assert files_under(tmp_path / "out") == ["angry/fer2013_row1_0.png", "happy/fer2013_row0_0.png"]
     assert np.array_equal(read_png(tmp_path / "out" / "happy" / "fer2013_row0_0.png"), fer_pixels(0))
+
+
+def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path):
+    # A Streamlit page is such a script: its top level runs on import, with no __main__ guard.
+    data = expw_faces(tmp_path / "expw", 240)
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "app.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        f"Path({str(marker)!r}).open('a').write('x')\n"
+        "from fer import datasets, preprocess\n"
+        f"prepared = preprocess.prepare(datasets.load({str(data)!r}), preprocess.PrepSettings(size=48), "
+        f"cache_dir=Path({str(tmp_path / 'cache')!r}), workers=2)\n"
+        f"Path({str(marker)!r}).open('a').write(str(len(prepared.faces)))\n"
+    )
+    project = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(project)}, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert marker.read_text() == "x240"
