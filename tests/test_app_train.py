@@ -118,6 +118,10 @@ def test_a_run_started_on_the_page_is_watched_from_two_tabs_until_done(tiny_data
         assert "cancel" not in [b.key for b in tab.button]
     metrics = R.read_json(run_dir / "metrics.json")
     assert f"{metrics['accuracy']:.1%}" in at.success[0].value
+    # Its results render: the Results page opens on this run, with its metric cards.
+    at.switch_page("pages/results.py").run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric][0] == f"{metrics['accuracy']:.1%}"
 
 
 def test_a_run_cancelled_on_the_page_shows_a_note_and_can_then_be_deleted(tiny_dataset):
