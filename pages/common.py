@@ -8,6 +8,7 @@ models (one per server, shared by every session, used under a lock).
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -23,6 +24,16 @@ MODEL = "model"  # path of the .keras model the Classify page uses
 RUN = "run"  # the run folder the Results page shows ("" for the newest)
 
 DEFAULTS = {DATASET: "demo", MIN_CONFIDENCE: 0.0, MODEL: str(paths.BUNDLED_MODEL), RUN: ""}
+
+# The server's own log (stderr) says when it loads a model: once per model file per server, however
+# many visitors, which is how an operator (and tests/test_sharing.py) can tell the cache works.
+log = logging.getLogger("fer")
+if not log.handlers and not logging.getLogger().handlers:  # unless the host configured logging
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(_handler)
+if log.level == logging.NOTSET:
+    log.setLevel(logging.INFO)
 
 
 def init_session(entry: bool = False) -> None:
@@ -102,7 +113,9 @@ class SharedPredictor:
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def _predictor(model_path: str, stamp: float) -> SharedPredictor:
-    return SharedPredictor(model_path)
+    shared = SharedPredictor(model_path)
+    log.info("loaded model %s", model_path)
+    return shared
 
 
 def predictor(model_path: str) -> SharedPredictor:

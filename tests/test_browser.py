@@ -210,7 +210,7 @@ def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
     Image.new("L", (96, 96), 140).save(photo)
     page.get_by_text("already cropped").first.click()  # a flat grey crop: read as one face
     _settle(page)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    page.locator('.st-key-uploads [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
     heading = page.get_by_text("Face 1:").first
     heading.wait_for()
     assert any(label in heading.inner_text() for label in ("angry", "disgust", "fear", "happy", "sad",
