@@ -38,10 +38,20 @@ from PIL import Image
 from fer import datasets as D
 
 # Bump when the pixels a setting produces change, so old caches are not reused.
-CACHE_VERSION = 2  # 2: reduced-scale JPEG decodes map boxes by the exact DCT scale
+CACHE_VERSION = 3  # 2: reduced-scale JPEG decodes map boxes by the exact DCT scale; 3: EXIF-upright faces
 MIN_SIZE, MAX_SIZE = 48, 224
 # Photos above this many pixels are refused rather than decoded (a decompression-bomb guard).
 MAX_PHOTO_PIXELS = 64_000_000
+# EXIF orientation -> the transpose that turns what the camera stored upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 Progress = Callable[[int, int], None]  # (faces done, faces in all)
 
@@ -153,7 +163,9 @@ def _open_gray(path: Path, boxes: list[tuple], settings: PrepSettings) -> tuple[
     """Decode a photo as grayscale, at the smallest JPEG scale that keeps every face at least `size`.
 
     Returns the image, the photo's full width and height, and the image's pixels per photo pixel
-    (below 1 where the JPEG was decoded at a reduced scale).
+    (below 1 where the JPEG was decoded at a reduced scale). The image is the photo as stored, since
+    boxes refer to the stored pixels; `image.info["upright"]` is the transpose (or None) that its
+    EXIF orientation asks for, which process_photo applies to each face it crops.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -180,9 +192,14 @@ def _open_gray(path: Path, boxes: list[tuple], settings: PrepSettings) -> tuple[
             # map photo pixels by 1 / s, the box draft returns, not by the ratio of the sizes.
             scale = drafted[1][2] / width
     image.load()
+    try:
+        upright = _UPRIGHT.get(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to lose the photo
+        upright = None
     if image.mode != "L":
         image = to_8bit(image)
         image = image.convert("RGBA").convert("L") if image.mode == "P" else image.convert("L")
+    image.info["upright"] = upright
     return image, width, height, scale
 
 
@@ -202,8 +219,11 @@ def image_from_pixels(text: str) -> Image.Image:
     return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8).reshape(side, side))
 
 
-def _crop_resize(image: Image.Image, region: tuple[int, ...], size: int) -> np.ndarray:
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=region, reducing_gap=3.0))
+def _crop_resize(
+    image: Image.Image, region: tuple[int, ...], size: int, upright: Image.Transpose | None = None
+) -> np.ndarray:
+    face = image.resize((size, size), Image.Resampling.BILINEAR, box=region, reducing_gap=3.0)
+    return np.asarray(face if upright is None else face.transpose(upright))
 
 
 def crop_faces(gray: Image.Image, boxes: list[tuple], settings: PrepSettings) -> np.ndarray:
@@ -224,7 +244,8 @@ def settings_of(metadata: dict) -> PrepSettings:
 def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings) -> list[np.ndarray | str]:
     """Every face of one photo: a (size, size) uint8 array, or the reason it could not be made.
 
-    `source` is a photo's path, or FER2013-CSV pixel text.
+    `source` is a photo's path, or FER2013-CSV pixel text. Boxes are in the photo's stored pixels;
+    a face cropped from a photo that EXIF says to turn is turned upright, as prediction sees faces.
     """
     try:
         if isinstance(source, str):
@@ -236,11 +257,17 @@ def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings
         return [str(error)] * len(boxes)
     except FileNotFoundError:
         return ["photo not found"] * len(boxes)
-    except Image.DecompressionBombError as error:
-        return [f"photo is too large to decode safely: {error}"] * len(boxes)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow warns above 89 MP (made an error in _open_gray) and refuses above 179 MP.
+        return [f"photo is too large to decode safely ({error})"] * len(boxes)
     except Exception as error:  # noqa: BLE001 - any decoder failure skips this photo only
-        kind = "truncated" if "truncated" in str(error) else "corrupt or not an image"
-        return [f"photo is {kind} ({type(error).__name__}: {error})"] * len(boxes)
+        # The decoder's message may hold the photo's full path: say its name instead (the reason is
+        # shown beside the photo), and never read "truncated" off a folder's name.
+        detail = str(error).replace(str(source), Path(source).name)
+        kind = (
+            "truncated" if "truncated" in str(error).replace(str(source), "") else "corrupt or not an image"
+        )
+        return [f"photo is {kind} ({type(error).__name__}: {detail})"] * len(boxes)
     results: list[np.ndarray | str] = []
     for box in boxes:
         try:
@@ -248,9 +275,8 @@ def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings
         except FaceError as error:
             results.append(str(error))
             continue
-        results.append(
-            _crop_resize(image, (left * scale, top * scale, right * scale, bottom * scale), settings.size)
-        )
+        region = (left * scale, top * scale, right * scale, bottom * scale)
+        results.append(_crop_resize(image, region, settings.size, image.info.get("upright")))
     return results
 
 

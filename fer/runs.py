@@ -15,7 +15,9 @@ A run folder holds:
 
 A run whose status says running but whose process is gone (killed, even by kill -9, or the machine
 restarted) reads as "interrupted"; its last checkpoint is whole, because nothing is ever written
-in place: files are written beside their target and renamed over it.
+in place: files are written beside their target and renamed over it. A kill can leave such a
+hidden temporary file behind (".best.k2j4x9.tmp.keras"); no reader looks at hidden files, and a
+resumed run sweeps them.
 """
 
 from __future__ import annotations
@@ -46,21 +48,48 @@ def default_runs_dir() -> Path:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(temporary path)` then rename it over `path`: readers see the old file or the new one."""
+    """Call `write(temporary path)` then rename it over `path`: readers see the old file or the new one.
+
+    The temporary file is hidden beside the target (".<stem>.<random>.tmp<suffix>", see
+    `is_temporary`); a process killed while writing leaves it behind, never a half-written target.
+    An OSError names the target, not the temporary file: "[Errno 28] No space left on device:
+    '.../best.keras'" (Keras' own save names no file at all)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
-    )
+    try:
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+        )
+    except OSError as error:  # a read-only or full disk: name the file that was to be written
+        raise OSError(error.errno, error.strerror, str(path)) from error
     os.close(handle)
     try:
         write(Path(temporary))
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        unnamed = isinstance(error, OSError) and error.filename in (None, temporary, Path(temporary))
+        if unnamed and error.errno:
+            raise OSError(error.errno, error.strerror or os.strerror(error.errno), str(path)) from error
         raise
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of write_atomic's temporary files (hidden; never a run file)."""
+    return name.startswith(".") and ".tmp" in name
+
+
+def sweep_temporary(folder: Path) -> list[str]:
+    """Remove the temporary files killed writers left in `folder`; returns their names. Only for a
+    folder no live process is writing: its temporary files are someone's write in progress."""
+    removed = []
+    for path in Path(folder).iterdir():
+        if path.is_file() and is_temporary(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 def write_json(path: Path, value: object) -> None:
@@ -151,6 +180,12 @@ def new_run_dir(runs_dir: Path | None = None, name: str | None = None) -> Path:
             return candidate
         except FileExistsError:
             continue
+        except OSError as error:  # a read-only or full disk: say so, not just "[Errno 30]"
+            reason = (error.strerror or str(error)).lower()
+            raise OSError(
+                f"cannot create a run folder under {root} ({reason}): the runs folder must be writable, "
+                "with free space"
+            ) from error
     raise RuntimeError(f"could not create a run folder under {root}")
 
 

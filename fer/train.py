@@ -2,13 +2,15 @@
 
 The fit loop is Keras' own; everything the dashboard shows leaves it through `RunRecorder`, a
 callback that writes progress, history and checkpoints to the run folder and nothing else. Early
-stopping and the learning-rate schedule live in that callback too, with their counters in
-state.json, so a run resumed after a kill carries on exactly where its last epoch ended.
+stopping and the learning-rate schedule live in that callback too, with their counters saved inside
+last.keras (and copied to state.json), so a run resumed after a kill -9, wherever it landed, carries
+on exactly where its last finished epoch ended.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import time
@@ -126,7 +128,14 @@ def load_splits(config: TrainConfig, progress=None) -> tuple[list[str], dict[str
     faces = pd.concat([f for _, f in parts], ignore_index=True)
     labels = ordered(faces["label"].unique())
     if len(labels) < 2:
-        raise D.DatasetError(f"training needs at least two labels; the data holds only {labels or 'none'}")
+        # A classifier learns to tell labels apart: with one label (or none left) there is nothing to learn.
+        threshold = "" if config.min_confidence is None else f" at min_confidence {config.min_confidence:g}"
+        held = f"only {len(faces):,} faces labelled {labels[0]}" if labels else "no face"
+        raise D.DatasetError(
+            f"training needs faces of at least two labels; the data{threshold} holds {held}"
+            + ("; add faces of another label" if labels else "")
+            + (f"{' or' if labels else ';'} lower the confidence threshold" if threshold else "")
+        )
     index = {label: i for i, label in enumerate(labels)}
     offsets = np.cumsum([0] + [len(f) for _, f in parts])
     result = {}
@@ -207,23 +216,89 @@ def save_model(model, path: Path, metadata: dict) -> None:
     R.write_atomic(Path(path), write)
 
 
-def read_metadata(path: Path) -> dict:
-    """The `fer.json` a trained model carries (labels, preprocessing, configs, command)."""
+class ModelFileError(ValueError):
+    """A file that is not a model this project can load safely; the message says why."""
+
+
+# A model file is a zip anyone may hand the dashboard; its JSON entries are read whole, so their
+# declared size is checked first (fer train writes a few kB of metadata, Keras ~100 kB of config).
+MAX_JSON_BYTES = 16 * 1024**2
+
+
+def _json_entry(path: Path, name: str) -> object:
     try:
         with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read(METADATA))
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as error:
-        raise ValueError(
-            f"{path} is not a model saved by fer train ({type(error).__name__}: {error})"
+            info = archive.getinfo(name)
+            if info.file_size > MAX_JSON_BYTES:
+                raise ModelFileError(
+                    f"{path}: its {name} is {info.file_size:,} bytes, more than the {MAX_JSON_BYTES:,} allowed"
+                )
+            return json.loads(archive.read(info))
+    except ModelFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever zipfile or json say, this is no model of ours
+        raise ModelFileError(
+            f"{path} is not a model saved by fer train (its {name} cannot be read: {type(error).__name__}: "
+            f"{error})"
         ) from error
 
 
+def read_metadata(path: Path) -> dict:
+    """The `fer.json` a trained model carries (labels, preprocessing, configs, command)."""
+    metadata = _json_entry(path, METADATA)
+    if not isinstance(metadata, dict):
+        raise ModelFileError(
+            f"{path} is not a model saved by fer train (its {METADATA} holds a {type(metadata).__name__}, "
+            "not an object)"
+        )
+    return metadata
+
+
+def _python_code(config: object) -> str | None:
+    """What in a Keras model config would run Python code, if anything: a Lambda layer or a
+    serialised function (code stored in the file), or an object from a module outside Keras."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind, module = node.get("class_name"), node.get("module")
+        if kind == "Lambda":
+            inner = node.get("config")
+            name = inner.get("name") if isinstance(inner, dict) else None
+            return f"a Lambda layer{f' ({name})' if name else ''}, which holds Python code"
+        if kind == "__lambda__":
+            return "a Python function stored in the file"
+        if isinstance(module, str) and module != "keras" and not module.startswith("keras."):
+            return f"an object from the Python module {module!r}, outside Keras"
+        stack.extend(node.values())
+    return None
+
+
 def load_model(path: Path, compile: bool = False):
-    """A saved model and its metadata. Keras' safe mode stays on: a model with a Lambda layer is refused."""
+    """A saved model and its metadata, or ModelFileError saying why not. Keras' safe mode stays on,
+    and a model that would run Python code (a Lambda layer) is refused before Keras reads it."""
     import keras
 
     metadata = read_metadata(path)
-    return keras.saving.load_model(path, compile=compile, safe_mode=True), metadata
+    code = _python_code(_json_entry(path, "config.json"))
+    if code:
+        raise ModelFileError(
+            f"{path} is refused: it has {code}. A model file could run any program that way, so models "
+            "are loaded in Keras' safe mode; rebuild the model without it"
+        )
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - a file from outside: any failure means "not usable"
+        # Keras' first sentence says what; the rest tells developers how to switch safe mode off.
+        reason = str(error).strip().split(". ")[0][:300]
+        raise ModelFileError(
+            f"{path} cannot be loaded as a Keras model in safe mode ({type(error).__name__}: {reason})"
+        ) from error
+    return model, metadata
 
 
 def export_model(
@@ -354,9 +429,9 @@ def _recorder_class():
             history = history[history["epoch"] < epoch + 1] if len(history) else history
             history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
             val = float(logs.get("val_accuracy", 0.0))
-            if val > state.get("best_val_accuracy", -1.0):
+            improved = val > state.get("best_val_accuracy", -1.0)
+            if improved:
                 state.update(best_val_accuracy=val, best_epoch=epoch + 1, wait=0, lr_wait=0)
-                save_model(self.model, self.run_dir / "best.keras", self.metadata)
             else:
                 state["wait"] = state.get("wait", 0) + 1
                 state["lr_wait"] = state.get("lr_wait", 0) + 1
@@ -367,9 +442,14 @@ def _recorder_class():
             if state["wait"] >= self.config.patience:
                 state["stopped_early"] = True
                 self.model.stop_training = True
-            save_model(self.model, self.run_dir / "last.keras", self.metadata)
-            # history before state: state.json is what a resume trusts, so it is written last.
+            # A kill can come between any two of these files, so one of them is the commit: last.keras,
+            # which carries the state that goes with its weights. Before it, the history row (a resume
+            # drops rows past the commit); after it, best.keras (a resume rewrites it from last.keras
+            # if the kill came first) and state.json, the state for readers.
             R.write_csv(self.run_dir / "history.csv", history)
+            save_model(self.model, self.run_dir / "last.keras", {**self.metadata, "state": state})
+            if improved:
+                save_model(self.model, self.run_dir / "best.keras", {**self.metadata, "epoch": epoch + 1})
             R.write_json(self.run_dir / "state.json", state)
             if self._cancel_requested():
                 self.cancelled = True
@@ -407,27 +487,93 @@ def _compile(model, config: TrainConfig) -> None:
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: str | None = None) -> dict:
-    """Train as `config` says into `run_dir`; returns the final test metrics. Resumes from last.keras."""
+    """Train as `config` says into `run_dir`; returns the final test metrics. Resumes from last.keras.
+
+    A run folder that cannot be written (a full disk, a read-only folder, a file in the way) raises an
+    OSError whose message says so and what to do, after recording it as the run's error where the
+    status can still be written."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "cancel").unlink(missing_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(_folder_problem(error, run_dir)) from error
     if resume:
         saved = R.read_json(run_dir / "config.json")
         if not saved:
             raise ValueError(f"cannot resume: {run_dir} has no config.json (was it a run folder?)")
+        current = R.read_status(run_dir)
+        if current["state"] in ("queued", "running") and current.get("pid") != os.getpid():
+            raise ValueError(
+                f"cannot resume {run_dir}: it is still {current['state']} (process {current.get('pid')} "
+                f"on {current.get('host')}); cancel it or wait for it to end"
+            )
         config = TrainConfig.from_dict(saved["train"])
         command = command or saved.get("command")  # the command that made the run, not "--resume"
     command = command or f"fer.train.train({config!r})"
-    R.set_status(run_dir, "running", epoch=0, epochs=config.epochs, error=None)
     try:
+        (run_dir / "cancel").unlink(missing_ok=True)
+        if resume:
+            R.sweep_temporary(run_dir)  # what killed writers left; no other process writes this run now
+        else:
+            # Before anything else, so the run store lists the run and it can be resumed, even if it is
+            # killed while its faces are prepared. _train adds the model config and the labels.
+            R.write_json(run_dir / "config.json", {"train": asdict(config), "command": command})
+        R.set_status(run_dir, "running", epoch=0, epochs=config.epochs, error=None)
         return _train(config, run_dir, resume=resume, command=command)
     except KeyboardInterrupt:
-        R.set_status(run_dir, "cancelled", error="stopped by the user (interrupt)")
+        with contextlib.suppress(OSError):
+            R.set_status(run_dir, "cancelled", error="stopped by the user (interrupt)")
         raise
     except BaseException as error:
-        message = f"{type(error).__name__}: {error}"
-        R.set_status(run_dir, "failed", error=message, traceback=traceback.format_exc(limit=20))
+        problem = _storage_problem(error, run_dir)
+        message = problem or f"{type(error).__name__}: {error}"
+        with contextlib.suppress(OSError):  # a full or read-only disk may refuse this too
+            R.set_status(run_dir, "failed", error=message, traceback=traceback.format_exc(limit=20))
+        if problem:
+            raise OSError(problem) from error
         raise
+
+
+def _folder_problem(error: OSError, run_dir: Path) -> str:
+    """Why the run folder itself could not be made, in words."""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), run_dir)
+        return f"cannot create the run folder {run_dir}: {blocker} is a file, not a folder"
+    reason = (error.strerror or str(error)).lower()
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"cannot create the run folder {run_dir}: its folder is not writable ({reason}); "
+            "choose a --run-dir on a writable disk"
+        )
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot create the run folder {run_dir}: no space left on device; free some disk space"
+    return f"cannot create the run folder {run_dir}: {reason}"
+
+
+def _storage_problem(error: BaseException, run_dir: Path) -> str | None:
+    """A sentence for a run stopped by its disk (full, read-only, not permitted), or None."""
+    found: BaseException | None = error
+    while found is not None and not (isinstance(found, OSError) and found.errno):
+        found = found.__cause__ or found.__context__
+    if found is None:
+        return None
+    # fer.runs.write_atomic names the file it was writing; Keras' own errors name none.
+    path = Path(str(found.filename)) if found.filename else None
+    in_run = path is None or path.parent == run_dir
+    where = (f"{path.name} in {run_dir}" if path else f"the run folder {run_dir}") if in_run else str(path)
+    resume = f"python -m fer train --resume --run-dir {run_dir}"
+    if found.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on device while writing {where}: free some disk space and resume the run "
+            f"with `{resume}`"
+        )
+    if found.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and in_run:
+        reason = (found.strerror or str(found)).lower()
+        return (
+            f"the run folder {run_dir} is not writable ({reason}) while writing {where}: make it "
+            f"writable and resume the run with `{resume}`"
+        )
+    return None  # anything else (a dataset it may not read, say) says what it is well enough
 
 
 def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> dict:
@@ -461,7 +607,8 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
         "keras_backend": keras.backend.backend(),
         "counts": {split: int(len(part.y)) for split, part in data.items()},
     }
-    if not resume:
+    saved = R.read_json(run_dir / "config.json", {}) or {}
+    if not resume or "labels" not in saved or not (run_dir / "labels.json").is_file():
         R.write_json(run_dir / "config.json", {"train": asdict(config), "model": asdict(model_config),
                                                 "command": command, "labels": labels})  # fmt: skip
         R.write_json(run_dir / "labels.json", labels)
@@ -479,10 +626,21 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
     with scope:
         if resume and (run_dir / "last.keras").is_file():
             model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+            committed = read_metadata(run_dir / "last.keras").get("state")
+            if committed is not None:  # the state that goes with these weights (see RunRecorder)
+                state = dict(committed)
+                initial_epoch = int(state.get("epoch", 0))
+                _repair_best(model, run_dir, metadata, state)
         else:
             model = _build_compiled(model_config, config)
             initial_epoch = 0
             state = {}
+    if resume:  # what a kill left past the last finished epoch goes: that epoch is trained again
+        history = R.read_history(run_dir)
+        if len(history) and (history["epoch"] > initial_epoch).any():
+            R.write_csv(run_dir / "history.csv", history[history["epoch"] <= initial_epoch])
+        if R.read_json(run_dir / "state.json") != state:
+            R.write_json(run_dir / "state.json", state)
     train_batches = batches(
         data["train"], config, training=True, num_classes=len(labels), start_epoch=initial_epoch
     )
@@ -521,9 +679,23 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
     metadata["test_metrics"] = {
         k: metrics[k] for k in ("n", "accuracy", "precision", "recall", "f1", "macro_f1")
     }
-    save_model(best, run_dir / "best.keras", metadata)
+    save_model(best, run_dir / "best.keras", {**metadata, "epoch": state.get("best_epoch")})
     R.set_status(run_dir, "done", error=None, best_epoch=state.get("best_epoch"))
     return metrics
+
+
+def _repair_best(model, run_dir: Path, metadata: dict, state: dict) -> None:
+    """A kill between an epoch's commit (last.keras) and its best.keras leaves best.keras an epoch
+    behind; that epoch was the best, so its weights are the ones just loaded from last.keras."""
+    best_epoch = state.get("best_epoch")
+    if best_epoch is None or best_epoch != state.get("epoch"):
+        return
+    try:
+        saved_epoch = read_metadata(run_dir / "best.keras").get("epoch")
+    except ValueError:  # missing or unreadable
+        saved_epoch = None
+    if saved_epoch != best_epoch:
+        save_model(model, run_dir / "best.keras", {**metadata, "epoch": best_epoch})
 
 
 def _build_compiled(model_config: ModelConfig, config: TrainConfig):

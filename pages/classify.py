@@ -21,21 +21,64 @@ st.write(
     "expression the model reads, and how sure it is of each one."
 )
 
+MODEL_TYPES = ["keras"]
+# This session's own model files (kept path -> the name it was uploaded as), and the last upload
+# checked (its file id, kept path or None, refusal or None), so a rerun does not check it again.
+UPLOADED = "classify_uploaded_models"
+LAST_UPLOAD = "classify_last_model_upload"
+st.session_state.setdefault(UPLOADED, {})
+
+model_box = st.container()  # the model list goes here, above the upload that may add to it
+with st.expander("Use your own model file"):
+    st.write(
+        "A `.keras` file saved by `python -m fer train` (a run's model, as the Results page downloads "
+        "it). It is checked before it is used: models holding Python code (Lambda layers) are refused."
+    )
+    upload = st.file_uploader("Model file", type=MODEL_TYPES, key="model_upload")
+    if upload is not None:
+        last = st.session_state.get(LAST_UPLOAD)
+        if last is None or last[0] != upload.file_id:
+            try:
+                with st.spinner(f"Checking {upload.name}..."):
+                    kept = str(predict.check_model_file(upload.getvalue()))
+            except (ValueError, OSError) as error:
+                last = (upload.file_id, None, str(error))
+            else:
+                last = (upload.file_id, kept, None)
+                st.session_state[UPLOADED][kept] = upload.name
+                st.session_state[common.MODEL] = kept
+                st.session_state["classify_model"] = kept  # select it: the model list is drawn below
+            st.session_state[LAST_UPLOAD] = last
+        if last[2]:
+            st.error(
+                f"{upload.name} cannot be used as a model: {last[2]}. Train a model on the Train page, "
+                "or upload a .keras file saved by `python -m fer train`."
+            )
+        else:
+            st.success(f"{upload.name} is checked and can be chosen in the model list.")
+
 choices = common.model_choices()
+for path, name in st.session_state[UPLOADED].items():
+    if Path(path).is_file():
+        label = f"Uploaded: {name}"
+        choices[label if label not in choices else f"{label} ({Path(path).stem[:8]})"] = path
 if not choices:
     st.info("No model yet: the bundled model is missing and no training has finished. Train one first.")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 paths = list(choices.values())
-current = st.session_state[common.MODEL]
-model_path = st.selectbox(
-    "Model",
-    paths,
-    index=paths.index(current) if current in paths else 0,
-    format_func=lambda p: next(label for label, path in choices.items() if path == p),
-    key="classify_model",
-    help="The bundled model works out of the box; finished trainings appear here too.",
-)
+if st.session_state.get("classify_model") not in paths:
+    current = st.session_state[common.MODEL]
+    st.session_state["classify_model"] = current if current in paths else paths[0]
+with model_box:
+    model_path = st.selectbox(
+        "Model",
+        paths,
+        format_func=lambda p: next(label for label, path in choices.items() if path == p),
+        key="classify_model",
+        help="The bundled model works out of the box; finished trainings appear here too, and your "
+        "own model files once checked.",
+    )
 st.session_state[common.MODEL] = model_path
 
 left, right = st.columns(2)

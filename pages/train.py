@@ -166,6 +166,15 @@ def outcome(run: Path, status: dict) -> None:
     curves(run)
 
 
+def watch_run() -> None:
+    """The "Watch run" callback: the run picked becomes the one this session stays on."""
+    st.session_state[WATCHING] = str(paths.runs_dir() / st.session_state["watch"])
+
+
+def unconfirm() -> None:
+    st.session_state["delete_confirm"] = False
+
+
 def delete_run(name: str) -> None:
     """Delete button callback: runs before the page, so it can also reset the confirmation box."""
     run = paths.runs_dir() / name
@@ -332,24 +341,21 @@ if st.button("Start training", key="start", type="primary", icon=":material/play
     active = launch.active_runs()
 
 # The run being watched -----------------------------------------------------------------------------
-watching = st.session_state.get(WATCHING)
-if watching and not Path(watching).is_dir():  # deleted meanwhile
-    watching = None
-if active and (not watching or Path(watching) not in active):
-    watching = str(active[0])  # found in the run store: a new tab or a reload sees the run still going
+# A session stays on the run it started (or picked below), finished or not: another visitor's run
+# starting or still going never takes its place. A session without one (a new tab, a reload) shows
+# the run still going, found in the run store, else the newest run, so a reload still shows how it
+# ended.
+own = st.session_state.get(WATCHING)
+if own and not Path(own).is_dir():  # deleted meanwhile
+    own = st.session_state[WATCHING] = None
+choices = ([own] if own and Path(own) not in active else []) + [str(run) for run in active]
+watching = own or (choices[0] if choices else None)
 if not watching:
     newest = R.list_runs(paths.runs_dir())[:1]
-    watching = str(newest[0]) if newest else None  # a reload after the run ended still shows how
-if len(active) > 1:
-    names = [run.name for run in active]
-    chosen = st.selectbox(
-        "Watch run",
-        names,
-        index=names.index(Path(watching).name) if Path(watching).name in names else 0,
-        key="watch",
-    )
-    watching = str(active[names.index(chosen)])
-st.session_state[WATCHING] = watching
+    watching = str(newest[0]) if newest else None
+if len(choices) > 1:
+    st.session_state["watch"] = Path(watching).name  # follows the run started or picked last
+    st.selectbox("Watch run", [Path(run).name for run in choices], key="watch", on_change=watch_run)
 
 if watching:
     st.subheader("Current run")
@@ -396,7 +402,8 @@ st.dataframe(
 )
 if finished:
     with st.expander("Delete a run"):
-        name = st.selectbox("Run to delete", finished, key="delete_run")
+        # A confirmation is for one run: choosing another run unticks it.
+        name = st.selectbox("Run to delete", finished, key="delete_run", on_change=unconfirm)
         sure = st.checkbox(
             "Yes, delete this run, its model and its results for good", value=False, key="delete_confirm"
         )

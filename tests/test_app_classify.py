@@ -85,3 +85,72 @@ def test_real_photos_uploaded_together_and_a_webcam_snapshot_are_labelled(expw_s
     at.camera_input(key="camera").set_value(("snapshot.jpg", photos[0][1], "image/jpeg")).run()
     assert not at.exception
     assert list(at.dataframe[0].value["photo"].unique()) == ["webcam snapshot"]
+
+
+# Your own model file ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_models(tmp_path_factory) -> dict[str, bytes]:
+    """Model files a visitor might upload: a good one with labels of its own, and one with a Lambda."""
+    from test_bad_input import lambda_model
+
+    from fer.models import ModelConfig, build
+    from fer.train import save_model
+
+    folder = tmp_path_factory.mktemp("own-models")
+    good = folder / "good.keras"
+    metadata = {"labels": ["calm", "cross"], "image_size": 48, "margin": 0.0}
+    save_model(build(ModelConfig(arch="seed", image_size=48, num_classes=2)), good, metadata)
+    return {"good": good.read_bytes(), "lambda": lambda_model(folder / "lambda.keras").read_bytes()}
+
+
+def upload_model(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader(key="model_upload").set_value((name, data, "application/octet-stream")).run()
+    assert not at.exception
+    return at
+
+
+def test_a_text_file_uploaded_as_a_model_is_refused_and_the_bundled_model_stays():
+    at = upload_model(classify_page(), "m.keras", b"this is a text file, not a model")
+    [error] = at.error
+    assert error.value.startswith("m.keras cannot be used as a model: ")
+    assert "not a Keras model file" in error.value
+    assert (
+        "Train a model on the Train page, or upload a .keras file saved by `python -m fer train`"
+        in error.value
+    )
+    model = at.selectbox(key="classify_model")
+    assert model.value == str(BUNDLED_MODEL) and not any(o.startswith("Uploaded") for o in model.options)
+    assert at.session_state["model"] == str(BUNDLED_MODEL)
+
+
+def test_a_model_with_a_lambda_layer_is_refused(own_models):
+    at = upload_model(classify_page(), "lambda.keras", own_models["lambda"])
+    [error] = at.error
+    assert "lambda.keras cannot be used as a model" in error.value and "Lambda layer" in error.value
+    assert at.selectbox(key="classify_model").value == str(BUNDLED_MODEL)
+
+
+def test_a_good_model_file_is_accepted_selected_and_used(own_models):
+    at = upload_model(classify_page(), "mine.keras", own_models["good"])
+    assert not at.error
+    assert "mine.keras is checked" in at.success[0].value
+    model = at.selectbox(key="classify_model")
+    kept = Path(model.value)
+    assert (
+        kept.parent.name == "models" and kept.suffix == ".keras" and kept.read_bytes() == own_models["good"]
+    )
+    assert model.options[0].startswith("Bundled model") and "Uploaded: mine.keras" in model.options
+    assert at.session_state["model"] == str(kept)
+
+    at.toggle(key="whole").set_value(True)
+    at.file_uploader(key="uploads").set_value(
+        ("crop.png", png(Image.new("L", (48, 48), 90)), "image/png")
+    ).run()
+    assert not at.exception
+    assert at.dataframe[0].value.loc[0, "label"] in ("calm", "cross")  # the uploaded model's labels
+
+    at.selectbox(key="classify_model").set_value(str(BUNDLED_MODEL)).run()  # back to the bundled one
+    assert not at.exception and at.session_state["model"] == str(BUNDLED_MODEL)
+    assert at.dataframe[0].value.loc[0, "label"] in LABELS

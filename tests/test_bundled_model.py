@@ -1,0 +1,51 @@
+"""The bundled model, models/default.keras: it loads, its metadata says what it does, and its
+recorded held-out scores are what `evaluate` measures on the real datasets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer import cli
+from fer.labels import LABELS
+from fer.paths import BUNDLED_MODEL
+from fer.train import load_model, predict_probabilities
+
+# The report's own CNN trained on this machine scores 0.5734 on FER2013 test (README); the bundled
+# model must do better. Issue 4's target is 0.68, not reached yet on CPU (see the README).
+FLOOR = 0.5734
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    assert BUNDLED_MODEL.is_file(), f"{BUNDLED_MODEL} is missing: scripts/train_bundled.sh rebuilds it"
+    return load_model(BUNDLED_MODEL)
+
+
+def test_bundled_model_is_small_and_its_metadata_matches_the_network(bundled):
+    model, metadata = bundled
+    assert BUNDLED_MODEL.stat().st_size < 8_000_000
+    assert metadata["labels"] == list(LABELS)
+    size = metadata["image_size"]
+    assert tuple(model.input_shape[1:3]) == (size, size)
+    assert model.output_shape[-1] == len(metadata["labels"])
+    assert "python -m fer train" in metadata["command"]
+    assert {"fer2013", "expw-sample", "expw-sample [mtcnn]"} <= set(metadata["test_metrics"])
+    assert len(metadata["train"]["datasets"]) == 2  # FER2013 and expw-sample, pooled
+    faces = np.random.default_rng(0).integers(0, 256, (3, size, size), dtype=np.uint8)
+    probabilities = predict_probabilities(model, faces)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_bundled_model_scores_what_it_records_on_fer2013_test(bundled, fer2013, capsys):
+    _, metadata = bundled
+    assert cli.main(["evaluate", str(fer2013), "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    recorded = metadata["test_metrics"]["fer2013"]
+    assert result["n"] == recorded["n"] == 3589
+    assert result["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-6)
+    assert result["accuracy"] > FLOOR
