@@ -272,5 +272,6 @@ def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_pa
     page.get_by_text("Where it goes wrong").first.wait_for()
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()  # the confusion matrix
     _settle(page)
-    assert page.locator('[data-testid="stMetric"]').count() >= 5
+    # The five metric cards (accuracy, weighted precision / recall / F1, macro F1).
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMetric\"]').length >= 5")
     _screenshot(page, "results", tmp_path)

@@ -478,17 +478,18 @@ def test_uploads_over_the_cap_and_without_the_xsrf_token_are_refused(
         page.get_by_role("heading", name="small.png").wait_for()
         assert not page.get_by_role("heading", name="big.png").count()
         session = sent.value.url.split("/_stcore/upload_file/")[1].split("/")[0]
+
+        # The same endpoint from outside the browser, while the session is still open (the server
+        # forgets a closed one). With the cookie and the matching token, a small file is taken (so the
+        # session and token are good), and one over the cap is refused.
+        endpoint = f"{url}/_stcore/upload_file/{session}"
+        cookie = xsrf_cookie(url)
+        assert put_upload(f"{endpoint}/ok", 1000, cookie, cookie) == 204
+        assert put_upload(f"{endpoint}/too-big", CAP_MB * 1024**2 + 10_000, cookie, cookie) == 413
+        # Without the XSRF cookie or token (a form on another site posting through a visitor's
+        # browser sends the cookie but cannot read it to send the token), nothing is taken.
+        assert put_upload(f"{endpoint}/no-xsrf", 1000, None, None) == 403
+        assert put_upload(f"{endpoint}/no-token", 1000, cookie, None) == 403
+        assert put_upload(f"{endpoint}/wrong-token", 1000, cookie, xsrf_cookie(url)) == 403
     finally:
         page.context.close()
-
-    # The same endpoint from outside the browser. With the cookie and the matching token, a small file
-    # is taken (so the session and token are good), and one over the cap is refused.
-    endpoint = f"{url}/_stcore/upload_file/{session}"
-    cookie = xsrf_cookie(url)
-    assert put_upload(f"{endpoint}/ok", 1000, cookie, cookie) == 204
-    assert put_upload(f"{endpoint}/too-big", CAP_MB * 1024**2 + 10_000, cookie, cookie) == 413
-    # Without the XSRF cookie or token (a form on another site posting through a visitor's browser
-    # sends the cookie but cannot read it to send the token), nothing is taken.
-    assert put_upload(f"{endpoint}/no-xsrf", 1000, None, None) == 403
-    assert put_upload(f"{endpoint}/no-token", 1000, cookie, None) == 403
-    assert put_upload(f"{endpoint}/wrong-token", 1000, cookie, xsrf_cookie(url)) == 403
