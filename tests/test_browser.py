@@ -205,14 +205,18 @@ def test_each_page_loads_and_is_captured(server, page, tmp_path, path, text):
 def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
     url, _ = server
     page.goto(f"{url}/classify")
+    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()  # the page has run to its end
+    _settle(page)
     page.get_by_role("tab", name="Upload photos").click()
     photo = tmp_path / "crop.png"
     Image.new("L", (96, 96), 140).save(photo)
     page.get_by_text("already cropped").first.click()  # a flat grey crop: read as one face
+    page.wait_for_function("() => document.querySelector('.st-key-whole input')?.checked === true")
     _settle(page)
     page.locator('.st-key-uploads [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    page.get_by_text("Face 1:").or_(page.get_by_text("No face found")).first.wait_for()
     heading = page.get_by_text("Face 1:").first
-    heading.wait_for()
+    assert heading.count(), page.locator('[data-testid="stAlert"]').all_inner_texts()
     assert any(label in heading.inner_text() for label in ("angry", "disgust", "fear", "happy", "sad",
                                                               "surprise", "neutral"))  # fmt: skip
 
