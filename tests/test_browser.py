@@ -264,10 +264,12 @@ def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_pa
         _settle(page)
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("finished:").first.wait_for(timeout=600_000)
-    _settle(page)
+    # The outcome line is drawn before the curves under it: wait for both charts (loss and
+    # accuracy, train and val) rather than counting whatever has been drawn so far.
     charts = page.locator('[data-testid="stPlotlyChart"]')
-    charts.first.wait_for()
-    assert charts.count() >= 2  # loss and accuracy, train and val
+    charts.nth(1).wait_for()
+    _settle(page)
+    assert charts.count() >= 2
     assert page.get_by_text("test accuracy").count()
     _screenshot(page, "train", tmp_path)
     # Its results: the newest run opens on the Results page, metric cards and confusion matrix.
