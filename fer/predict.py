@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 import tempfile
 import warnings
 import zipfile
@@ -39,6 +38,7 @@ DETECT_SIDE = 1280
 MAX_MODEL_BYTES = 200 * 1024**2
 MAX_MODEL_EXPANDED_BYTES = 1024**3
 MAX_MODEL_MEMBERS = 1000
+MAX_MODEL_RATIO = 100.0
 
 
 class PhotoError(ValueError):
@@ -195,7 +195,10 @@ def _check_model(model, metadata: dict, path: Path) -> tuple[list[str], P.PrepSe
 
 
 def _check_model_zip(data: bytes) -> None:
-    """The zip's own claims (members, sizes, file types), before Keras reads a byte of it."""
+    """The zip's own claims (members, sizes, file types), before Keras reads a byte of it: the same
+    checks as an uploaded dataset zip (`fer.uploads`), with a model file's limits."""
+    from fer.uploads import UploadError, _check_members
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
@@ -203,23 +206,17 @@ def _check_model_zip(data: bytes) -> None:
         raise ModelFileError(
             f"not a Keras model file: a .keras file is a zip archive, and this is not one ({error})"
         ) from error
-    if len(infos) > MAX_MODEL_MEMBERS:
-        raise ModelFileError(
-            f"the file holds {len(infos):,} entries, more than the {MAX_MODEL_MEMBERS:,} a model file may"
+    try:
+        _check_members(
+            infos,
+            MAX_MODEL_MEMBERS,
+            MAX_MODEL_EXPANDED_BYTES,
+            MAX_MODEL_RATIO,
+            advice="a model file from `fer train` is far smaller; upload the .keras file it wrote",
+            note="Model weights barely compress",
         )
-    expanded = 0
-    for info in infos:
-        name = info.filename.replace("\\", "/")
-        if name.startswith("/") or ".." in name.split("/") or "\0" in name:
-            raise ModelFileError(f"the file holds an entry with an unsafe name ({info.filename!r})")
-        if stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise ModelFileError(f"the file holds a link or special file ({info.filename})")
-        expanded += info.file_size
-    if expanded > MAX_MODEL_EXPANDED_BYTES or expanded > 100 * max(len(data), 1024**2):
-        raise ModelFileError(
-            f"the file expands to {expanded:,} bytes from {len(data):,}: more than a model file ever does "
-            f"(the limit is {MAX_MODEL_EXPANDED_BYTES:,} bytes, or 100 times the file's size)"
-        )
+    except UploadError as error:
+        raise ModelFileError(f"not a safe model file: {error}") from None
 
 
 def check_model_file(data: bytes, dest_dir: str | Path | None = None) -> Path:

@@ -45,6 +45,9 @@ _CHUNK = 1 << 20
 _JUNK = ("__MACOSX",)  # folders macOS's archiver adds beside the real content
 _METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 _ALLOWED_KINDS = {0, stat.S_IFREG, stat.S_IFDIR}  # 0: made on a system that records no file type
+# What to do about a dataset zip that is too big, and why its ratio is suspicious.
+DATASET_ADVICE = "upload a smaller dataset, or put it on the server and type its path"
+DATASET_NOTE = "Photos and CSVs never compress that well"
 
 Source = str | os.PathLike | BinaryIO
 
@@ -170,12 +173,24 @@ def _member_parts(name: str) -> list[str]:
 
 
 def _check_members(
-    infos: list[zipfile.ZipInfo], max_files: int, max_total_bytes: int, max_ratio: float
+    infos: list[zipfile.ZipInfo],
+    max_files: int,
+    max_total_bytes: int,
+    max_ratio: float,
+    *,
+    advice: str = DATASET_ADVICE,
+    note: str = DATASET_NOTE,
 ) -> list[tuple[zipfile.ZipInfo, list[str]]]:
+    """Check every claim of a zip's headers; return its (member, path parts) to extract.
+
+    UploadError names the first bad member: an unsafe name, a link or device file, encryption, an
+    unknown compression method, a name listed twice, too many members, too many bytes once
+    extracted, or a zip-bomb ratio. `advice` says what to do about a zip that is too big, `note`
+    why its ratio gives it away: `fer.predict` checks uploaded model files (zips too) with its own.
+    """
     if len(infos) > max_files:
         raise UploadError(
-            f"the zip holds {len(infos):,} members, more than the {max_files:,} allowed; "
-            "upload a smaller dataset, or put it on the server and type its path"
+            f"the zip holds {len(infos):,} members, more than the {max_files:,} allowed; {advice}"
         )
     members, seen, bombs = [], set(), []
     total = compressed = 0
@@ -213,14 +228,13 @@ def _check_members(
             members.append((info, parts))
     if total > max_total_bytes:
         raise UploadError(
-            f"the zip expands to {total:,} bytes, more than the {max_total_bytes:,} allowed; upload a "
-            "smaller dataset, or put it on the server and type its path"
+            f"the zip expands to {total:,} bytes, more than the {max_total_bytes:,} allowed; {advice}"
         )
     for info in bombs[:1]:
         raise UploadError(
             f"the zip member {info.filename} expands {info.file_size / max(info.compress_size, 1):,.0f} "
             f"times ({info.compress_size:,} -> {info.file_size:,} bytes), more than the {max_ratio:g} "
-            "allowed: it looks like a zip bomb. Photos and CSVs never compress that well"
+            f"allowed: it looks like a zip bomb. {note}"
         )
     if total > RATIO_FLOOR and total > max_ratio * max(compressed, 1):
         raise UploadError(

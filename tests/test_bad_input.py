@@ -487,6 +487,11 @@ MODELS = {
     "Lambda layer": (lambda_model, r"refused: it has a Lambda layer \(lambda\w*\), which holds Python code"),
     "code from another module": (outside_keras, "an object from the Python module 'os', outside Keras"),
     "zip bomb": (claims_gigabytes, "expands to 3,900,000,000 bytes"),
+    "entry that climbs out": (
+        lambda p: zip_of(p, {"../config.json": b"{}"}),
+        r"not a safe model file: .*climbs out of the folder with '\.\.'",
+    ),
+    "symbolic link": (link_zip, "not a safe model file: the zip holds a symbolic link"),
 }
 
 
