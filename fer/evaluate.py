@@ -137,29 +137,46 @@ def evaluate(
 def _detected_faces(
     dataset: D.Dataset, faces: pd.DataFrame, settings: P.PrepSettings, detector_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of the detections matched to each labelled face, and which faces had one."""
+    """Crops of the detections matched to each labelled face, and which faces had one.
+
+    Each photo is opened, turned upright and searched exactly as the Classify page and `fer predict`
+    do (`fer.predict.open_photo` and `detect_faces`); the labelled boxes, given in the stored
+    pixels, are turned with it. A photo that cannot be opened (corrupt, too large) finds no face.
+    """
     from PIL import Image
 
-    from fer import detect
+    from fer import detect, predict
 
     detector = detect.make(detector_name)
     found = np.zeros(len(faces), dtype=bool)
     crops: dict[int, np.ndarray] = {}  # by position in `faces`, so they line up with `found`
     for photo, where in faces.groupby("photo", sort=False).indices.items():
+        upright = None
         if dataset.pixels is not None:
             image = P.image_from_pixels(dataset.pixels[photo]).convert("RGB")
+            stored = image.size
         else:
-            try:  # the boxes refer to the stored pixels: no EXIF rotation here
-                image = Image.open(dataset.photo_path(photo)).convert("RGB")
-            except OSError:
+            path = dataset.photo_path(photo)
+            try:
+                with Image.open(path) as header:
+                    stored, upright = header.size, P.orientation_of(header)
+                image = predict.open_photo(path)
+            except (OSError, ValueError, Image.DecompressionBombError):  # PhotoError is a ValueError
                 continue
-        width, height = image.size
+        width, height = stored
         group = faces.iloc[where]
         truth = [
-            (0.0, 0.0, float(height), float(width)) if np.isnan(r.top) else (r.top, r.left, r.bottom, r.right)
+            P.upright_box(
+                (0.0, 0.0, float(height), float(width))
+                if np.isnan(r.top)
+                else (r.top, r.left, r.bottom, r.right),
+                width,
+                height,
+                upright,
+            )
             for r in group.itertuples()
         ]
-        detections = [d.box for d in detector.detect(np.asarray(image))]
+        detections, _ = predict.detect_faces(detector, image)
         matched = [
             (int(where[k]), detections[m])
             for k, m in enumerate(detect.match(truth, detections))

@@ -87,12 +87,7 @@ def open_photo(source: str | Path | bytes) -> Image.Image:
             f"not a readable image ({type(error).__name__}: {error}); use a JPEG or PNG"
         ) from error
     image = ImageOps.exif_transpose(image)
-    image = P.to_8bit(image)
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return P.flatten_alpha(P.to_8bit(image)).convert("RGB")
 
 
 class Predictor:
@@ -146,18 +141,23 @@ class Predictor:
         return result
 
     def _detect(self, photo: Image.Image) -> tuple[list[tuple], list[float]]:
-        scale = min(1.0, DETECT_SIDE / max(photo.size))
-        small = (
-            photo
-            if scale == 1.0
-            else photo.resize(
-                (max(1, round(photo.size[0] * scale)), max(1, round(photo.size[1] * scale))),
-                Image.Resampling.BILINEAR,
-            )
+        return detect_faces(self.detector, photo)
+
+
+def detect_faces(detector, photo: Image.Image) -> tuple[list[tuple], list[float]]:
+    """Boxes (in `photo`'s pixels) and scores of the faces `detector` finds in an RGB photo, run
+    on a copy at most DETECT_SIDE pixels long: what Classify and `evaluate --detect` both use."""
+    scale = min(1.0, DETECT_SIDE / max(photo.size))
+    small = (
+        photo
+        if scale == 1.0
+        else photo.resize(
+            (max(1, round(photo.size[0] * scale)), max(1, round(photo.size[1] * scale))),
+            Image.Resampling.BILINEAR,
         )
-        found = self.detector.detect(np.asarray(small))
-        boxes = [tuple(v / scale for v in d.box) for d in found]
-        return boxes, [d.score for d in found]
+    )
+    found = detector.detect(np.asarray(small))
+    return [tuple(v / scale for v in d.box) for d in found], [d.score for d in found]
 
 
 def _check_model(model, metadata: dict, path: Path) -> tuple[list[str], P.PrepSettings]:

@@ -38,7 +38,9 @@ from PIL import Image
 from fer import datasets as D
 
 # Bump when the pixels a setting produces change, so old caches are not reused.
-CACHE_VERSION = 3  # 2: reduced-scale JPEG decodes map boxes by the exact DCT scale; 3: EXIF-upright faces
+# 2: reduced-scale JPEG decodes map boxes by the exact DCT scale; 3: EXIF-upright faces;
+# 4: see-through pixels laid on white, as prediction does (they were read as their colour alone)
+CACHE_VERSION = 4
 MIN_SIZE, MAX_SIZE = 48, 224
 # Photos above this many pixels are refused rather than decoded (a decompression-bomb guard).
 MAX_PHOTO_PIXELS = 64_000_000
@@ -192,13 +194,9 @@ def _open_gray(path: Path, boxes: list[tuple], settings: PrepSettings) -> tuple[
             # map photo pixels by 1 / s, the box draft returns, not by the ratio of the sizes.
             scale = drafted[1][2] / width
     image.load()
-    try:
-        upright = _UPRIGHT.get(image.getexif().get(0x0112, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to lose the photo
-        upright = None
+    upright = orientation_of(image)
     if image.mode != "L":
-        image = to_8bit(image)
-        image = image.convert("RGBA").convert("L") if image.mode == "P" else image.convert("L")
+        image = flatten_alpha(to_8bit(image)).convert("L")
     image.info["upright"] = upright
     return image, width, height, scale
 
@@ -210,6 +208,45 @@ def to_8bit(image: Image.Image) -> Image.Image:
     array = np.asarray(image, dtype=np.float64)
     peak = 65535.0 if array.max() > 255 else 255.0
     return Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8))
+
+
+def flatten_alpha(image: Image.Image) -> Image.Image:
+    """An image with transparency laid on white, as a viewer shows it; others unchanged.
+
+    Training faces and photos to classify both go through this, so a see-through PNG gives the
+    model the same pixels in a dataset as on the Classify page.
+    """
+    if image.mode not in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+        return image
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
+def upright_box(box: tuple, width: int, height: int, upright: Image.Transpose | None) -> tuple:
+    """A (top, left, bottom, right) box in a photo's stored pixels (`width` x `height`), moved to
+    where it lies once the photo is turned by `upright` (one of `_UPRIGHT`'s transposes, or None)."""
+    top, left, bottom, right = box
+    W, H = width, height
+    T = Image.Transpose
+    moved = {
+        None: (top, left, bottom, right),
+        T.FLIP_LEFT_RIGHT: (top, W - right, bottom, W - left),
+        T.FLIP_TOP_BOTTOM: (H - bottom, left, H - top, right),
+        T.ROTATE_180: (H - bottom, W - right, H - top, W - left),
+        T.ROTATE_90: (W - right, top, W - left, bottom),  # counter-clockwise: (x, y) -> (y, W - x)
+        T.ROTATE_270: (left, H - bottom, right, H - top),  # clockwise: (x, y) -> (H - y, x)
+        T.TRANSPOSE: (left, top, right, bottom),  # (x, y) -> (y, x)
+        T.TRANSVERSE: (W - right, H - bottom, W - left, H - top),  # (x, y) -> (H - y, W - x)
+    }
+    return moved[upright]
+
+
+def orientation_of(image: Image.Image) -> Image.Transpose | None:
+    """The transpose a photo's EXIF orientation asks for (None: already upright, or unreadable)."""
+    try:
+        return _UPRIGHT.get(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to lose the photo
+        return None
 
 
 def image_from_pixels(text: str) -> Image.Image:

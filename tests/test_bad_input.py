@@ -181,6 +181,13 @@ AWKWARD = {
     "exif-rotated png": (lambda: exif_rotated(8, "PNG")[0], "png", None),
     "grayscale": (lambda: encode(Image.new("L", (40, 30), 123), "PNG"), "png", 123),
     "rgba": (lambda: encode(Image.new("RGBA", (40, 30), (255, 0, 0, 255)), "PNG"), "png", 76),
+    # See-through pixels are laid on white in the dataset as on the Classify page (luma 202, not 150).
+    "half-transparent rgba": (
+        lambda: encode(Image.new("RGBA", (40, 30), (0, 255, 0, 128)), "PNG"),
+        "png",
+        202,
+    ),
+    "half-transparent gray": (lambda: encode(Image.new("LA", (40, 30), (90, 200)), "PNG"), "png", 126),
     "cmyk": (lambda: encode(Image.new("CMYK", (40, 30), (0, 0, 0, 128)), "JPEG", quality=95), "jpg", 127),
     "16-bit": (lambda: encode(Image.fromarray(np.full((30, 40), 40000, np.uint16)), "PNG"), "png", 155),
 }

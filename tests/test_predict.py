@@ -142,6 +142,39 @@ def test_evaluate_with_detector_counts_missed_faces_as_wrong(tmp_path, model_pat
     assert result["accuracy"] <= 0.5  # the missed face is wrong whatever the model says
 
 
+@pytest.mark.realdata
+def test_evaluate_with_detector_turns_a_phone_photo_upright_as_predict_does(
+    tmp_path, model_path, expw_sample
+):
+    """A photo stored sideways with EXIF orientation 6 (as phones save them), its box given in the
+    stored pixels: the detector searches the upright photo, as on the Classify page, and finds the
+    face (the frontal cascade misses it sideways), and the face is classified as the upright copy's."""
+    from fer import preprocess as P
+    from fer.evaluate import evaluate
+
+    real = "afraid_man_208.jpg"
+    upright = Image.open(expw_sample / "image" / real).convert("RGB")
+    width, height = upright.size
+    box = (38, 28, 152, 142)  # top, left, bottom, right in the upright photo
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # undoes orientation 6's ROTATE_270
+    top, left, bottom, right = P.upright_box(box, width, height, Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    answers = {}
+    for name, image, line_box, options in (
+        ("upright", upright, (38, 28, 142, 152), {}),
+        ("phone", stored, (top, left, right, bottom), {"exif": exif}),
+    ):
+        root = tmp_path / name
+        (root / "image").mkdir(parents=True)
+        image.save(root / "image" / real, quality=95, **options)
+        (root / "label.lst").write_text(f"{real} 0 {' '.join(str(round(v)) for v in line_box)} 93.9 2\n")
+        result, table = evaluate(str(root), model_path, split="all", detector="haar")
+        assert result["n"] == 1 and result["undetected"] == 0, name
+        answers[name] = table.iloc[0]
+    assert answers["phone"]["predicted"] == answers["upright"]["predicted"]
+
+
 def test_annotated_photo_boxes_each_face_in_its_label_colour(predictor):
     photo = Image.new("RGB", (200, 160), "white")
     result = predict.PhotoResult(

@@ -181,7 +181,7 @@ def palette_image() -> Image.Image:
     "make, name, expected",
     [
         (lambda: Image.new("RGB", (64, 50), (255, 0, 0)), "rgb.png", 76),  # ITU-R 601 luma of red
-        (lambda: Image.new("RGBA", (64, 50), (0, 255, 0, 128)), "rgba.png", 150),  # alpha ignored
+        (lambda: Image.new("RGBA", (64, 50), (0, 255, 0, 128)), "rgba.png", 202),  # half green on white
         (lambda: Image.new("CMYK", (64, 50), (0, 0, 0, 128)), "cmyk.tif", 127),
         (lambda: Image.fromarray(np.full((50, 64), 40000, np.uint16)), "deep.png", 155),  # 16-bit scaled
         (
@@ -190,7 +190,7 @@ def palette_image() -> Image.Image:
             200,
         ),  # 16-bit, 8-bit range
         (palette_image, "palette.png", 29),  # luma of blue
-        (lambda: Image.new("LA", (64, 50), (90, 200)), "la.png", 90),
+        (lambda: Image.new("LA", (64, 50), (90, 200)), "la.png", 126),  # 90 at 200/255 on white
         (lambda: Image.new("1", (64, 50), 1), "bilevel.png", 255),
         (lambda: Image.new("L", (64, 50), 123), "gray.png", 123),
     ],
@@ -638,3 +638,15 @@ def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(project)}, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert marker.read_text() == "x240"
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_upright_box_follows_the_photo_as_its_exif_orientation_turns_it(orientation):
+    """A white box drawn on the stored pixels is where upright_box says once the photo is turned."""
+    width, height, box = 60, 40, (5, 12, 20, 30)  # top, left, bottom, right
+    stored = Image.new("L", (width, height), 0)
+    stored.paste(255, (box[1], box[0], box[3], box[2]))
+    turn = P._UPRIGHT[orientation]
+    left, top, right, bottom = stored.transpose(turn).getbbox()
+    assert P.upright_box(box, width, height, turn) == (top, left, bottom, right)
+    assert P.upright_box(box, width, height, None) == box
