@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -102,8 +103,15 @@ labels = model.labels
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def classify(data: bytes, model_path: str, whole: bool, flip: bool) -> predict.PhotoResult:
-    return common.predictor(model_path).predict(data, whole=whole, flip=flip)
+def classify(data: bytes, model_path: str, whole: bool, flip: bool) -> tuple[predict.PhotoResult, bytes]:
+    """The faces in a photo and the photo with them boxed (a JPEG at most 1600 px long), from one
+    decode; cached, so redrawing the page neither decodes nor classifies the photo again."""
+    shared = common.predictor(model_path)
+    photo = predict.open_photo(data)
+    result = shared.predict(photo, whole=whole, flip=flip)
+    buffer = io.BytesIO()
+    predict.annotate(photo, result, shared.labels).save(buffer, format="JPEG", quality=90)
+    return result, buffer.getvalue()
 
 
 def probability_chart(face: predict.Face) -> go.Figure:
@@ -156,7 +164,7 @@ for number, (name, data) in enumerate(photos, start=1):
         )
     st.subheader(name)
     try:
-        result = classify(data, model_path, whole, flip)
+        result, annotated = classify(data, model_path, whole, flip)
     except predict.PhotoError as error:
         st.error(f"{name}: {error}")
         continue
@@ -169,7 +177,7 @@ for number, (name, data) in enumerate(photos, start=1):
         st.image(data, width=320)
         continue
     picture, charts = st.columns([3, 2])
-    picture.image(predict.annotate(predict.open_photo(data), result, labels), width="stretch")
+    picture.image(annotated, width="stretch")
     for index, face in enumerate(result.faces, start=1):
         sure = face.probabilities[face.label]
         charts.markdown(f"**Face {index}: {face.label}** ({sure:.0%} sure)")

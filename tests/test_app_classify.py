@@ -52,6 +52,26 @@ def test_a_pre_cropped_upload_is_one_face_with_a_table_row():
     assert len(at.get("download_button")) == 1
 
 
+def test_a_photo_is_decoded_once_and_not_again_when_the_page_redraws(monkeypatch):
+    """The boxed picture comes from the same decode as the faces, and both are cached: a redraw
+    (any widget touched) neither decodes nor classifies the photo again."""
+    from fer import predict
+
+    calls = []
+    real = predict.open_photo
+    monkeypatch.setattr(predict, "open_photo", lambda source: calls.append(1) or real(source))
+    at = classify_page()
+    at.toggle(key="whole").set_value(True)
+    # A photo no other test uploads, so the cache cannot already hold it.
+    photo = png(Image.new("RGB", (70, 50), (30, 160, 90)))
+    at.file_uploader(key="uploads").set_value(("green.png", photo, "image/png")).run()
+    assert not at.exception and len(face_headings(at)) == 1
+    assert len(calls) == 1
+    assert len(at.get("image")) == 1  # the photo with its face boxed
+    at.run()
+    assert len(calls) == 1 and len(face_headings(at)) == 1 and len(at.get("image")) == 1
+
+
 def test_a_photo_with_no_face_says_what_to_try_and_a_broken_file_does_not_stop_the_others():
     at = classify_page()
     blank = png(Image.new("RGB", (320, 240), "gray"))
