@@ -140,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATASET",
         help="score on its test part with faces found by the detector (repeatable)",
     )
+    packer = commands.add_parser(
+        "pack",
+        help="prepare datasets' faces into one small file to train on elsewhere (a borrowed GPU machine)",
+    )
+    packer.add_argument("datasets", nargs="+", help="one or more datasets, as `train` takes them")
+    packer.add_argument("--out", required=True, type=Path, help="the .npz file to write")
+    packer.add_argument("--splits", default="train,val", help="which splits to keep (default train,val)")
+    packer.add_argument("--image-size", type=int, default=48, help="face side in pixels (48-224)")
+    packer.add_argument("--margin", type=float, default=0.0)
+    packer.add_argument("--min-confidence", type=float, default=None, help="drop faces under this confidence")
+    packer.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored faces")
+    packer.add_argument("--seed", type=int, default=0, help="the split seed `train --seed` will use")
+    packer.add_argument("--val-share", type=float, default=0.1)
+    packer.add_argument("--test-share", type=float, default=0.1)
     return parser
 
 
@@ -203,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "report": _report,
             "export": _export,
+            "pack": _pack,
         }
         return handler[args.command](args)
     except (D.DatasetError, ValueError, OSError) as error:  # OSError: e.g. --out is a file, or not writable
@@ -373,6 +388,31 @@ def _export(args: argparse.Namespace) -> int:
             f"  {name}: {score['n']:,} faces, accuracy {score['accuracy']:.4f}, weighted F1 {score['f1']:.4f}, "
             f"macro F1 {score['macro_f1']:.4f}"
         )
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from fer import pack
+
+    if not pack.is_pack(args.out):
+        raise ValueError(f"--out must name a {pack.SUFFIX} file, got {args.out}")
+    summary = pack.write(
+        args.datasets,
+        args.out,
+        image_size=args.image_size,
+        margin=args.margin,
+        min_confidence=args.min_confidence,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+        quality=args.quality,
+        val_share=args.val_share,
+        test_share=args.test_share,
+        seed=args.seed,
+    )
+    counts = ", ".join(f"{n:,} {split}" for split, n in summary["counts"].items())
+    print(f"wrote {args.out}: {summary['faces']:,} faces ({counts}), {summary['bytes'] / 2**20:.1f} MiB")
+    print(
+        f"train on it with: python -m fer train {args.out} --seed {args.seed} --image-size {args.image_size} ..."
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from fer import augment as A
 from fer import datasets as D
+from fer import pack
 from fer import preprocess as P
 from fer import runs as R
 from fer import splits as S
@@ -121,6 +122,10 @@ def load_splits(config: TrainConfig, progress=None) -> tuple[list[str], dict[str
     )
     parts = []
     for name in config.datasets:
+        if pack.is_pack(name):  # faces prepared and split elsewhere (`python -m fer pack`)
+            images, faces, _ = pack.read(name, settings, split_settings, config.min_confidence)
+            parts.append((images, faces))
+            continue
         dataset = D.load(name)
         prepared = P.prepare(dataset, settings, min_confidence=config.min_confidence, progress=progress)
         faces = prepared.faces.assign(dataset=str(name), split=S.assign(prepared.faces, split_settings))
@@ -198,6 +203,15 @@ def batches(split: Split, config: TrainConfig, *, training: bool, num_classes: i
 def dataset_root(name: str) -> str:
     """How a dataset argument is recorded: "demo", or its absolute path."""
     return name if name == "demo" else str(Path(name).expanduser().resolve())
+
+
+def dataset_roots(names: tuple[str, ...]) -> list[str]:
+    """The datasets a model learnt from: a pack stands for the datasets it was made from, so a
+    model trained on one elsewhere is scored on their test parts here."""
+    roots: list[str] = []
+    for name in names:
+        roots += pack.read_meta(name)["dataset_roots"] if pack.is_pack(name) else [dataset_root(name)]
+    return roots
 
 
 # Saving models with their metadata ----------------------------------------------------------------
@@ -603,7 +617,7 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
         "train": asdict(config),
         "command": command,
         # Absolute, so evaluate can tell "this is the dataset I was trained on" from any folder.
-        "dataset_roots": [dataset_root(name) for name in config.datasets],
+        "dataset_roots": dataset_roots(config.datasets),
         "keras_backend": keras.backend.backend(),
         "counts": {split: int(len(part.y)) for split, part in data.items()},
     }

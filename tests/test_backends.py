@@ -144,3 +144,46 @@ def test_mirrored_strategy_trains_on_two_replicas(tmp_path):
     assert result["history_epochs"] == [1]
     assert result["n"] == 14
     assert result["strategy"] == "mirrored"
+
+
+BLOCK_TENSORFLOW = """
+import sys
+
+
+class _NoTensorFlow:
+    # The lent GPU machines have JAX but no TensorFlow (and so no mtcnn).
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "mtcnn"):
+            raise ImportError(f"{name} is not installed here")
+
+
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
+@pytest.mark.slow
+def test_a_pack_trains_under_jax_where_tensorflow_cannot_be_imported(tmp_path):
+    """The GPU machine's route: pack here, carry the pack, `fer train PACK` there with JAX alone."""
+    pytest.importorskip("jax")
+    from fer import cli
+
+    dataset = expw_faces(tmp_path / "expw", 42)
+    packed = tmp_path / "faces.npz"
+    assert cli.main(["pack", str(dataset), "--out", str(packed)]) == 0
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(blocker),
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0"),
+    }
+    command = [sys.executable, "-m", "fer", "train", str(packed), "--run-dir", str(tmp_path / "run")]
+    command += ["--epochs", "1", "--arch", "vgg-small", "--width", "4", "--batch-size", "8", "--json"]
+    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert metrics["split"] == "val (no test faces)" and metrics["n"] > 0
+    check = [sys.executable, "-c", "import tensorflow"]
+    assert subprocess.run(check, env=environment, capture_output=True).returncode != 0  # really blocked
