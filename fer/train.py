@@ -210,7 +210,9 @@ def dataset_roots(names: tuple[str, ...]) -> list[str]:
     model trained on one elsewhere is scored on their test parts here."""
     roots: list[str] = []
     for name in names:
-        roots += pack.read_meta(name)["dataset_roots"] if pack.is_pack(name) else [dataset_root(name)]
+        for root in pack.read_meta(name)["dataset_roots"] if pack.is_pack(name) else [dataset_root(name)]:
+            if root not in roots:  # a dataset's train and val parts may come in two packs
+                roots.append(root)
     return roots
 
 

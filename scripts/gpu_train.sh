@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run ON the borrowed GPU machine, from the repository root, by the `device` tool's last run of the
+# ones scripts/gpu_prepare.sh lists (that call carries .whl and the last .pack/N folder; earlier
+# calls, one right after the other on the warm machine, carried the other .pack/N folders):
+#   bash scripts/gpu_train.sh RUN_NAME [fer train options...]   (trains on every .pack/*/*.npz)
+# Installs the carried wheels, trains with KERAS_BACKEND=jax, prints each finished epoch as it
+# comes, and keeps the run folder's files in $OUT/RUN_NAME all along, so a call stopped at its time
+# limit still returns the best model and a resumable checkpoint. Back here the returned folder is
+# a run folder: `python -m fer export` it (scoring the test parts here), or `--resume` it.
+set -euo pipefail
+name=$1
+shift
+python=${PYTHON:-python3}
+out=${OUT:?OUT is the folder the device tool returns}/$name
+if [ -z "${SKIP_WHEELS:-}" ]; then
+  $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+run=/tmp/fer-runs/$name
+mkdir -p "$run" "$out"
+$python -c "import jax; print('devices:', jax.devices())"
+mapfile -t packs < <(ls .pack/*/*.npz)
+echo "training on ${packs[*]}"
+$python -u -m fer train "${packs[@]}" --run-dir "$run" "$@" > "$run.log" 2>&1 &
+trainer=$!
+keep() {  # at most 8 files come back: 7, and one copy on its way in; fer train writes each whole
+  for f in best.keras last.keras state.json history.csv config.json status.json metrics.json; do
+    if [ -f "$run/$f" ]; then cp "$run/$f" "$out/.$f.part" && mv "$out/.$f.part" "$out/$f"; fi
+  done
+}
+shown=1
+while kill -0 "$trainer" 2>/dev/null; do
+  sleep 5
+  if [ -f "$run/history.csv" ]; then
+    lines=$(wc -l < "$run/history.csv")
+    if [ "$lines" -gt "$shown" ]; then tail -n +"$((shown + 1))" "$run/history.csv"; shown=$lines; keep; fi
+  fi
+done
+status=0
+wait "$trainer" || status=$?
+keep
+tail -n 25 "$run.log"
+exit "$status"
