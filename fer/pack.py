@@ -144,10 +144,17 @@ def _source_bytes(dataset: D.Dataset | None, photo: str, face: np.ndarray) -> by
             return None
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
-            same = image.format == "JPEG" and np.array_equal(np.asarray(image.convert("L")), face)
+            same = image.format == "JPEG" and np.array_equal(_gray(image), face)
     except Exception:  # noqa: BLE001 - unreadable now: the face itself is stored instead
         return None
     return data if same else None
+
+
+def _gray(image: Image.Image) -> np.ndarray:
+    """A JPEG's pixels as the preprocessing cache decodes them: a colour JPEG's luma channel as
+    stored (draft), not its colours converted back to grey."""
+    image.draft("L", image.size)
+    return np.asarray(image.convert("L"))
 
 
 def _encode(face: np.ndarray, quality: int) -> bytes:
@@ -234,7 +241,7 @@ def read(
     for i in range(count):
         try:
             with Image.open(io.BytesIO(jpeg[offsets[i] : offsets[i + 1]].tobytes())) as face:
-                pixels = np.asarray(face.convert("L"))
+                pixels = _gray(face)
             if pixels.shape != images.shape[1:]:
                 raise ValueError(f"a {pixels.shape} face in a pack of {images.shape[1:]} faces")
             images[i] = pixels

@@ -116,3 +116,21 @@ def test_pack_refuses_unknown_splits_and_a_pack_as_its_source(packed, tmp_path):
     with pytest.raises(ValueError, match="not from another pack"):
         pack.write([str(packed)], tmp_path / "x.npz")
     assert cli.main(["pack", str(packed), "--out", str(tmp_path / "x.zip")]) == 2
+
+
+def test_photos_that_are_their_own_face_are_packed_as_their_own_bytes(tmp_path):
+    """Like FER2013: 48 px JPEG photos, each one face. The pack keeps the files' bytes, so its faces
+    are exactly the ones training here uses, at no more than the photos' size."""
+    from helpers import folders
+
+    root = folders(tmp_path / "faces", {"train/happy": 8, "train/sad": 8, "val/happy": 2, "val/sad": 2},
+                   size=(48, 48), suffix=".jpg")  # fmt: skip
+    out = tmp_path / "faces.npz"
+    summary = pack.write([str(root)], out)
+    assert summary["source_bytes_kept"] == summary["faces"] > 0
+    with np.load(out) as arrays:
+        assert len(arrays["jpeg"]) == sum((root / photo).stat().st_size for photo in arrays["photo"])
+    _, direct = T.load_splits(T.TrainConfig(datasets=(str(root),), **TINY))
+    _, unpacked = T.load_splits(T.TrainConfig(datasets=(str(out),), **TINY))
+    for split in ("train", "val"):
+        assert np.array_equal(direct[split].images, unpacked[split].images)
