@@ -112,6 +112,11 @@ def load(path: str | os.PathLike, columns: dict[str, str] | None = None) -> Data
     if not root.exists():
         raise DatasetError(f"dataset not found: {root} does not exist")
     if root.is_file():
+        if root.suffix.lower() == ".npz":
+            raise DatasetError(
+                f"{root.name} is a pack of prepared faces (`python -m fer pack`): `python -m fer train` takes "
+                "it; everything else needs the datasets it was made from"
+            )
         if root.suffix.lower() != ".csv":
             raise DatasetError(
                 f"{root} is not a dataset: expected a folder (ExpW with label.lst, or image folders "

@@ -134,3 +134,8 @@ def test_photos_that_are_their_own_face_are_packed_as_their_own_bytes(tmp_path):
     _, unpacked = T.load_splits(T.TrainConfig(datasets=(str(out),), **TINY))
     for split in ("train", "val"):
         assert np.array_equal(direct[split].images, unpacked[split].images)
+
+
+def test_commands_other_than_train_say_a_pack_needs_its_datasets(packed, capsys):
+    assert cli.main(["summary", str(packed)]) == 2
+    assert "is a pack of prepared faces" in capsys.readouterr().err
