@@ -403,8 +403,10 @@ def _recorder_class():
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.monotonic()
             self.epoch = epoch
+            self.batches_done = 0
 
         def on_train_batch_end(self, batch, logs=None):
+            self.batches_done = batch + 1
             now = time.monotonic()
             if now - self.last_write < 1.0 and batch + 1 < self.steps:
                 return
@@ -429,6 +431,11 @@ def _recorder_class():
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
+            if self.cancelled and self.batches_done < self.steps:
+                # Cancelled part-way: Keras still validates and ends the epoch, but it saw only some
+                # of the faces. It is not a finished epoch: nothing is recorded, and a resume trains
+                # it again from its first batch.
+                return
             logs = dict(logs or {})
             state = self.state
             lr = float(np.asarray(self.model.optimizer.learning_rate))

@@ -172,10 +172,18 @@ def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
     assert T.train(config, run_dir) == {}
     assert R.read_status(run_dir)["state"] == "cancelled"
     assert not (run_dir / "metrics.json").exists()
-    assert len(R.read_history(run_dir)) <= 1
     progress = R.read_json(run_dir / "progress.json")
     assert (progress["epoch"], progress["batches"]) == (1, 4)
     assert progress["batch"] < progress["batches"], "the run finished its epoch before stopping"
+    # The cut epoch is not recorded as finished (Keras still validates and ends it): a resume
+    # trains it again from its first batch.
+    assert len(R.read_history(run_dir)) == 0
+    assert not (run_dir / "last.keras").exists() and not (run_dir / "best.keras").exists()
+    (run_dir / "cancel").unlink(missing_ok=True)
+    monkeypatch.setattr(T, "load_splits", load_splits)
+    T.train(config, run_dir, resume=True)
+    assert R.read_history(run_dir)["epoch"].tolist() == [1, 2, 3]
+    assert R.read_status(run_dir)["state"] == "done"
 
 
 @pytest.mark.parametrize(
