@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -83,3 +84,26 @@ def fer_pixels(seed: int, side: int = 48) -> np.ndarray:
 
 def pixel_text(pixels: np.ndarray) -> str:
     return " ".join(str(int(v)) for v in pixels.ravel())
+
+
+# The files a finished run folder holds (fer.train writes them all, each atomically).
+RUN_FILES = (
+    "config.json",
+    "labels.json",
+    "status.json",
+    "history.csv",
+    "progress.json",
+    "best.keras",
+    "last.keras",
+    "state.json",
+    "metrics.json",
+    "predictions.csv",
+)
+
+
+def zip_of(path: Path, members: dict[str, bytes]) -> Path:
+    """A deflated zip at `path` holding `members` (name -> bytes)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path

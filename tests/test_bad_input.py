@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import expw, folders, photo, write_csv
+from helpers import expw, folders, photo, write_csv, zip_of
 from PIL import Image
 
 from fer import cli, predict, report
@@ -362,13 +362,6 @@ def test_a_dataset_with_one_label_is_refused_by_training(tmp_path):
 
 
 # Uploaded zips (fer.uploads; test_uploads.py checks each in depth) ----------------------------------
-
-
-def zip_of(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
 
 
 def link_zip(path: Path) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import RUN_FILES as FINISHED_RUN_FILES
 from helpers import expw_faces
 from streamlit.testing.v1 import AppTest
 
@@ -44,20 +45,7 @@ QUICK = ["--arch", "seed", "--image-size", "48", "--batch-size", "7", "--no-augm
 EPOCHS = 4
 STEPS = 4
 # What a run folder may hold (fer.runs lists them; train.log and cancel come from fer.launch).
-RUN_FILES = {
-    "config.json",
-    "labels.json",
-    "status.json",
-    "history.csv",
-    "progress.json",
-    "best.keras",
-    "last.keras",
-    "state.json",
-    "metrics.json",
-    "predictions.csv",
-    "train.log",
-    "cancel",
-}
+RUN_FILES = {*FINISHED_RUN_FILES, "train.log", "cancel"}
 # fer.runs.write_atomic's temporary files: hidden, ".<stem>.<random>.tmp<suffix>".
 TEMPORARY = re.compile(r"\.[\w-]+\.\w+\.tmp(\.\w+)?")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import expw_faces
+from helpers import RUN_FILES, expw_faces
 
 from fer import runs as R
 from fer import train as T
@@ -56,18 +56,7 @@ def finished_run(tmp_path_factory, tiny_dataset, home):
 
 def test_run_folder_holds_every_file(finished_run):
     config, run_dir, metrics = finished_run
-    for name in (
-        "config.json",
-        "labels.json",
-        "status.json",
-        "history.csv",
-        "progress.json",
-        "best.keras",
-        "last.keras",
-        "state.json",
-        "metrics.json",
-        "predictions.csv",
-    ):
+    for name in RUN_FILES:
         assert (run_dir / name).is_file(), name
     assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name], "temporary files were left behind"
     status = R.read_status(run_dir)

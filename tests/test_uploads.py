@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import expw, expw_faces, folders, write_csv
+from helpers import zip_of as zip_members
 
 from fer import datasets as D
 from fer import paths
@@ -28,13 +29,6 @@ def zip_tree(folder: Path, zip_path: Path, arc_prefix: str = "") -> Path:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 archive.write(path, arc_prefix + path.relative_to(folder.parent).as_posix())
-    return zip_path
-
-
-def zip_members(zip_path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
     return zip_path
 
 
