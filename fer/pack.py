@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from PIL import Image
 
 from fer import datasets as D
 from fer import preprocess as P
+from fer import runs as R
 from fer import splits as S
 
 FORMAT = "fer-faces-pack"
@@ -118,18 +118,13 @@ def write(
                 else values.astype(str).to_numpy(dtype=str)
             )
     destination = Path(out)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
+
+    def save(temporary: Path) -> None:
+        with open(temporary, "wb") as stream:
             np.savez(stream, **arrays)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; a pack is data to share
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    R.write_atomic(destination, save)
     return {**meta, "faces": len(faces), "bytes": destination.stat().st_size}
 
 
