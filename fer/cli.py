@@ -199,6 +199,11 @@ def _train_parser(commands) -> None:
     )
     train.add_argument("--max-faces", type=int, default=None, help="train on at most this many faces")
     train.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this saved model's weights (same --arch and labels; --width may be larger)",
+    )
+    train.add_argument(
         "--strategy", choices=STRATEGIES, default="none", help="tf.distribute (TensorFlow only)"
     )
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")

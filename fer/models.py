@@ -111,3 +111,49 @@ def _vgg_small(x, config: ModelConfig):
         x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
     return layers.Dropout(config.dropout)(x)
+
+
+def grow(source, target) -> list[str]:
+    """Copy a trained model's weights into `target`, an untrained model of the same layout that may
+    be wider (more filters per layer), so that `target` computes exactly what `source` did.
+
+    Each weight of `target` keeps its fresh initial values except for a leading block the size of
+    the source's weight, which takes the trained values; the weights that carry a new filter's
+    output into one of the source's filters in the next layer are zero, so the new filters cannot
+    change what the trained ones compute until training brings them in. Returns the layers copied, in order. Raises
+    ValueError, naming the first layer that does not fit, when the layouts differ or a layer is
+    narrower than the source's."""
+    import numpy as np
+
+    def weighted(model):
+        return [layer for layer in model.layers if layer.weights]
+
+    sources, targets = weighted(source), weighted(target)
+    if [type(a).__name__ for a in sources] != [type(b).__name__ for b in targets]:
+        raise ValueError(
+            f"cannot start from that model: its layers ({_layer_kinds(sources)}) are not this "
+            f"architecture's ({_layer_kinds(targets)}); start from a model of the same --arch"
+        )
+    copied = []
+    for old_layer, new_layer in zip(sources, targets, strict=True):
+        old_values = [np.asarray(w) for w in old_layer.get_weights()]
+        new_values = [np.array(w) for w in new_layer.get_weights()]
+        for index, (old, new) in enumerate(zip(old_values, new_values, strict=True)):
+            if old.ndim != new.ndim or any(a > b for a, b in zip(old.shape, new.shape, strict=True)):
+                raise ValueError(
+                    f"cannot start from that model: layer {new_layer.name!r} has weights of shape "
+                    f"{tuple(new.shape)}, narrower than the source's {tuple(old.shape)}; use a --width "
+                    "at least the source model's"
+                )
+            if old.ndim >= 2:  # a kernel (..., inputs, outputs): new inputs must not reach old outputs
+                new[..., old.shape[-2] :, : old.shape[-1]] = 0.0
+            new[tuple(slice(0, n) for n in old.shape)] = old
+            new_values[index] = new
+        new_layer.set_weights(new_values)
+        copied.append(new_layer.name)
+    return copied
+
+
+def _layer_kinds(layers) -> str:
+    kinds = [type(layer).__name__ for layer in layers]
+    return f"{len(kinds)} weighted layers: " + ", ".join(kinds[:4]) + (", ..." if len(kinds) > 4 else "")

@@ -57,6 +57,7 @@ class TrainConfig:
     lr_patience: int = 3  # epochs without a better val accuracy before halving the rate
     strategy: str = "none"  # "mirrored" (several GPUs) or "multiworker" (TF_CONFIG): TensorFlow only
     max_faces: int | None = None  # use at most this many training faces (quick trials)
+    init_from: str | None = None  # a saved model (.keras) to start from; may be narrower (see models.grow)
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -656,6 +657,8 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
                 _repair_best(model, run_dir, metadata, state)
         else:
             model = _build_compiled(model_config, config)
+            if config.init_from:
+                _start_from(model, Path(config.init_from), labels)
             initial_epoch = 0
             state = {}
     if resume:  # what a kill left past the last finished epoch goes: that epoch is trained again
@@ -719,6 +722,24 @@ def _repair_best(model, run_dir: Path, metadata: dict, state: dict) -> None:
         saved_epoch = None
     if saved_epoch != best_epoch:
         save_model(model, run_dir / "best.keras", {**metadata, "epoch": best_epoch})
+
+
+def _start_from(model, path: Path, labels: list[str]) -> None:
+    """Give `model` the trained weights of the model saved at `path` (see fer.models.grow)."""
+    from fer.models import grow
+
+    if not path.is_file():
+        raise ValueError(
+            f"--init-from {path}: no such model file; give a .keras file that train or export wrote"
+        )
+    source, source_metadata = load_model(path)
+    source_labels = list(source_metadata.get("labels") or [])
+    if source_labels != list(labels):
+        raise ValueError(
+            f"--init-from {path}: that model's labels ({', '.join(source_labels) or 'none recorded'}) "
+            f"are not this run's ({', '.join(labels)}); start from a model trained on the same labels"
+        )
+    grow(source, model)
 
 
 def _build_compiled(model_config: ModelConfig, config: TrainConfig):

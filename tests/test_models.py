@@ -101,3 +101,45 @@ def test_model_config_round_trips_through_json():
     assert ModelConfig.from_dict(json.loads(config.to_json())) == config
     assert ModelConfig.from_dict({**asdict(config), "something_new": 1}) == config  # unknown keys ignored
     assert ModelConfig.from_dict({}) == ModelConfig()
+
+
+@pytest.mark.parametrize("arch", ["vgg", "vgg-small"])
+def test_grow_makes_a_wider_model_that_computes_what_the_narrow_one_did(arch):
+    import keras
+
+    from fer.models import grow
+
+    keras.utils.set_random_seed(1)
+    narrow = build(ModelConfig(arch=arch, num_classes=4, width=4))
+    # Trained-looking batch-norm statistics and biases, so that copying them is what is tested.
+    for layer in narrow.layers:
+        layer.set_weights([w + np.random.default_rng(2).normal(0, 0.3, w.shape) for w in layer.get_weights()])
+        if type(layer).__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma, beta, mean, np.abs(variance) + 0.5])
+    wide = build(ModelConfig(arch=arch, num_classes=4, width=8))
+    x = np.random.default_rng(3).integers(0, 256, (5, 48, 48, 1)).astype(np.float32)
+    before = np.asarray(wide(x, training=False))
+    copied = grow(narrow, wide)
+    assert len(copied) == len([layer for layer in wide.layers if layer.weights])
+    expected = np.asarray(narrow(x, training=False))
+    assert not np.allclose(before, expected, atol=1e-3)  # a fresh wide model computes something else
+    np.testing.assert_allclose(np.asarray(wide(x, training=False)), expected, atol=1e-5)
+    # The new filters are alive: their incoming weights are not all zero, so training can use them.
+    first = next(layer for layer in wide.layers if type(layer).__name__ == "Conv2D")
+    assert np.abs(first.get_weights()[0][..., 4:]).sum() > 0
+
+
+def test_grow_refuses_a_narrower_or_different_model():
+    from fer.models import grow
+
+    wide = build(ModelConfig(arch="vgg", num_classes=4, width=8))
+    with pytest.raises(ValueError, match="narrower than the source's.*--width"):
+        grow(wide, build(ModelConfig(arch="vgg", num_classes=4, width=4)))
+    with pytest.raises(ValueError, match="same --arch"):
+        grow(build(ModelConfig(arch="seed", num_classes=4)), wide)
+    with pytest.raises(ValueError, match="narrower"):  # fewer classes in the new model
+        grow(
+            build(ModelConfig(arch="vgg", num_classes=7, width=4)),
+            build(ModelConfig(arch="vgg", num_classes=4, width=4)),
+        )

@@ -122,6 +122,31 @@ def test_saved_model_carries_its_config(finished_run):
     assert T.read_metadata(run_dir / "last.keras")["labels"] == list(LABELS)
 
 
+def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_dataset, tmp_path):
+    from dataclasses import replace
+
+    from fer.models import build
+
+    config, run_dir, _ = finished_run
+    source, _ = T.load_model(run_dir / "best.keras")
+    wider = replace(config, width=config.width * 2, epochs=1, init_from=str(run_dir / "best.keras"))
+    model = build(wider.model_config(num_classes=7))
+    T._start_from(model, run_dir / "best.keras", list(LABELS))
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model(faces)), np.asarray(source(faces)), atol=1e-5)
+
+    with pytest.raises(ValueError, match="labels .* are not this run's"):
+        T._start_from(model, run_dir / "best.keras", list(reversed(LABELS)))
+    with pytest.raises(ValueError, match="no such model file"):
+        T._start_from(model, tmp_path / "missing.keras", list(LABELS))
+
+    metrics = T.train(wider, tmp_path / "grown")
+    assert metrics["n"] == 7
+    saved = R.read_json(tmp_path / "grown" / "config.json")
+    assert saved["train"]["init_from"] == str(run_dir / "best.keras")
+    assert T.read_metadata(tmp_path / "grown" / "best.keras")["model"]["width"] == config.width * 2
+
+
 def test_read_metadata_refuses_a_file_that_is_not_a_model(tmp_path):
     bogus = tmp_path / "model.keras"
     bogus.write_text("not a zip")
