@@ -617,6 +617,12 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
 
     preparing(0, 1)
     labels, data = load_splits(config, progress=preparing)
+    if config.init_from and not resume:
+        labels = _labels_of_start(Path(config.init_from), labels, data)
+    elif config.init_from:  # a resumed run keeps the labels it started with
+        labels = _relabel(
+            list((R.read_json(run_dir / "config.json", {}) or {}).get("labels") or labels), labels, data
+        )
     model_config = config.model_config(num_classes=len(labels))
     metadata = {
         "labels": labels,
@@ -722,6 +728,33 @@ def _repair_best(model, run_dir: Path, metadata: dict, state: dict) -> None:
         saved_epoch = None
     if saved_epoch != best_epoch:
         save_model(model, run_dir / "best.keras", {**metadata, "epoch": best_epoch})
+
+
+def _labels_of_start(path: Path, labels: list[str], data: dict[str, Split]) -> list[str]:
+    """A run started from a saved model keeps that model's labels, so it can be fine-tuned on data
+    that has only some of them; `data` is re-indexed to them. Data with a label the model lacks is
+    refused, naming it."""
+    if not path.is_file():
+        raise ValueError(
+            f"--init-from {path}: no such model file; give a .keras file that train or export wrote"
+        )
+    source_labels = [str(label) for label in (read_metadata(path).get("labels") or [])]
+    return _relabel(source_labels, labels, data, f"--init-from {path}: that model")
+
+
+def _relabel(
+    target: list[str], labels: list[str], data: dict[str, Split], who: str = "this run"
+) -> list[str]:
+    missing = [label for label in labels if label not in target]
+    if missing:
+        raise ValueError(
+            f"{who} knows the labels {', '.join(target) or '(none recorded)'}, but the data also has "
+            f"{', '.join(missing)}; train a new model for them, or leave those faces out of the data"
+        )
+    index = np.array([target.index(label) for label in labels], dtype=np.int64)
+    for part in data.values():
+        part.y = index[part.y]
+    return list(target)
 
 
 def _start_from(model, path: Path, labels: list[str]) -> None:

@@ -142,3 +142,29 @@ def test_a_run_cancelled_on_the_page_shows_a_note_and_can_then_be_deleted(tiny_d
     assert any(f"Run {run_dir.name} was deleted" in e.value for e in at.success)
     if R.list_runs():  # other runs are left to delete: the confirmation box is unticked again
         assert at.checkbox(key="delete_confirm").value is False
+
+
+@pytest.mark.slow
+def test_a_run_started_from_the_bundled_model_fine_tunes_it(tiny_dataset):
+    from fer import paths
+    from fer.train import read_metadata
+
+    at = open_train_page(tiny_dataset)
+    start = at.selectbox(key="start_from")
+    assert start.value == "A new model (fresh weights)" and start.help
+    bundled = next(option for option in start.options if option.startswith("Bundled model"))
+    start.set_value(bundled).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="arch").disabled and at.select_slider(key="image_size").disabled
+    assert "The network and image size are the starting model's" in texts(at)
+    run_dir = start_run(at, epochs=1, batch_size=8, max_faces=14)
+    train = R.read_json(run_dir / "config.json")["train"]
+    model = read_metadata(paths.BUNDLED_MODEL)["model"]
+    assert train["init_from"] == str(paths.BUNDLED_MODEL)
+    assert (train["arch"], train["width"], train["image_size"]) == (
+        model["arch"],
+        model["width"],
+        model["image_size"],
+    )
+    assert wait_until_ended(run_dir)["state"] == "done", launch.log_tail(run_dir)
+    assert read_metadata(run_dir / "best.keras")["labels"] == read_metadata(paths.BUNDLED_MODEL)["labels"]

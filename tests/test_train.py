@@ -147,6 +147,32 @@ def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_datas
     assert T.read_metadata(tmp_path / "grown" / "best.keras")["model"]["width"] == config.width * 2
 
 
+def test_a_model_is_fine_tuned_on_data_with_only_some_of_its_labels(finished_run, tmp_path):
+    from dataclasses import replace
+
+    from helpers import folders
+
+    config, run_dir, _ = finished_run
+    two = folders(tmp_path / "two", {"happy": 20, "sad": 20})
+    tuned = replace(
+        config, datasets=(str(two),), epochs=1, class_weight=False, init_from=str(run_dir / "best.keras")
+    )
+    metrics = T.train(tuned, tmp_path / "tuned")
+    assert T.read_metadata(tmp_path / "tuned" / "best.keras")["labels"] == list(LABELS)  # the model's seven
+    predictions = pd.read_csv(tmp_path / "tuned" / "predictions.csv")
+    assert set(predictions["label"]) <= {"happy", "sad"} and len(predictions) == metrics["n"]
+    assert metrics["per_class"]["happy"]["support"] + metrics["per_class"]["sad"]["support"] == metrics["n"]
+    from sklearn.metrics import f1_score  # macro F1 over the labels present, as scikit-learn's default
+
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(predictions["label"], predictions["predicted"], average="macro")
+    )
+
+    odd = folders(tmp_path / "odd", {"happy": 20, "bored": 20})
+    with pytest.raises(ValueError, match="the data also has bored; train a new model"):
+        T.train(replace(tuned, datasets=(str(odd),)), tmp_path / "odd-run")
+
+
 def test_read_metadata_refuses_a_file_that_is_not_a_model(tmp_path):
     bogus = tmp_path / "model.keras"
     bogus.write_text("not a zip")
