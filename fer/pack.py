@@ -76,13 +76,14 @@ def write(
         test_share=test_share,
         seed=seed,
     )
-    labels, parts = load_splits(config, progress=progress)
+    loaded: dict[str, D.Dataset] = {}
+    labels, parts = load_splits(config, progress=progress, loaded=loaded)
     chosen = [parts[s] for s in splits if len(parts[s].y)]
     faces = pd.concat([part.faces for part in chosen], ignore_index=True)
     images = (
         np.concatenate([part.images for part in chosen]) if chosen else np.zeros((0, image_size, image_size))
     )
-    sources = {str(name): D.load(name) for name in datasets if str(name) != "demo"}
+    sources = {name: dataset for name, dataset in loaded.items() if name != "demo"}
     blobs, kept = [], 0
     for face, row in zip(images, faces.itertuples(index=False)):
         original = _source_bytes(sources.get(row.dataset), row.photo, face)

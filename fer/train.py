@@ -115,8 +115,11 @@ class Split:
     y: np.ndarray
 
 
-def load_splits(config: TrainConfig, progress=None) -> tuple[list[str], dict[str, Split]]:
-    """Prepared faces of every dataset, split and pooled, with the label list they share."""
+def load_splits(
+    config: TrainConfig, progress=None, loaded: dict[str, D.Dataset] | None = None
+) -> tuple[list[str], dict[str, Split]]:
+    """Prepared faces of every dataset, split and pooled, with the label list they share. `loaded`, if
+    given, receives each dataset read (by its name in config.datasets) for callers that need more of it."""
     settings = P.PrepSettings(size=config.image_size, margin=config.margin)
     split_settings = S.SplitSettings(
         val_share=config.val_share, test_share=config.test_share, seed=config.seed
@@ -128,6 +131,8 @@ def load_splits(config: TrainConfig, progress=None) -> tuple[list[str], dict[str
             parts.append((images, faces))
             continue
         dataset = D.load(name)
+        if loaded is not None:
+            loaded[str(name)] = dataset
         prepared = P.prepare(dataset, settings, min_confidence=config.min_confidence, progress=progress)
         faces = prepared.faces.assign(dataset=str(name), split=S.assign(prepared.faces, split_settings))
         parts.append((prepared.images, faces))
