@@ -777,6 +777,12 @@ def _start_from(model, path: Path, labels: list[str]) -> None:
             f"--init-from {path}: that model's labels ({', '.join(source_labels) or 'none recorded'}) "
             f"are not this run's ({', '.join(labels)}); start from a model trained on the same labels"
         )
+    size = model.input_shape[1]
+    if source.input_shape[1] != size:
+        raise ValueError(
+            f"--init-from {path}: that model reads {source.input_shape[1]} px faces, this run {size} px; "
+            f"use --image-size {source.input_shape[1]}"
+        )
     grow(source, model)
 
 

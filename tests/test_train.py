@@ -137,6 +137,12 @@ def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_datas
 
     with pytest.raises(ValueError, match="labels .* are not this run's"):
         T._start_from(model, run_dir / "best.keras", list(reversed(LABELS)))
+    with pytest.raises(ValueError, match="reads 48 px faces, this run 64 px; use --image-size 48"):
+        T._start_from(
+            build(replace(wider, image_size=64).model_config(num_classes=7)),
+            run_dir / "best.keras",
+            list(LABELS),
+        )
     with pytest.raises(ValueError, match="no such model file"):
         T._start_from(model, tmp_path / "missing.keras", list(LABELS))
 
