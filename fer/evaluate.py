@@ -25,9 +25,14 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
         y_true, y_pred, labels=order, average="weighted", zero_division=0
     )
     # Over the labels the faces have or were given, as scikit-learn does by default: a model that knows
-    # labels this data lacks (one fine-tuned on some of them) is not marked down for those.
+    # labels this data lacks (one fine-tuned on some of them) is not marked down for those. Not over
+    # -1, "no face found" under --detect: it is no label.
     _, _, macro_f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=sorted(set(y_true) | set(y_pred)), average="macro", zero_division=0
+        y_true,
+        y_pred,
+        labels=sorted(set(order) & (set(y_true) | set(y_pred))),
+        average="macro",
+        zero_division=0,
     )
     per_p, per_r, per_f, support = precision_recall_fscore_support(
         y_true, y_pred, labels=order, average=None, zero_division=0

@@ -75,6 +75,16 @@ def test_metrics_on_a_confusion_worked_by_hand():
     assert result["macro_f1"] == pytest.approx((0.8 + 2 * 0.75 / 1.75) / 2)
 
 
+def test_macro_f1_counts_the_labels_present_and_not_a_missed_face():
+    # Three labels known, two present; face 4 was not found by the detector (-1: wrong, but no label).
+    result = metrics([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, -1], ["angry", "happy", "sad"])
+    angry_f1, happy_f1 = 2 * 2 / (2 + 3), 2 * (2 / 3) * (2 / 3) / (4 / 3)
+    assert result["per_class"]["angry"]["f1"] == pytest.approx(angry_f1)
+    assert result["per_class"]["happy"]["f1"] == pytest.approx(happy_f1)
+    assert result["macro_f1"] == pytest.approx((angry_f1 + happy_f1) / 2)  # not over sad, nor over -1
+    assert result["accuracy"] == pytest.approx(4 / 6)
+
+
 def test_metrics_refuse_no_faces():
     with pytest.raises(ValueError, match="no faces"):
         metrics([], [], ["angry", "happy"])
