@@ -169,10 +169,15 @@ def _screenshot(page, name: str, tmp_path: Path) -> Path:
 
 
 def _settle(page) -> None:
-    """Wait until Streamlit has finished running the page (its 'Running...' indicator is gone) and
-    every chart on it is drawn."""
+    """Wait until Streamlit has finished running the page (its 'Running...' indicator is gone), every
+    element's code has loaded (no grey placeholder left), no spinner turns (a model loading) and every
+    chart on it is drawn."""
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=LOAD_MS
+    )
+    page.wait_for_function(
+        '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
+        timeout=LOAD_MS,
     )
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
