@@ -120,9 +120,9 @@ def grow(source, target) -> list[str]:
     Each weight of `target` keeps its fresh initial values except for a leading block the size of
     the source's weight, which takes the trained values; the weights that carry a new filter's
     output into one of the source's filters in the next layer are zero, so the new filters cannot
-    change what the trained ones compute until training brings them in. Returns the layers copied, in order. Raises
-    ValueError, naming the first layer that does not fit, when the layouts differ or a layer is
-    narrower than the source's."""
+    change what the trained ones compute until training brings them in. Returns the layers copied,
+    in order. Raises ValueError, naming the first layer that does not fit, when the layouts differ
+    or a layer is narrower than the source's."""
     import numpy as np
 
     def weighted(model):

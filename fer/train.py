@@ -739,12 +739,16 @@ def _labels_of_start(path: Path, labels: list[str], data: dict[str, Split]) -> l
     """A run started from a saved model keeps that model's labels, so it can be fine-tuned on data
     that has only some of them; `data` is re-indexed to them. Data with a label the model lacks is
     refused, naming it."""
+    _need_model_file(path)
+    source_labels = [str(label) for label in (read_metadata(path).get("labels") or [])]
+    return _relabel(source_labels, labels, data, f"--init-from {path}: that model")
+
+
+def _need_model_file(path: Path) -> None:
     if not path.is_file():
         raise ValueError(
             f"--init-from {path}: no such model file; give a .keras file that train or export wrote"
         )
-    source_labels = [str(label) for label in (read_metadata(path).get("labels") or [])]
-    return _relabel(source_labels, labels, data, f"--init-from {path}: that model")
 
 
 def _relabel(
@@ -766,10 +770,7 @@ def _start_from(model, path: Path, labels: list[str]) -> None:
     """Give `model` the trained weights of the model saved at `path` (see fer.models.grow)."""
     from fer.models import grow
 
-    if not path.is_file():
-        raise ValueError(
-            f"--init-from {path}: no such model file; give a .keras file that train or export wrote"
-        )
+    _need_model_file(path)
     source, source_metadata = load_model(path)
     source_labels = list(source_metadata.get("labels") or [])
     if source_labels != list(labels):
