@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     packer.add_argument("--min-confidence", type=float, default=None, help="drop faces under this confidence")
     packer.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored faces")
     packer.add_argument("--seed", type=int, default=0, help="the split seed `train --seed` will use")
+    packer.add_argument(
+        "--part",
+        default="1/1",
+        help="K/N: keep every N-th face from the K-th on, so N packs share the faces (default 1/1: all)",
+    )
     packer.add_argument("--val-share", type=float, default=0.1)
     packer.add_argument("--test-share", type=float, default=0.1)
     return parser
@@ -412,6 +417,7 @@ def _pack(args: argparse.Namespace) -> int:
         val_share=args.val_share,
         test_share=args.test_share,
         seed=args.seed,
+        part=_part(args.part),
     )
     counts = ", ".join(f"{n:,} {split}" for split, n in summary["counts"].items())
     print(f"wrote {args.out}: {summary['faces']:,} faces ({counts}), {summary['bytes'] / 2**20:.1f} MiB")
@@ -419,6 +425,14 @@ def _pack(args: argparse.Namespace) -> int:
         f"train on it with: python -m fer train {args.out} --seed {args.seed} --image-size {args.image_size} ..."
     )
     return 0
+
+
+def _part(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--part must be K/N, for example 1/2, got {text!r}") from None
+    return k, n
 
 
 def _bundled_model() -> Path:

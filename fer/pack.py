@@ -55,9 +55,12 @@ def write(
     val_share: float = 0.1,
     test_share: float = 0.1,
     seed: int = 0,
+    part: tuple[int, int] = (1, 1),
     progress=None,
 ) -> dict:
-    """Prepare `datasets` as training would and write the faces of `splits` to `out`; return a summary."""
+    """Prepare `datasets` as training would and write the faces of `splits` to `out`; return a summary.
+    `part` (k, n) keeps every n-th face from the k-th on: n packs, one per k, hold the faces one pack
+    would, each a fraction of the size (a device call carries at most 64 MiB)."""
     from fer.train import TrainConfig, dataset_root, load_splits
 
     unknown = [s for s in splits if s not in S.SPLITS]
@@ -65,6 +68,9 @@ def write(
         raise ValueError(f"splits must be some of {', '.join(S.SPLITS)}, got {', '.join(splits) or 'none'}")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be between 1 and 100, got {quality}")
+    k, n = part
+    if not 1 <= k <= n:
+        raise ValueError(f"part must be K/N with 1 <= K <= N, got {k}/{n}")
     if any(is_pack(name) for name in datasets):
         raise ValueError("a pack is made from datasets, not from another pack")
     config = TrainConfig(
@@ -83,6 +89,9 @@ def write(
     images = (
         np.concatenate([part.images for part in chosen]) if chosen else np.zeros((0, image_size, image_size))
     )
+    if n > 1:
+        keep = np.arange(k - 1, len(faces), n)
+        faces, images = faces.iloc[keep].reset_index(drop=True), images[keep]
     sources = {name: dataset for name, dataset in loaded.items() if name != "demo"}
     blobs, kept = [], 0
     for face, row in zip(images, faces.itertuples(index=False)):
@@ -101,6 +110,7 @@ def write(
         "labels": labels,
         "dataset_roots": [dataset_root(name) for name in datasets],
         "quality": quality,
+        "part": [k, n],
         "counts": {s: int((faces["split"] == s).sum()) for s in splits},
         "source_bytes_kept": kept,
         "cache_version": P.CACHE_VERSION,

@@ -3,7 +3,8 @@
 # machine" in the README). Fills ignored folders that device calls carry:
 #   .whl/       keras and the two packages that machine lacks, for its Python 3.12
 #   .pack/N/    the faces to train on, each dataset's train and val parts packed here
-#               (python -m fer pack), shared out over as few calls as fit 64 MiB each
+#               (python -m fer pack; a part too big for one call in --part K/N pieces), shared out
+#               over as few calls as fit 64 MiB each
 #   scripts/gpu_prepare.sh [DATASET...]        (default: FER2013 and expw-sample from ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,24 @@ if ! ls .whl/keras-"$(version keras)"-*.whl >/dev/null 2>&1; then
 fi
 rm -rf .pack
 mkdir -p .pack/all
+# Room for packs in one call: 63 MiB less the repository's tracked files (which every call carries).
+room=$($python -c "
+import subprocess
+from pathlib import Path
+files = subprocess.run(['git', 'ls-files'], capture_output=True, text=True, check=True).stdout.split()
+print(63 * 2**20 - sum(Path(p).stat().st_size for p in files))")
 for dataset in "$@"; do
   for split in train val; do
-    $python -m fer pack "$dataset" --splits "$split" --out ".pack/all/$(basename "$dataset")-$split.npz"
+    out=".pack/all/$(basename "$dataset")-$split.npz"
+    $python -m fer pack "$dataset" --splits "$split" --out "$out"
+    size=$(stat -c %s "$out")
+    if [ "$size" -gt "$room" ]; then  # too big for one call: N packs of every N-th face instead
+      parts=$(( (size * 21 / 20 + room - 1) / room ))
+      rm "$out"
+      for ((k = 1; k <= parts; k++)); do
+        $python -m fer pack "$dataset" --splits "$split" --part "$k/$parts" --out "${out%.npz}-$k-of-$parts.npz"
+      done
+    fi
   done
 done
 # Share the packs out over calls: the biggest first, each call under 63 MiB with the repository;

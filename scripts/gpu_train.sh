@@ -7,6 +7,9 @@
 # comes, and keeps the run folder's files in $OUT/RUN_NAME all along, so a call stopped at its time
 # limit still returns the best model and a resumable checkpoint. Back here the returned folder is
 # a run folder: `python -m fer export` it (scoring the test parts here), or `--resume` it.
+# STOP_AFTER_S=N cancels the run N seconds after it starts (the run's `cancel` file): it ends
+# cleanly, its files complete, inside the call's time limit. FER_LOADER_THREADS (default: all
+# cores but two) make the augmented batches: one thread cannot keep a GPU busy.
 set -euo pipefail
 name=$1
 shift
@@ -17,11 +20,25 @@ if [ -z "${SKIP_WHEELS:-}" ]; then
   export PYTHONPATH=/tmp/site
 fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+threads=$(($(nproc) > 3 ? $(nproc) - 2 : 1))
+export FER_LOADER_THREADS=${FER_LOADER_THREADS:-$((threads > 64 ? 64 : threads))}
 run=/tmp/fer-runs/$name
 mkdir -p "$run" "$out"
 $python -c "import jax; print('devices:', jax.devices())"
 mapfile -t packs < <(ls .pack/*/*.npz)
-echo "training on ${packs[*]}"
+echo "training on ${packs[*]} with $FER_LOADER_THREADS loader threads"
+for p in "${packs[@]}"; do  # a pack in parts (NAME-K-of-N.npz) must have all N of them here
+  if [[ $p =~ -([0-9]+)-of-([0-9]+)\.npz$ ]]; then
+    for ((k = 1; k <= BASH_REMATCH[2]; k++)); do
+      part=${p%-*-of-*.npz}-$k-of-${BASH_REMATCH[2]}.npz
+      if ! ls .pack/*/"$(basename "$part")" >/dev/null 2>&1; then
+        echo "missing $(basename "$part"): an earlier call's .pack folder did not stay on the machine" >&2
+        exit 3
+      fi
+    done
+  fi
+done
+started=$SECONDS
 $python -u -m fer train "${packs[@]}" --run-dir "$run" "$@" > "$run.log" 2>&1 &
 trainer=$!
 keep() {  # at most 8 files come back: 7, and one copy on its way in; fer train writes each whole
@@ -32,6 +49,9 @@ keep() {  # at most 8 files come back: 7, and one copy on its way in; fer train 
 shown=1
 while kill -0 "$trainer" 2>/dev/null; do
   sleep 5
+  if [ -n "${STOP_AFTER_S:-}" ] && [ $((SECONDS - started)) -ge "$STOP_AFTER_S" ] && [ ! -f "$run/cancel" ]; then
+    echo "stopping after ${STOP_AFTER_S}s (STOP_AFTER_S)"; touch "$run/cancel"
+  fi
   if [ -f "$run/history.csv" ]; then
     lines=$(wc -l < "$run/history.csv")
     if [ "$lines" -gt "$shown" ]; then tail -n +"$((shown + 1))" "$run/history.csv"; shown=$lines; keep; fi

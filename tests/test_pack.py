@@ -139,3 +139,25 @@ def test_photos_that_are_their_own_face_are_packed_as_their_own_bytes(tmp_path):
 def test_commands_other_than_train_say_a_pack_needs_its_datasets(packed, capsys):
     assert cli.main(["summary", str(packed)]) == 2
     assert "is a pack of prepared faces" in capsys.readouterr().err
+
+
+def test_parts_of_a_pack_hold_the_whole_packs_faces_between_them(tmp_path, packed, dataset):
+    outs = [tmp_path / f"part{k}.npz" for k in (1, 2)]
+    for k, out in enumerate(outs, start=1):
+        assert cli.main(["pack", str(dataset), "--out", str(out), "--part", f"{k}/2"]) == 0
+    whole_labels, whole = T.load_splits(T.TrainConfig(datasets=(str(packed),), **TINY))
+    labels, parts = T.load_splits(T.TrainConfig(datasets=tuple(map(str, outs)), **TINY))
+    assert labels == whole_labels
+    sizes = [pack.read_meta(out)["counts"] for out in outs]
+    for split in ("train", "val"):
+        key = lambda faces: sorted(zip(faces["photo"], faces["face"]))  # noqa: E731
+        assert key(parts[split].faces) == key(whole[split].faces)
+        assert sum(size[split] for size in sizes) == len(whole[split].y) > 0
+    assert abs(sizes[0]["train"] - sizes[1]["train"]) <= 1
+    assert T.dataset_roots(tuple(map(str, outs))) == [T.dataset_root(str(dataset))]
+
+
+@pytest.mark.parametrize("part", ["3/2", "0/2", "half"])
+def test_a_wrong_part_is_refused_with_the_form_to_use(dataset, tmp_path, part, capsys):
+    assert cli.main(["pack", str(dataset), "--out", str(tmp_path / "p.npz"), "--part", part]) != 0
+    assert "K/N" in capsys.readouterr().err

@@ -298,6 +298,40 @@ def test_training_batches_shuffle_augment_and_smooth():
     assert not np.array_equal(first_epoch, data.order)  # a new order every epoch
 
 
+def _epochs_through_keras(data, epochs: int = 2) -> list[np.ndarray]:
+    """What Keras' fit feeds the model, epoch by epoch, through its threaded enqueuer."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    adapter = PyDatasetAdapter(data, shuffle=False)
+    seen = []
+    for _ in range(epochs):
+        adapter.on_epoch_begin()
+        seen.append(np.concatenate([np.asarray(x) for x, _ in adapter.get_numpy_iterator()]))
+        adapter.on_epoch_end()
+    return seen
+
+
+def test_loader_threads_make_the_same_batches_as_one(monkeypatch):
+    split = _split(n=40)
+    config = T.TrainConfig(batch_size=4)
+    runs = {}
+    for threads in (1, 3):
+        monkeypatch.setenv("FER_LOADER_THREADS", str(threads))
+        data = T.batches(split, config, training=True, num_classes=3)
+        assert data.workers == threads
+        runs[threads] = _epochs_through_keras(data)
+    for one, three in zip(runs[1], runs[3]):
+        np.testing.assert_array_equal(one, three)
+    assert not np.array_equal(runs[1][0], runs[1][1])  # each epoch its own order and augmentation
+
+
+@pytest.mark.parametrize("value", ["0", "many", "100"])
+def test_a_wrong_loader_thread_count_is_refused_by_name(monkeypatch, value):
+    monkeypatch.setenv("FER_LOADER_THREADS", value)
+    with pytest.raises(ValueError, match="FER_LOADER_THREADS"):
+        T.batches(_split(), T.TrainConfig(), training=True, num_classes=3)
+
+
 # Augmentation -------------------------------------------------------------------------------------
 
 NONE = AugmentSettings(flip=False, max_shift=0, max_rotation=0, max_zoom=0, max_contrast=0, max_brightness=0)
