@@ -9,7 +9,8 @@
 # a run folder: `python -m fer export` it (scoring the test parts here), or `--resume` it.
 # STOP_AFTER_S=N cancels the run N seconds after it starts (the run's `cancel` file): it ends
 # cleanly, its files complete, inside the call's time limit. FER_LOADER_THREADS (default: all
-# cores but two) make the augmented batches: one thread cannot keep a GPU busy.
+# cores but two) make the augmented batches: one thread cannot keep a GPU busy. KEEP_FILES names the
+# run's files to keep in $OUT (default all seven; a call returns at most 8 files, 16 MiB each).
 set -euo pipefail
 name=$1
 shift
@@ -22,7 +23,7 @@ fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 threads=$(($(nproc) > 3 ? $(nproc) - 2 : 1))
 export FER_LOADER_THREADS=${FER_LOADER_THREADS:-$((threads > 64 ? 64 : threads))}
-run=/tmp/fer-runs/$name
+run=${RUNS:-/tmp/fer-runs}/$name  # RUNS: where the run folders are made on that machine
 mkdir -p "$run" "$out"
 $python -c "import jax; print('devices:', jax.devices())"
 mapfile -t packs < <(ls .pack/*/*.npz)
@@ -41,8 +42,8 @@ done
 started=$SECONDS
 $python -u -m fer train "${packs[@]}" --run-dir "$run" "$@" > "$run.log" 2>&1 &
 trainer=$!
-keep() {  # at most 8 files come back: 7, and one copy on its way in; fer train writes each whole
-  for f in best.keras last.keras state.json history.csv config.json status.json metrics.json; do
+keep() {  # at most 8 files come back: these, and one copy on its way in; fer train writes each whole
+  for f in ${KEEP_FILES:-best.keras last.keras state.json history.csv config.json status.json metrics.json}; do
     if [ -f "$run/$f" ]; then cp "$run/$f" "$out/.$f.part" && mv "$out/.$f.part" "$out/$f"; fi
   done
 }
