@@ -79,6 +79,7 @@ for number, call in enumerate(calls, start=1):
     print(f"call {number}: carry {carry} ({size / 2**20:.1f} MiB with the repository)")
 Path(".pack/all").rmdir()
 PY
-echo "Calls before the last one run only 'true' (the machine keeps what they carried while it is warm:"
-echo "make them one right after the other). The last one runs:"
+echo "Calls before the last one only keep what they carried, while the machine is warm (make them one"
+echo "right after the other): call N runs  mkdir -p /tmp/keep && cp -r .pack/N /tmp/keep/"
+echo "The last one runs  bash scripts/gpu_bundled.sh  (the bundled model's two runs), or"
 echo "  bash scripts/gpu_train.sh RUN_NAME --epochs N [fer train options]"

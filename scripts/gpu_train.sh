@@ -26,6 +26,10 @@ export FER_LOADER_THREADS=${FER_LOADER_THREADS:-$((threads > 64 ? 64 : threads))
 run=${RUNS:-/tmp/fer-runs}/$name  # RUNS: where the run folders are made on that machine
 mkdir -p "$run" "$out"
 $python -c "import jax; print('devices:', jax.devices())"
+mkdir -p .pack
+for kept in "${KEPT:-/tmp/keep}"/*/; do  # what earlier calls carried and copied aside (gpu_prepare.sh)
+  if [ -d "$kept" ] && [ ! -d ".pack/$(basename "$kept")" ]; then cp -r "$kept" .pack/; fi
+done
 mapfile -t packs < <(ls .pack/*/*.npz)
 echo "training on ${packs[*]} with $FER_LOADER_THREADS loader threads"
 for p in "${packs[@]}"; do  # a pack in parts (NAME-K-of-N.npz) must have all N of them here

@@ -1,6 +1,6 @@
 """scripts/gpu_train.sh, the script a borrowed GPU machine runs, run here on the CPU with JAX (as
-there): it trains on every carried pack, keeps the files asked for in $OUT, and refuses to train
-when a part of a pack did not arrive."""
+there): it trains on every carried pack (and on those an earlier call copied aside), keeps the
+files asked for in $OUT, and refuses to train when a part of a pack did not arrive."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def gpu_train(tree: Path, out: Path, *args: str, **env: str) -> subprocess.Compl
         "PYTHONPATH": str(ROOT),
         "FER_LOADER_THREADS": "2",
         "RUNS": str(out.parent / "runs"),
+        "KEPT": str(tree / "kept"),
         **env,
     }
     done = subprocess.run(
@@ -69,6 +70,8 @@ def gpu_train(tree: Path, out: Path, *args: str, **env: str) -> subprocess.Compl
 @pytest.mark.slow
 def test_gpu_train_trains_on_every_pack_and_keeps_the_files_asked_for(packs, tmp_path):
     out = tmp_path / "out"
+    (packs / "kept").mkdir()  # an earlier call copied its pack folder aside; the machine kept only that
+    (packs / ".pack" / "1").rename(packs / "kept" / "1")
     done = gpu_train(
         packs, out, "--arch", "vgg-small", "--width", "4", "--epochs", "2", "--batch-size", "8",
         KEEP_FILES="best.keras history.csv status.json",
