@@ -169,11 +169,15 @@ def _screenshot(page, name: str, tmp_path: Path) -> Path:
 
 
 def _settle(page) -> None:
-    """Wait until Streamlit has finished running the page (its 'Running...' indicator is gone), every
+    """Wait until Streamlit has finished running the page (the app's script state says it ran and is
+    not running: with the minimal toolbar there is no 'Running...' indicator to watch), every
     element's code has loaded (no grey placeholder left), no spinner turns (a model loading) and every
     chart on it is drawn."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=LOAD_MS
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
+        " && !document.querySelector('[data-testid=\"stStatusWidget\"]'); }",
+        timeout=LOAD_MS,
     )
     page.wait_for_function(
         '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
