@@ -83,11 +83,13 @@ def write(
         seed=seed,
     )
     loaded: dict[str, D.Dataset] = {}
-    labels, parts = load_splits(config, progress=progress, loaded=loaded)
-    chosen = [parts[s] for s in splits if len(parts[s].y)]
-    faces = pd.concat([part.faces for part in chosen], ignore_index=True)
+    labels, prepared = load_splits(config, progress=progress, loaded=loaded)
+    chosen = [prepared[s] for s in splits if len(prepared[s].y)]
+    faces = pd.concat([split.faces for split in chosen], ignore_index=True)
     images = (
-        np.concatenate([part.images for part in chosen]) if chosen else np.zeros((0, image_size, image_size))
+        np.concatenate([split.images for split in chosen])
+        if chosen
+        else np.zeros((0, image_size, image_size))
     )
     if n > 1:
         keep = np.arange(k - 1, len(faces), n)
