@@ -32,6 +32,20 @@ from pathlib import Path
 
 import pandas as pd
 
+# The run folder's files, one constant each (what they hold: see above).
+CONFIG = "config.json"
+LABELS = "labels.json"
+STATUS = "status.json"
+HISTORY = "history.csv"
+PROGRESS = "progress.json"
+BEST = "best.keras"
+LAST = "last.keras"
+STATE = "state.json"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+LOG = "train.log"  # the training process's output, when the dashboard started it
+CANCEL = "cancel"  # present: the run is asked to stop after its current batch
+
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled")
 # A running run refreshes its status at least this often; older than this and no live process: gone.
