@@ -22,10 +22,11 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($python --version)" >&2
   "$python" -m venv .venv
 fi
-# One stamp per level, named by a hash of both requirement files: the test level includes the runtime.
-hash=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+# One stamp per level, named by a hash of both requirement files and the project's own metadata
+# (its console script): the test level includes the runtime.
+hash=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
 level=$([ "$requirements" = requirements-dev.txt ] && echo dev || echo runtime)
-pip_install() {  # pip's output, less this machine's notes about local indexes, on failure or when it warns
+pip_install() {  # pip's whole output on failure; on success only pip's own warnings
   local log
   log=$(mktemp)
   if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >"$log" 2>&1; then
@@ -33,13 +34,16 @@ pip_install() {  # pip's output, less this machine's notes about local indexes, 
     echo "error: pip install $* failed (see above)" >&2
     exit 1
   fi
-  grep -v '^WARNING: Location' "$log" >&2 || true
+  grep '^WARNING: ' "$log" | grep -v '^WARNING: Location' >&2 || true
   rm -f "$log"
 }
 if [ ! -f ".venv/.installed-$level-$hash" ]; then
   echo "installing $requirements into .venv (first time: a few minutes)" >&2
   pip_install --upgrade pip
   pip_install -r "$requirements"
+  # The project itself, editable: `fer` becomes a command in the venv and `import fer` works from
+  # anywhere (benchmarks, scripts), always the code in this folder.
+  pip_install --no-deps --editable .
   touch ".venv/.installed-$level-$hash"
   if [ "$level" = dev ]; then touch ".venv/.installed-runtime-$hash"; fi
 fi
