@@ -13,6 +13,7 @@
 #                                   needs (namex, optree) into .whl/, for a GPU machine that has JAX
 #                                   but no Keras and no internet access; train.sh installs them.
 #   --python-version V              that machine's Python, for --wheels (default 3.12).
+# PYTHON names the interpreter that packs (default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 max_bytes=${MAX_BYTES:-}
