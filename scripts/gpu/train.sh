@@ -27,6 +27,10 @@ if [ $# -eq 0 ]; then
   echo "usage: $0 [--time-limit SECONDS] RUN_NAME [fer train options...]" >&2
   exit 2
 fi
+if [ -n "$time_limit" ] && ! [[ $time_limit =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: --time-limit must be a positive number of seconds, got '$time_limit'" >&2
+  exit 2
+fi
 name=$1
 shift
 python=${PYTHON:-python3}
