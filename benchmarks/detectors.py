@@ -2,9 +2,11 @@
 
 For each detector: recall (labelled faces with a detection at IoU >= 0.3), detections per photo
 that match no labelled face (some are real faces ExpW did not label), and milliseconds per photo
-on this machine (single process, after one warm-up photo).
+(single process, after one warm-up photo; the printout names the CPU cores it ran on).
 
     .venv/bin/python benchmarks/detectors.py [DATASET] [--photos N] [--seed S]
+
+DATASET is an ExpW-format folder (default data/expw-sample).
 
 `--photos` scores a seeded random sample of photos instead of all of them.
 """
@@ -13,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 from fer import datasets as D  # noqa: E402
 from fer import detect  # noqa: E402
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "expw-sample"
+DEFAULT = Path(__file__).resolve().parents[1] / "data" / "expw-sample"
 
 
 def main() -> None:

@@ -10,26 +10,25 @@ Every expw-sample face is cropped, resized to 224x224 and made grayscale:
 The photos are read once before timing so that every variant finds them in the OS page cache.
 
     .venv/bin/python benchmarks/preprocess.py [DATASET] [--size 224]
+
+DATASET defaults to data/expw-sample.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from fer import datasets as D
+from fer import preprocess as P
 
-from fer import datasets as D  # noqa: E402
-from fer import preprocess as P  # noqa: E402
-
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "expw-sample"
+DEFAULT = Path(__file__).resolve().parents[1] / "data" / "expw-sample"
 
 
 def baseline(dataset: D.Dataset, size: int, out: Path) -> int:

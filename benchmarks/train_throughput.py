@@ -9,6 +9,8 @@ faces, batch 64, no augmentation:
 
     .venv/bin/python benchmarks/train_throughput.py [FER2013 folder] [--faces N]
 
+The FER2013 folder (image folders, `train/<label>/*.jpg`) defaults to data/fer2013.
+
 `--faces` trains on that many faces instead of the whole split (28,709), to keep the run short.
 """
 
@@ -16,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -30,7 +30,7 @@ from fer import datasets as D  # noqa: E402
 from fer import train as T  # noqa: E402
 from fer.models import ModelConfig, build  # noqa: E402
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fer2013"
+DEFAULT = Path(__file__).resolve().parents[1] / "data" / "fer2013"
 
 
 class FilesFromDisk(keras.utils.PyDataset):

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model, models/default.keras, here on the CPU: the default architecture at
-# width 48 on FER2013's train split pooled with expw-sample's photo-grouped train part (settings
-# chosen on the val parts), in two runs:
+# Rebuild the bundled model, models/default.keras, on the CPU with TensorFlow (docs/training.md):
+#   scripts/train_bundled.sh [DATA_FOLDER]     (default data: DATA_FOLDER/fer2013, DATA_FOLDER/expw-sample)
+# The default architecture at width 48 on FER2013's train split pooled with expw-sample's
+# photo-grouped train part (settings chosen on the val parts), in two runs:
 #   1. runs/bundled-w48: fresh weights, augmented, batch 128, until early stopping;
 #   2. runs/bundled-w48-noaug: its best model, a few epochs at learning rate 5e-5 without augmentation;
 # then the second run's best model is exported without optimizer state and scored on each dataset's
 # held-out test part, with the labelled boxes and, for expw-sample, with faces found by the detector.
-# The bundled file itself was trained with exactly these options on a borrowed GPU machine
-# (scripts/gpu_prepare.sh, then scripts/gpu_bundled.sh there: about 3 minutes); on 2 CPU cores the
-# first run takes about a day. A run that was stopped resumes where it left off: run this again.
+# The bundled file itself was trained with exactly these options on one H200 GPU with JAX
+# (scripts/gpu/prepare.sh here, then scripts/gpu/bundled.sh there: about 3 minutes; docs/gpu.md).
+# On 2 CPU cores the first run takes about a day. A run that was stopped resumes where it left off:
+# run this again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shared=${1:-../shared/datasets}
+data_folder=${1:-data}
 export TF_CPP_MIN_LOG_LEVEL=2
-data=("$shared/fer2013" "$shared/expw-sample")
+data=("$data_folder/fer2013" "$data_folder/expw-sample")
 
 resume_or() {  # resume a run that was started, else start it with the arguments given
   local run=$1
@@ -31,4 +33,4 @@ resume_or runs/bundled-w48-noaug --arch vgg --width 48 --batch-size 128 \
   --init-from runs/bundled-w48/best.keras --no-augment --learning-rate 5e-5 --epochs 4 --patience 2 \
   --lr-patience 1
 .venv/bin/python -m fer export runs/bundled-w48-noaug --out models/default.keras \
-  --score "$shared/fer2013" --score "$shared/expw-sample" --detect "$shared/expw-sample"
+  --score "$data_folder/fer2013" --score "$data_folder/expw-sample" --detect "$data_folder/expw-sample"
