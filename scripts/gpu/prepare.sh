@@ -56,12 +56,12 @@ mkdir -p .pack
 for dataset in "$@"; do
   name=$(basename "${dataset%.csv}")
   for split in train val; do
-    out=".pack/$name-$split.npz"
-    $python -m fer pack "$dataset" --splits "$split" --out "$out"
-    size=$(stat -c %s "$out")
+    whole=".pack/$name-$split.npz"
+    $python -m fer pack "$dataset" --splits "$split" --out "$whole"
+    size=$(stat -c %s "$whole")
     if [ -z "$max_bytes" ] || [ "$size" -le "$max_bytes" ]; then continue; fi
     # Too big: K packs of every K-th face, K the smallest count whose parts all fit.
-    rm "$out"
+    rm "$whole"
     parts=$(((size * 21 / 20 + max_bytes - 1) / max_bytes))
     while :; do
       fits=1
