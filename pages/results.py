@@ -188,7 +188,7 @@ def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go
             colorbar={"title": "share" if shares else "faces"},
         )
     )
-    # Plotly heatmaps emit no selection events (streamlit/streamlit#8760), so every cell gets an
+    # Streamlit reports no selection events from Plotly heatmaps, so every cell gets an
     # invisible marker at its centre that does; with hoverdistance -1 the nearest marker takes a
     # click anywhere in its cell.
     cells = [(t, p) for t in labels for p in labels]
