@@ -3,7 +3,9 @@
 Crops are computed once per dataset and setting and cached on disk as one uint8 array, so a
 second run (or another confidence threshold) reads them back instead of decoding photos again.
 The confidence threshold is applied to the cached faces, not baked into the cache: moving the
-threshold never recomputes anything.
+threshold never recomputes anything. Photos are opened and cropped by fer.images, under the rules
+prediction follows (upright by EXIF, 8-bit, alpha on white, one pixel limit), so a face in the cache
+is the face prediction would crop from the same photo.
 
 Speed comes from three places, measured in benchmarks/preprocess.py: each photo is decoded once
 however many faces it holds; JPEGs are decoded straight to grayscale (the luma plane, skipping
