@@ -4,7 +4,7 @@ Every expw-sample face is cropped, resized to 224x224 and made grayscale:
 - baseline: for each face, open the photo, crop the box, resize, convert to grayscale, save a PNG
   (the report's way, one face at a time);
 - fer cold: `fer.preprocess.prepare` into an empty cache (every core, one decode per photo,
-  grayscale JPEG decoding), then the same PNGs written by `fer.preprocess.export`;
+  grayscale JPEG decoding), then the same PNGs written by `fer.export.export`;
 - fer warm: the same `prepare` again, answered from the cache and read in full.
 
 The photos are read once before timing so that every variant finds them in the OS page cache.
@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from fer import datasets as D
+from fer import export
 from fer import preprocess as P
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "expw-sample"
@@ -68,7 +69,7 @@ def main() -> None:
         tmp = Path(tmp)
         t_base, made = timed(baseline, dataset, args.size, tmp / "baseline")
         t_cold, prepared = timed(P.prepare, dataset, settings, cache_dir=tmp / "cache")
-        t_export, _ = timed(P.export, prepared, tmp / "export")
+        t_export, _ = timed(export.export, prepared, tmp / "export")
         t_cold1, _ = timed(lambda: P.prepare(dataset, settings, cache_dir=tmp / "cache1", workers=1))
 
         def warm():

@@ -252,6 +252,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from fer import export
     from fer import preprocess as P
     from fer import splits as S
 
@@ -265,7 +266,7 @@ def _prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=ProgressBar("processing faces"),
     )
-    paths = P.export(prepared, args.out, progress=ProgressBar("writing images"))
+    paths = export.export(prepared, args.out, progress=ProgressBar("writing images"))
     split = S.assign(prepared.faces, S.SplitSettings(seed=args.seed))
     duplicates = S.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"])
     skipped = prepared.skipped
@@ -341,7 +342,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from fer.predict import PhotoError, Predictor
+    from fer.images import PhotoError
+    from fer.predict import Predictor
 
     predictor = Predictor(args.model or _bundled_model(), detector=args.detector)
     photos, failed = [], 0

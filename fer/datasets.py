@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fer import labels as L
+from fer import labels
 
 COLUMNS = ["photo", "face", "top", "left", "bottom", "right", "confidence", "label", "split"]
 SKIPPED_COLUMNS = ["photo", "face", "reason"]
@@ -80,7 +80,7 @@ class Dataset:
 
     @property
     def labels(self) -> list[str]:
-        return L.ordered(self.faces["label"].unique())
+        return labels.ordered(self.faces["label"].unique())
 
     def fingerprint(self) -> str:
         """A digest of everything on disk the faces come from: index files' bytes, photos' names, sizes, times."""
@@ -208,11 +208,15 @@ def _read_expw(root: Path) -> Dataset:
                 continue
             face = int(face_id)
             confidence = _number(fields[6])
-            label = L.from_index(fields[7])
+            label = labels.from_index(fields[7])
             problem = (
                 _box_problem(top, left, bottom, right)
                 or _confidence_problem(confidence, fields[6])
-                or (None if label else f"unknown label {fields[7]!r} (expected 0-6: {', '.join(L.LABELS)})")
+                or (
+                    None
+                    if label
+                    else f"unknown label {fields[7]!r} (expected 0-6: {', '.join(labels.LABELS)})"
+                )
                 or (None if fields[0] in present else f"photo not found: {photo}")
                 or (f"duplicate face {face} of this photo (line {number})" if (photo, face) in seen else None)
             )
@@ -245,7 +249,7 @@ def _read_folders(root: Path) -> Dataset:
     for label_dir, split in groups:
         if not label_dir.is_dir() or label_dir.name.startswith("."):
             continue
-        label = L.canonical(label_dir.name)
+        label = labels.canonical(label_dir.name)
         for entry in os.scandir(label_dir.path):
             if not entry.is_file() or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
@@ -284,7 +288,7 @@ def _read_fer_csv(path: Path) -> Dataset:
             f"{path} looks like FER2013's CSV but has no {' or '.join(sorted(missing))} column"
         )
     photos = [f"{path.name}#{i}" for i in range(len(table))]
-    labels = [L.from_index(v) for v in table["emotion"]]
+    face_labels = [labels.from_index(v) for v in table["emotion"]]
     usage = table["usage"] if "usage" in table.columns else pd.Series([""] * len(table))
     splits = [FER_USAGE.get(u.strip().lower(), "") for u in usage]
     counts = table["pixels"].str.split().str.len().fillna(0).astype(int).to_numpy()
@@ -293,10 +297,12 @@ def _read_fer_csv(path: Path) -> Dataset:
         side = math.isqrt(counts[i])
         if counts[i] == 0 or side * side != counts[i]:
             skipped.append((photo, 0, f"pixels must be a square number of values, got {counts[i]}"))
-        elif labels[i] is None:
+        elif face_labels[i] is None:
             skipped.append((photo, 0, f"unknown label {table['emotion'][i]!r} (expected 0-6)"))
         else:
-            rows.append((photo, 0, math.nan, math.nan, math.nan, math.nan, math.nan, labels[i], splits[i]))
+            rows.append(
+                (photo, 0, math.nan, math.nan, math.nan, math.nan, math.nan, face_labels[i], splits[i])
+            )
     pixels = pd.Series(table["pixels"].to_numpy(), index=photos)
     return Dataset(
         root=path,
@@ -369,9 +375,9 @@ def _read_generic_csv(path: Path, header: list[str], columns: dict[str, str] | N
             box = (math.nan,) * 4
         raw_label = value(row, "label")
         label = (
-            L.from_index(raw_label)
+            labels.from_index(raw_label)
             if _number(raw_label) is not None
-            else (raw_label and L.canonical(raw_label))
+            else (raw_label and labels.canonical(raw_label))
         )
         conf_text = value(row, "confidence")
         confidence = _number(conf_text) if chosen["confidence"] else math.nan

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from fer import datasets as D
+from fer import images
 from fer import preprocess as P
 from fer import splits as S
 
@@ -147,7 +148,7 @@ def _detected_faces(
     """Crops of the detections matched to each labelled face, and which faces had one.
 
     Each photo is opened, turned upright and searched exactly as the Classify page and `fer predict`
-    do (`fer.predict.open_photo` and `detect_faces`); the labelled boxes, given in the stored
+    do (`fer.images.open_photo` and `fer.predict.detect_faces`); the labelled boxes, given in the stored
     pixels, are turned with it. A photo that cannot be opened (corrupt, too large) finds no face.
     """
     from PIL import Image
@@ -160,20 +161,20 @@ def _detected_faces(
     for photo, where in faces.groupby("photo", sort=False).indices.items():
         upright = None
         if dataset.pixels is not None:
-            image = P.image_from_pixels(dataset.pixels[photo]).convert("RGB")
+            image = images.image_from_pixels(dataset.pixels[photo]).convert("RGB")
             stored = image.size
         else:
             path = dataset.photo_path(photo)
             try:
                 with Image.open(path) as header:
-                    stored, upright = header.size, P.orientation_of(header)
-                image = predict.open_photo(path)
+                    stored, upright = header.size, images.orientation_of(header)
+                image = images.open_photo(path)
             except (OSError, ValueError, Image.DecompressionBombError):  # PhotoError is a ValueError
                 continue
         width, height = stored
         group = faces.iloc[where]
         truth = [
-            P.upright_box(
+            images.upright_box(
                 (0.0, 0.0, float(height), float(width))
                 if np.isnan(r.top)
                 else (r.top, r.left, r.bottom, r.right),
@@ -190,7 +191,7 @@ def _detected_faces(
             if m is not None
         ]
         if matched:
-            cropped = P.crop_faces(image.convert("L"), [box for _, box in matched], settings)
+            cropped = images.crop_faces(image.convert("L"), [box for _, box in matched], settings)
             for (position, _), face in zip(matched, cropped):
                 crops[position] = face
                 found[position] = True

@@ -1,9 +1,10 @@
 """Classify the faces in users' photos: detector, then exactly the model's own preprocessing, then the model.
 
 Photos come as users have them: phone pictures rotated by EXIF, RGBA, CMYK, 16-bit, palette,
-tiny or huge. Every one is turned upright and into RGB for the detector; faces are cropped from
-its grayscale version with `fer.preprocess`'s own crop and resize, at the size and margin the
-model was trained with (read from the model file), so prediction cannot drift from training.
+tiny or huge. `fer.images.open_photo` turns every one upright and into RGB for the detector; faces
+are cropped from its grayscale version with the crop and resize training faces get
+(`fer.images.crop_faces`), at the size and margin the model was trained with (read from the model
+file), so prediction cannot drift from training.
 
 Model files can come from visitors too (`check_model_file`): a .keras file is a zip holding a
 config that Keras turns into objects, so it is checked as an upload (size, members) and loaded in
@@ -16,21 +17,18 @@ import hashlib
 import io
 import os
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
+from fer import images
 from fer import preprocess as P
 from fer.train import ModelFileError
 
-# Photos above this are refused before decoding (a decompression-bomb guard): 40 MP is a large
-# phone picture; a PNG that claims 400 MP in a few kilobytes is an attack.
-MAX_PHOTO_PIXELS = 40_000_000
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
 # Uploaded model files: the server's upload cap, and what their zip may expand to (weights barely
@@ -39,10 +37,6 @@ MAX_MODEL_BYTES = 200 * 1024**2
 MAX_MODEL_EXPANDED_BYTES = 1024**3
 MAX_MODEL_MEMBERS = 1000
 MAX_MODEL_RATIO = 100.0
-
-
-class PhotoError(ValueError):
-    """The photo cannot be read; the message says why and what to do."""
 
 
 @dataclass
@@ -58,36 +52,6 @@ class PhotoResult:
     width: int
     height: int
     faces: list[Face] = field(default_factory=list)
-
-
-def open_photo(source: str | Path | bytes) -> Image.Image:
-    """An upright RGB photo from a path or bytes, whatever its mode; PhotoError if it can't be one."""
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
-            if image.size[0] * image.size[1] > MAX_PHOTO_PIXELS:
-                raise PhotoError(
-                    f"photo is too large ({image.size[0]}x{image.size[1]}, "
-                    f"{image.size[0] * image.size[1] / 1e6:.0f} megapixels; the limit is "
-                    f"{MAX_PHOTO_PIXELS / 1e6:.0f}): resize it and try again"
-                )
-            image.load()
-    except PhotoError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise PhotoError(f"photo is too large to decode safely ({error}): resize it and try again") from error
-    except Image.UnidentifiedImageError as error:
-        raise PhotoError(
-            "not an image file, or one of a kind this tool cannot read; use a JPEG, PNG or WebP photo"
-        ) from error
-    except Exception as error:  # noqa: BLE001 - whatever the decoder says, it is not a usable photo
-        raise PhotoError(
-            f"not a readable image ({type(error).__name__}: {error}); use a JPEG or PNG"
-        ) from error
-    image = ImageOps.exif_transpose(image)
-    return P.flatten_alpha(P.to_8bit(image)).convert("RGB")
 
 
 class Predictor:
@@ -120,13 +84,13 @@ class Predictor:
 
     def predict(self, source, *, whole: bool = False, flip: bool = False) -> PhotoResult:
         """Every face in the photo with its box, label and probabilities; no face, an empty list."""
-        photo = source if isinstance(source, Image.Image) else open_photo(source)
+        photo = source if isinstance(source, Image.Image) else images.open_photo(source)
         width, height = photo.size
         if whole:
             boxes, scores = [(0.0, 0.0, float(height), float(width))], [None]
         else:
             boxes, scores = self._detect(photo)
-        faces = P.crop_faces(photo.convert("L"), boxes, self.settings)
+        faces = images.crop_faces(photo.convert("L"), boxes, self.settings)
         probabilities = self.classify(faces, flip=flip)
         result = PhotoResult(width, height)
         for box, score, row in zip(boxes, scores, probabilities):

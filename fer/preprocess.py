@@ -3,7 +3,9 @@
 Crops are computed once per dataset and setting and cached on disk as one uint8 array, so a
 second run (or another confidence threshold) reads them back instead of decoding photos again.
 The confidence threshold is applied to the cached faces, not baked into the cache: moving the
-threshold never recomputes anything.
+threshold never recomputes anything. Photos are opened and cropped by fer.images, under the rules
+prediction follows (upright by EXIF, 8-bit, alpha on white, one pixel limit), so a face in the cache
+is the face prediction would crop from the same photo.
 
 Speed comes from three places, measured in benchmarks/preprocess.py: each photo is decoded once
 however many faces it holds; JPEGs are decoded straight to grayscale (the luma plane, skipping
@@ -19,15 +21,11 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import shutil
 import sys
-import tempfile
 import time
-import warnings
-import zipfile
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,26 +33,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import datasets as D
+from fer import datasets, images
 
 # Bump when the pixels a setting produces change, so old caches are not reused.
 # 2: reduced-scale JPEG decodes map boxes by the exact DCT scale; 3: EXIF-upright faces;
-# 4: see-through pixels laid on white, as prediction does (they were read as their colour alone)
-CACHE_VERSION = 4
+# 4: see-through pixels laid on white, as prediction does (they were read as their colour alone);
+# 5: photos over fer.images.MAX_PHOTO_PIXELS (40 MP, prediction's limit; it was 64 here) are skipped
+CACHE_VERSION = 5
 MIN_SIZE, MAX_SIZE = 48, 224
-# Photos above this many pixels are refused rather than decoded (a decompression-bomb guard).
-MAX_PHOTO_PIXELS = 64_000_000
-# EXIF orientation -> the transpose that turns what the camera stored upright (as ImageOps.exif_transpose).
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
 Progress = Callable[[int, int], None]  # (faces done, faces in all)
 
 
@@ -109,9 +95,9 @@ def keep_mask(faces: pd.DataFrame, min_confidence: float | None) -> np.ndarray:
     return np.isnan(confidence) | (confidence >= min_confidence)
 
 
-def to_unit(images: np.ndarray) -> np.ndarray:
+def to_unit(faces: np.ndarray) -> np.ndarray:
     """uint8 faces as float32 in [0, 1], the report's normalisation."""
-    return np.multiply(images, np.float32(1 / 255), dtype=np.float32)
+    return np.multiply(faces, np.float32(1 / 255), dtype=np.float32)
 
 
 def default_cache_dir() -> Path:
@@ -120,7 +106,7 @@ def default_cache_dir() -> Path:
     return data_dir() / "cache"
 
 
-def cache_key(dataset: D.Dataset, settings: PrepSettings) -> str:
+def cache_key(dataset: datasets.Dataset, settings: PrepSettings) -> str:
     """Everything that changes the pixels: the dataset's files, the settings, and this code's version."""
     text = json.dumps(
         {"dataset": dataset.fingerprint(), "settings": asdict(settings), "version": CACHE_VERSION},
@@ -129,148 +115,7 @@ def cache_key(dataset: D.Dataset, settings: PrepSettings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-# Cropping -----------------------------------------------------------------------------------------
-
-
-class FaceError(Exception):
-    """This face cannot be processed; the message says why."""
-
-
-def crop_box(
-    box: tuple[float, float, float, float], width: int, height: int, margin: float
-) -> tuple[int, ...]:
-    """The (left, top, right, bottom) pixel region to crop: box plus margin, clipped to the photo.
-
-    `box` is (top, left, bottom, right); NaN means the whole photo.
-    """
-    top, left, bottom, right = box
-    if math.isnan(top):
-        return (0, 0, width, height)
-    pad_x, pad_y = (right - left) * margin, (bottom - top) * margin
-    region = (
-        max(0, math.floor(left - pad_x)),
-        max(0, math.floor(top - pad_y)),
-        min(width, math.ceil(right + pad_x)),
-        min(height, math.ceil(bottom + pad_y)),
-    )
-    if region[2] <= region[0] or region[3] <= region[1]:
-        raise FaceError(
-            f"box lies outside the photo (box top={top:g} left={left:g} bottom={bottom:g} right={right:g}; "
-            f"photo is {width}x{height})"
-        )
-    return region
-
-
-def _open_gray(path: Path, boxes: list[tuple], settings: PrepSettings) -> tuple[Image.Image, int, int, float]:
-    """Decode a photo as grayscale, at the smallest JPEG scale that keeps every face at least `size`.
-
-    Returns the image, the photo's full width and height, and the image's pixels per photo pixel
-    (below 1 where the JPEG was decoded at a reduced scale). The image is the photo as stored, since
-    boxes refer to the stored pixels; `image.info["upright"]` is the transpose (or None) that its
-    EXIF orientation asks for, which process_photo applies to each face it crops.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(path)
-    width, height = image.size
-    if width * height > MAX_PHOTO_PIXELS:
-        raise FaceError(
-            f"photo is too large to decode safely ({width}x{height} = {width * height / 1e6:.0f} megapixels; "
-            f"the limit is {MAX_PHOTO_PIXELS / 1e6:.0f})"
-        )
-    scale = 1.0
-    if image.format == "JPEG":
-        regions = []
-        for box in boxes:
-            try:
-                regions.append(crop_box(box, width, height, settings.margin))
-            except FaceError:
-                continue  # reported for that face alone by process_photo; the photo's other faces go on
-        smallest = min((min(r[2] - r[0], r[3] - r[1]) for r in regions), default=min(width, height))
-        factor = max(1.0, smallest / settings.size)
-        drafted = image.draft("L", (math.ceil(width / factor), math.ceil(height / factor)))
-        if drafted is not None:
-            # The decoder shrinks by an integer factor s and rounds the size up (ceil(width / s)):
-            # map photo pixels by 1 / s, the box draft returns, not by the ratio of the sizes.
-            scale = drafted[1][2] / width
-    image.load()
-    upright = orientation_of(image)
-    if image.mode != "L":
-        image = flatten_alpha(to_8bit(image)).convert("L")
-    image.info["upright"] = upright
-    return image, width, height, scale
-
-
-def to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and integer / float images scaled into 0-255 ("L"); convert("L") would clip at 255."""
-    if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return image
-    array = np.asarray(image, dtype=np.float64)
-    peak = 65535.0 if array.max() > 255 else 255.0
-    return Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8))
-
-
-def flatten_alpha(image: Image.Image) -> Image.Image:
-    """An image with transparency laid on white, as a viewer shows it; others unchanged.
-
-    Training faces and photos to classify both go through this, so a see-through PNG gives the
-    model the same pixels in a dataset as on the Classify page.
-    """
-    if image.mode not in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
-        return image
-    rgba = image.convert("RGBA")
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-
-
-def upright_box(box: tuple, width: int, height: int, upright: Image.Transpose | None) -> tuple:
-    """A (top, left, bottom, right) box in a photo's stored pixels (`width` x `height`), moved to
-    where it lies once the photo is turned by `upright` (one of `_UPRIGHT`'s transposes, or None)."""
-    top, left, bottom, right = box
-    W, H = width, height
-    T = Image.Transpose
-    moved = {
-        None: (top, left, bottom, right),
-        T.FLIP_LEFT_RIGHT: (top, W - right, bottom, W - left),
-        T.FLIP_TOP_BOTTOM: (H - bottom, left, H - top, right),
-        T.ROTATE_180: (H - bottom, W - right, H - top, W - left),
-        T.ROTATE_90: (W - right, top, W - left, bottom),  # counter-clockwise: (x, y) -> (y, W - x)
-        T.ROTATE_270: (left, H - bottom, right, H - top),  # clockwise: (x, y) -> (H - y, x)
-        T.TRANSPOSE: (left, top, right, bottom),  # (x, y) -> (y, x)
-        T.TRANSVERSE: (W - right, H - bottom, W - left, H - top),  # (x, y) -> (H - y, W - x)
-    }
-    return moved[upright]
-
-
-def orientation_of(image: Image.Image) -> Image.Transpose | None:
-    """The transpose a photo's EXIF orientation asks for (None: already upright, or unreadable)."""
-    try:
-        return _UPRIGHT.get(image.getexif().get(0x0112, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to lose the photo
-        return None
-
-
-def image_from_pixels(text: str) -> Image.Image:
-    """A square grayscale image from FER2013-CSV pixel text ("70 80 82 ...")."""
-    values = np.array(text.split(), dtype=np.float64)
-    side = math.isqrt(values.size)
-    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8).reshape(side, side))
-
-
-def _crop_resize(
-    image: Image.Image, region: tuple[int, ...], size: int, upright: Image.Transpose | None = None
-) -> np.ndarray:
-    face = image.resize((size, size), Image.Resampling.BILINEAR, box=region, reducing_gap=3.0)
-    return np.asarray(face if upright is None else face.transpose(upright))
-
-
-def crop_faces(gray: Image.Image, boxes: list[tuple], settings: PrepSettings) -> np.ndarray:
-    """(n, size, size) uint8 faces at (top, left, bottom, right) boxes of a grayscale image, cropped
-    and resized exactly as the cache's faces are: what evaluation and prediction on photos use."""
-    width, height = gray.size
-    faces = [
-        _crop_resize(gray, crop_box(box, width, height, settings.margin), settings.size) for box in boxes
-    ]
-    return np.stack(faces) if faces else np.zeros((0, settings.size, settings.size), np.uint8)
+# One photo ----------------------------------------------------------------------------------------
 
 
 def settings_of(metadata: dict) -> PrepSettings:
@@ -286,16 +131,16 @@ def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings
     """
     try:
         if isinstance(source, str):
-            image = image_from_pixels(source)
+            image = images.image_from_pixels(source)
             width, height, scale = *image.size, 1.0
         else:
-            image, width, height, scale = _open_gray(source, boxes, settings)
-    except FaceError as error:
+            image, width, height, scale = images.open_gray(source, boxes, settings)
+    except images.PhotoError as error:
         return [str(error)] * len(boxes)
     except FileNotFoundError:
         return ["photo not found"] * len(boxes)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow warns above 89 MP (made an error in _open_gray) and refuses above 179 MP.
+        # Pillow warns above 89 MP (made an error in fer.images.open_gray) and refuses above 179 MP.
         return [f"photo is too large to decode safely ({error})"] * len(boxes)
     except Exception as error:  # noqa: BLE001 - any decoder failure skips this photo only
         # The decoder's message may hold the photo's full path: say its name instead (the reason is
@@ -308,12 +153,12 @@ def process_photo(source: Path | str, boxes: list[tuple], settings: PrepSettings
     results: list[np.ndarray | str] = []
     for box in boxes:
         try:
-            left, top, right, bottom = crop_box(box, width, height, settings.margin)
-        except FaceError as error:
+            left, top, right, bottom = images.crop_box(box, width, height, settings.margin)
+        except images.FaceError as error:
             results.append(str(error))
             continue
         region = (left * scale, top * scale, right * scale, bottom * scale)
-        results.append(_crop_resize(image, region, settings.size, image.info.get("upright")))
+        results.append(images.crop_resize(image, region, settings.size, image.info.get("upright")))
     return results
 
 
@@ -323,7 +168,7 @@ def _process_chunk(base: str, array_path: str, tasks: list[tuple], settings: Pre
     Tasks are (face rows, photo path or "\\0" + pixel text, boxes). Returns (row, hash or None, reason or
     None) per face: pixels never travel back through a pipe.
     """
-    images = np.load(array_path, mmap_mode="r+")
+    stack = np.load(array_path, mmap_mode="r+")
     out = []
     for rows, source, boxes in tasks:
         photo = source[1:] if source.startswith("\0") else Path(base) / source
@@ -331,9 +176,9 @@ def _process_chunk(base: str, array_path: str, tasks: list[tuple], settings: Pre
             if isinstance(outcome, str):
                 out.append((row, None, outcome))
             else:
-                images[row] = outcome
+                stack[row] = outcome
                 out.append((row, hashlib.blake2b(outcome.tobytes(), digest_size=8).hexdigest(), None))
-    images.flush()
+    stack.flush()
     return out
 
 
@@ -341,7 +186,7 @@ def _process_chunk(base: str, array_path: str, tasks: list[tuple], settings: Pre
 
 
 def prepare(
-    dataset: D.Dataset,
+    dataset: datasets.Dataset,
     settings: PrepSettings = PrepSettings(),
     *,
     min_confidence: float | None = None,
@@ -361,7 +206,7 @@ def prepare(
     return prepared.select(keep_mask(prepared.faces, min_confidence))
 
 
-def _tasks(dataset: D.Dataset) -> list[tuple[list[int], str, list[tuple]]]:
+def _tasks(dataset: datasets.Dataset) -> list[tuple[list[int], str, list[tuple]]]:
     faces = dataset.faces
     boxes = list(zip(faces["top"], faces["left"], faces["bottom"], faces["right"]))
     tasks = []
@@ -372,7 +217,11 @@ def _tasks(dataset: D.Dataset) -> list[tuple[list[int], str, list[tuple]]]:
 
 
 def _compute(
-    dataset: D.Dataset, settings: PrepSettings, target: Path, workers: int | None, progress: Progress | None
+    dataset: datasets.Dataset,
+    settings: PrepSettings,
+    target: Path,
+    workers: int | None,
+    progress: Progress | None,
 ) -> Prepared:
     faces = dataset.faces.reset_index(drop=True)
     total = len(faces)
@@ -380,10 +229,10 @@ def _compute(
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        images = np.lib.format.open_memmap(
+        stack = np.lib.format.open_memmap(
             staging / "images.npy", mode="w+", dtype=np.uint8, shape=(total, settings.size, settings.size)
         )
-        del images  # workers write into the file; this process only keeps the books
+        del stack  # workers write into the file; this process only keeps the books
         hashes: dict[int, str] = {}
         reasons: dict[int, str] = {}
 
@@ -411,13 +260,13 @@ def _compute(
         kept = np.array(sorted(hashes), dtype=np.int64)
         if not len(kept):
             # Raised before the cache is stored, so a second run says the same instead of reading no faces.
-            raise D.DatasetError(
+            raise datasets.DatasetError(
                 f"no face of {dataset.root} could be processed ({len(reasons)} skipped; first reason: "
                 f"{next(iter(reasons.values()), 'none')})"
             )
         if len(kept) < total:
             # Compact: the cache holds only faces that were made, in manifest order.
-            images = np.load(staging / "images.npy", mmap_mode="r")
+            stack = np.load(staging / "images.npy", mmap_mode="r")
             compact = np.lib.format.open_memmap(
                 staging / "kept.npy",
                 mode="w+",
@@ -425,15 +274,15 @@ def _compute(
                 shape=(len(kept), settings.size, settings.size),
             )
             for start in range(0, len(kept), 4096):
-                compact[start : start + 4096] = images[kept[start : start + 4096]]
+                compact[start : start + 4096] = stack[kept[start : start + 4096]]
             compact.flush()
-            del images, compact
+            del stack, compact
             os.replace(staging / "kept.npy", staging / "images.npy")
         kept_faces = faces.iloc[kept].reset_index(drop=True)
         kept_faces["hash"] = [hashes[row] for row in kept]
         decode_skips = pd.DataFrame(
             [(faces.at[r, "photo"], faces.at[r, "face"], reason) for r, reason in sorted(reasons.items())],
-            columns=D.SKIPPED_COLUMNS,
+            columns=datasets.SKIPPED_COLUMNS,
         )
         kept_faces.to_csv(staging / "faces.csv", index=False)
         decode_skips.to_csv(staging / "skipped.csv", index=False)
@@ -482,10 +331,10 @@ def _chunks(tasks: list, workers: int) -> list[list]:
     return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
-def _read_cache(target: Path, settings: PrepSettings, dataset: D.Dataset) -> Prepared | None:
+def _read_cache(target: Path, settings: PrepSettings, dataset: datasets.Dataset) -> Prepared | None:
     if not (target / "meta.json").is_file():
         return None
-    images = np.load(target / "images.npy", mmap_mode="r")
+    stack = np.load(target / "images.npy", mmap_mode="r")
     faces = pd.read_csv(
         target / "faces.csv",
         dtype={"photo": object, "label": object, "split": object, "hash": object},
@@ -499,127 +348,5 @@ def _read_cache(target: Path, settings: PrepSettings, dataset: D.Dataset) -> Pre
         else dataset.skipped
     )
     return Prepared(
-        images=images, faces=faces, skipped=skipped, settings=settings, from_cache=True, cache_dir=target
+        images=stack, faces=faces, skipped=skipped, settings=settings, from_cache=True, cache_dir=target
     )
-
-
-# Export -------------------------------------------------------------------------------------------
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "face"
-
-
-def export_names(faces: pd.DataFrame) -> list[str]:
-    """File names `<label>/<photo name>_<face index>.png`, unique even when photo names repeat."""
-    stems = [
-        Path(p.split("#")[0]).stem + (f"_row{p.split('#')[1]}" if "#" in p else "") for p in faces["photo"]
-    ]
-    names = [
-        f"{_safe_name(label)}/{_safe_name(stem)}_{face}.png"
-        for label, stem, face in zip(faces["label"], stems, faces["face"])
-    ]
-    if len(set(names)) < len(names):
-        names = [
-            f"{_safe_name(label)}/{_safe_name(str(Path(p).with_suffix('')))}_{face}.png"
-            for label, p, face in zip(faces["label"], faces["photo"], faces["face"])
-        ]
-    if len(set(names)) < len(names):
-        # Still repeated (a.jpg beside a.png, or one face listed twice): number the later copies,
-        # or each would overwrite the one before.
-        seen: dict[str, int] = {}
-        for i, name in enumerate(names):
-            seen[name] = seen.get(name, 0) + 1
-            if seen[name] > 1:
-                names[i] = f"{name[: -len('.png')]}-{seen[name]}.png"
-    return names
-
-
-def export(prepared: Prepared, out_dir: Path, progress: Progress | None = None) -> list[Path]:
-    """Write each processed face as a grayscale PNG under `out_dir/<label>/` (the report's "save" step)."""
-    out_dir = Path(out_dir)
-    names = export_names(prepared.faces)
-    for folder in {n.split("/")[0] for n in names}:
-        (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / n for n in names]
-
-    def write(i: int) -> None:
-        partial = paths[i].with_name(paths[i].name + ".part")
-        Image.fromarray(np.asarray(prepared.images[i])).save(partial, format="PNG", compress_level=1)
-        os.replace(partial, paths[i])
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for done, _ in enumerate(pool.map(write, range(len(paths))), start=1):
-            if progress and (done % 200 == 0 or done == len(paths)):
-                progress(done, len(paths))
-    return paths
-
-
-# Samples and zipped export for the dashboard ------------------------------------------------------
-
-
-def sample_faces(
-    dataset: D.Dataset,
-    per_label: int = 6,
-    *,
-    size: int = 96,
-    min_confidence: float | None = None,
-    seed: int = 0,
-) -> dict[str, list[tuple[np.ndarray, str]]]:
-    """A few processed faces per label, (image, caption) pairs, from the faces the threshold keeps;
-    the caption is the face's confidence, or its photo's name where the dataset has none.
-
-    Each label's faces are walked in one seeded order whatever the threshold, so raising it only
-    replaces the samples it drops. A face that cannot be processed is passed over for the next.
-    """
-    if per_label < 1:
-        raise ValueError(f"per_label must be at least 1, got {per_label}")
-    settings = PrepSettings(size=size)
-    faces = dataset.faces.reset_index(drop=True)
-    kept = keep_mask(faces, min_confidence)
-    samples: dict[str, list[tuple[np.ndarray, str]]] = {}
-    for number, label in enumerate(dataset.labels):
-        rows = np.flatnonzero((faces["label"] == label).to_numpy())
-        rows = rows[np.random.default_rng([seed, number]).permutation(len(rows))]
-        rows = rows[kept[rows]]
-        found: list[tuple[np.ndarray, str]] = []
-        # Candidates in small batches, so a dataset of broken photos cannot make this decode them all.
-        for start in range(0, min(len(rows), per_label * 4), per_label):
-            batch = faces.iloc[rows[start : start + per_label]]
-            for photo, group in batch.groupby("photo", sort=False):
-                source = dataset.pixels[photo] if dataset.pixels is not None else dataset.photo_path(photo)
-                boxes = list(zip(group["top"], group["left"], group["bottom"], group["right"]))
-                for row, outcome in zip(group.itertuples(), process_photo(source, boxes, settings)):
-                    if isinstance(outcome, np.ndarray) and len(found) < per_label:
-                        # Short enough to sit under a small face: the score, else the photo's name.
-                        name = Path(str(row.photo).replace("#", "_")).stem[:16]
-                        caption = name if math.isnan(row.confidence) else f"{row.confidence:.3g}"
-                        found.append((outcome, caption))
-            if len(found) >= per_label:
-                break
-        samples[label] = found
-    return samples
-
-
-def export_zip(prepared: Prepared, zip_path: Path, progress: Progress | None = None) -> Path:
-    """The processed faces as grayscale PNGs in one zip, named as `export` names them, with
-    faces.csv saying where each came from (photo, face index, label, confidence, split)."""
-    zip_path = Path(zip_path)
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = zip_path.with_name(f".{zip_path.name}.part-{os.getpid()}-{time.monotonic_ns()}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{zip_path.stem}.tmp-", dir=zip_path.parent))
-    try:
-        written = export(prepared, staging, progress)
-        names = [p.relative_to(staging).as_posix() for p in written]
-        table = prepared.faces[["photo", "face", "label", "confidence", "split"]].copy()
-        table.insert(0, "file", names)
-        # PNGs are compressed already: storing them is as small and much faster than deflating again.
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.writestr("faces.csv", table.to_csv(index=False), compress_type=zipfile.ZIP_DEFLATED)
-            for path, name in zip(written, names):
-                archive.write(path, name)
-        os.replace(partial, zip_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        partial.unlink(missing_ok=True)
-    return zip_path

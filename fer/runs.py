@@ -18,6 +18,9 @@ restarted) reads as "interrupted"; its last checkpoint is whole, because nothing
 in place: files are written beside their target and renamed over it. A kill can leave such a
 hidden temporary file behind (".best.k2j4x9.tmp.keras"); no reader looks at hidden files, and a
 resumed run sweeps them.
+
+`load_run` reads a folder whole into a `Run`, the one reader behind the Results page, the HTML
+report and run comparison.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import os
 import socket
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -45,8 +50,21 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 LOG = "train.log"  # the training process's output, when the dashboard started it
 CANCEL = "cancel"  # present: the run is asked to stop after its current batch
+# The entry inside a saved model (best.keras, last.keras) holding its metadata: labels, preprocessing,
+# dataset roots, split counts. The model-file code writes it; it is named here too so that reading a
+# run needs neither that code nor Keras.
+MODEL_METADATA = "fer.json"
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+# Each state in words for people, as it reads after "This run is" and in a table's state column.
+STATE_WORDS = {
+    "queued": "waiting to start",
+    "running": "still training",
+    "done": "finished",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "interrupted": "interrupted (its process stopped without finishing)",
+}
 FINISHED = ("done", "failed", "cancelled")
 # A running run refreshes its status at least this often; older than this and no live process: gone.
 HEARTBEAT_SECONDS = 30.0
@@ -131,7 +149,7 @@ def read_json(path: Path, default: object = None) -> object:
 def set_status(run_dir: Path, state: str, **extra) -> dict:
     if state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
-    status = dict(read_json(Path(run_dir) / "status.json", {}) or {})
+    status = dict(read_json(Path(run_dir) / STATUS, {}) or {})
     now = time.time()
     status.update(extra)
     status.update(state=state, updated=now, pid=os.getpid(), host=socket.gethostname())
@@ -141,7 +159,7 @@ def set_status(run_dir: Path, state: str, **extra) -> dict:
         status.pop("error", None)
     if state in FINISHED:
         status["finished"] = now
-    write_json(Path(run_dir) / "status.json", status)
+    write_json(Path(run_dir) / STATUS, status)
     return status
 
 
@@ -160,7 +178,7 @@ def _alive(pid: int) -> bool:
 
 def read_status(run_dir: Path) -> dict:
     """The run's status, with "running" or "queued" turned into "interrupted" when its process is gone."""
-    status = dict(read_json(Path(run_dir) / "status.json", {}) or {})
+    status = dict(read_json(Path(run_dir) / STATUS, {}) or {})
     if not status:
         return {"state": "interrupted", "error": "no status file: the run never started properly"}
     if status.get("state") in ("running", "queued"):
@@ -178,8 +196,8 @@ def list_runs(runs_dir: Path | None = None) -> list[Path]:
     root = Path(runs_dir) if runs_dir else default_runs_dir()
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
-    return sorted(found, key=lambda p: (p / "config.json").stat().st_mtime, reverse=True)
+    found = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG).is_file()]
+    return sorted(found, key=lambda p: (p / CONFIG).stat().st_mtime, reverse=True)
 
 
 def new_run_dir(runs_dir: Path | None = None, name: str | None = None) -> Path:
@@ -204,7 +222,7 @@ def new_run_dir(runs_dir: Path | None = None, name: str | None = None) -> Path:
 
 
 def read_history(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "history.csv"
+    path = Path(run_dir) / HISTORY
     try:
         return pd.read_csv(path)
     except (OSError, ValueError, pd.errors.EmptyDataError):
@@ -213,16 +231,79 @@ def read_history(run_dir: Path) -> pd.DataFrame:
 
 def read_metrics(run_dir: Path) -> dict | None:
     """The run's final test metrics (metrics.json), or None before it has any."""
-    metrics = read_json(Path(run_dir) / "metrics.json")
+    metrics = read_json(Path(run_dir) / METRICS)
     return metrics if isinstance(metrics, dict) else None
 
 
 def read_predictions(run_dir: Path) -> pd.DataFrame:
     """The run's per-face test predictions (predictions.csv); empty before it has any. Names stay text:
     a photo called "nan" or a label "NA" is not a missing value."""
-    path = Path(run_dir) / "predictions.csv"
+    path = Path(run_dir) / PREDICTIONS
     text_columns = ("dataset", "photo", "split", "label", "predicted")
     try:
         return pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False)
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return pd.DataFrame()
+
+
+# Reading a run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything a run folder holds that the Results page and the report show (the model itself aside)."""
+
+    path: Path
+    config: dict
+    labels: list[str]
+    status: dict
+    history: pd.DataFrame
+    metrics: dict | None
+    predictions: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def state(self) -> str:
+        return str(self.status.get("state", "interrupted"))
+
+    @property
+    def train(self) -> dict:
+        return dict(self.config.get("train", {}))
+
+    @property
+    def finished(self) -> bool:
+        """Done, with the metrics and predictions a finished run writes."""
+        return self.state == "done" and self.metrics is not None
+
+
+def load_run(run_dir: Path | str) -> Run:
+    """The run in `run_dir`; ValueError if the folder is not a run (no readable config.json)."""
+    path = Path(run_dir)
+    config = read_json(path / CONFIG)
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"run_dir must be a run folder holding {CONFIG} (as `python -m fer train` writes), got {path}"
+        )
+    metrics = read_metrics(path)
+    labels = read_json(path / LABELS) or config.get("labels") or (metrics or {}).get("labels") or []
+    return Run(
+        path=path,
+        config=config,
+        labels=list(labels),
+        status=read_status(path),
+        history=read_history(path),
+        metrics=metrics,
+        predictions=read_predictions(path),
+    )
+
+
+def model_metadata(run_dir: Path | str) -> dict:
+    """The metadata saved inside the run's best.keras (dataset roots, split counts); {} if none."""
+    try:
+        with zipfile.ZipFile(Path(run_dir) / BEST) as archive:
+            return dict(json.loads(archive.read(MODEL_METADATA)))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {}

@@ -7,21 +7,20 @@ import math
 import numpy as np
 import pandas as pd
 
-from fer import datasets as D
-from fer import splits as S
+from fer import datasets, splits
 from fer.labels import ordered
 from fer.preprocess import keep_mask
 
 
 def summarize(
-    dataset: D.Dataset,
+    dataset: datasets.Dataset,
     min_confidence: float | None = None,
-    split_settings: S.SplitSettings = S.SplitSettings(),
+    split_settings: splits.SplitSettings = splits.SplitSettings(),
 ) -> dict:
     """The JSON-ready summary `python -m fer summary` prints (fields in DESIGN.md)."""
     faces = dataset.faces
     kept = keep_mask(faces, min_confidence)
-    split = S.assign(faces, split_settings)
+    split = splits.assign(faces, split_settings)
     labels = ordered(faces["label"].unique())
     kept_labels = faces["label"][kept]
 
@@ -49,7 +48,7 @@ def summarize(
                 "kept": int(((split == name) & kept).sum()),
                 "per_label": count(kept_labels[split[kept] == name]),
             }
-            for name in S.SPLITS
+            for name in splits.SPLITS
         },
         "split_source": "dataset"
         if (faces["split"] != "").all()
@@ -87,13 +86,13 @@ def format_summary(summary: dict) -> str:
         if threshold is not None and not math.isnan(threshold)
         else f"kept {summary['kept']:,} (no confidence threshold)",
         "",
-        f"{'label':<12}{'faces':>8}{'kept':>8}" + "".join(f"{s:>8}" for s in S.SPLITS),
+        f"{'label':<12}{'faces':>8}{'kept':>8}" + "".join(f"{s:>8}" for s in splits.SPLITS),
     ]
     for label in summary["labels"]:
         row = summary["per_label"][label]
-        by_split = "".join(f"{summary['per_split'][s]['per_label'][label]:>8,}" for s in S.SPLITS)
+        by_split = "".join(f"{summary['per_split'][s]['per_label'][label]:>8,}" for s in splits.SPLITS)
         lines.append(f"{label:<12}{row['faces']:>8,}{row['kept']:>8,}{by_split}")
-    totals = "".join(f"{summary['per_split'][s]['kept']:>8,}" for s in S.SPLITS)
+    totals = "".join(f"{summary['per_split'][s]['kept']:>8,}" for s in splits.SPLITS)
     lines.append(f"{'total':<12}{summary['faces']:>8,}{summary['kept']:>8,}{totals}")
     lines.append(f"(split: {summary['split_source']}; split columns count kept faces)")
     if summary["skipped"]:

@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from fer import datasets as D
+from fer import datasets
 
 MAX_FILES = 300_000  # members in one zip; ExpW (91,793 photos) fits with room to spare
 MAX_TOTAL_BYTES = 2 * 1024**3  # once extracted; uploads stop at 200 MB and datasets barely compress
@@ -307,14 +307,14 @@ def find_root(folder: str | os.PathLike, depth: int = 6) -> Path:
                 f"({', '.join(p.name for p in csvs[:5])}); zip one dataset at a time"
             )
         folders = [p for p in entries if p.is_dir()]
-        images = [p for p in entries if p.is_file() and p.suffix.lower() in D.IMAGE_SUFFIXES]
+        images = [p for p in entries if p.is_file() and p.suffix.lower() in datasets.IMAGE_SUFFIXES]
         if len(folders) == 1 and not images:
             current = folders[0]  # a wrapper folder (the zip of a folder), perhaps beside a README
             continue
         break
     try:
-        D.load(current)
-    except D.DatasetError as error:
+        datasets.load(current)
+    except datasets.DatasetError as error:
         raise UploadError(
             "the zip holds no dataset: expected an ExpW folder (label.lst and image/), image folders named "
             "after labels (optionally under train/, val/, test/), FER2013's CSV, or one CSV of image paths "
@@ -336,7 +336,7 @@ def remap_csv(csv_path: str | os.PathLike, columns: dict[str, str], out_dir: Pat
     and is reused when the CSV and the mapping are unchanged.
     """
     source = Path(csv_path).resolve()
-    D.load(source, columns)  # the same refusal, with its message, if the mapping does not work
+    datasets.load(source, columns)  # the same refusal, with its message, if the mapping does not work
     mapping = {field: name.strip().lower() for field, name in columns.items()}
     if out_dir is None:
         from fer.paths import data_dir
@@ -354,7 +354,9 @@ def remap_csv(csv_path: str | os.PathLike, columns: dict[str, str], out_dir: Pat
             out = out.rename(columns={field: f"{field}_original"})  # or it would shadow the mapped column
     for field, name in mapping.items():
         out[field] = table[name]
-    image = "image" if "image" in mapping else next(c for c in D.CSV_GUESSES["image"] if c in out.columns)
+    image = (
+        "image" if "image" in mapping else next(c for c in datasets.CSV_GUESSES["image"] if c in out.columns)
+    )
     out[image] = [os.path.join(source.parent, p) if p.strip() else p for p in out[image]]
     target.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
@@ -365,7 +367,7 @@ def remap_csv(csv_path: str | os.PathLike, columns: dict[str, str], out_dir: Pat
     return target
 
 
-def photos_outside(dataset: D.Dataset, roots: list[Path]) -> list[str]:
+def photos_outside(dataset: datasets.Dataset, roots: list[Path]) -> list[str]:
     """Photos of a dataset that resolve (links and `..` included) outside every one of `roots`.
 
     Only a generic CSV names its photos freely; the other formats find them inside their folder.

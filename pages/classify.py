@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import predict
+from fer import images, predict
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -107,7 +107,7 @@ def classify(data: bytes, model_path: str, whole: bool, flip: bool) -> tuple[pre
     """The faces in a photo and the photo with them boxed (a JPEG at most 1600 px long), from one
     decode; cached, so redrawing the page neither decodes nor classifies the photo again."""
     shared = common.predictor(model_path)
-    photo = predict.open_photo(data)
+    photo = images.open_photo(data)
     result = shared.predict(photo, whole=whole, flip=flip)
     buffer = io.BytesIO()
     predict.annotate(photo, result, shared.labels).save(buffer, format="JPEG", quality=90)
@@ -165,7 +165,7 @@ for number, (name, data) in enumerate(photos, start=1):
     st.subheader(name)
     try:
         result, annotated = classify(data, model_path, whole, flip)
-    except predict.PhotoError as error:
+    except images.PhotoError as error:
         st.error(f"{name}: {error}")
         continue
     results.append((name, result))

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer import datasets, paths, summary
-from fer import runs as R
+from fer import datasets, paths, runs, summary
 
 # Session keys, initialised once in streamlit_app.py.
 DATASET = "dataset"  # "demo" or a resolved path under a data root
@@ -127,9 +126,9 @@ def model_choices() -> dict[str, str]:
     choices = {}
     if paths.BUNDLED_MODEL.is_file():
         choices["Bundled model (trained on FER2013 + ExpW)"] = str(paths.BUNDLED_MODEL)
-    for run in R.list_runs(paths.runs_dir()):
-        if (run / "best.keras").is_file() and R.read_status(run).get("state") == "done":
-            choices[f"Run {run.name}"] = str(run / "best.keras")
+    for run in runs.list_runs(paths.runs_dir()):
+        if (run / runs.BEST).is_file() and runs.read_status(run).get("state") == "done":
+            choices[f"Run {run.name}"] = str(run / runs.BEST)
     return choices
 
 

@@ -15,9 +15,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from fer import datasets, paths, uploads
-from fer import preprocess as P
-from fer import splits as S
+from fer import datasets, export, paths, preprocess, splits, uploads
 from pages import common
 
 # Page-local session keys (widget keys are named here so tests can find the widgets).
@@ -41,7 +39,7 @@ SAMPLE_SIZE = 96
 @st.cache_data(show_spinner="Cropping sample faces...", max_entries=32)
 def sample_faces(path: str, min_confidence: float, faces: int) -> dict:
     """Cached by dataset, threshold and face count (a dataset edited on disk changes the count)."""
-    return P.sample_faces(
+    return export.sample_faces(
         common.load_dataset(path), SAMPLES_PER_LABEL, size=SAMPLE_SIZE, min_confidence=min_confidence
     )
 
@@ -228,7 +226,7 @@ figure = px.bar(
     category_orders={"label": facts["labels"]},
 )
 st.plotly_chart(figure, width="stretch")
-split_counts = " · ".join(f"{name} {facts['per_split'][name]['kept']:,}" for name in S.SPLITS)
+split_counts = " · ".join(f"{name} {facts['per_split'][name]['kept']:,}" for name in splits.SPLITS)
 st.caption(f"Kept faces per split: {split_counts} (split: {facts['split_source']}).")
 
 if confidence is None:
@@ -288,8 +286,8 @@ st.caption(
 st.header("Process and export faces")
 size = st.number_input(
     "Image size (pixels per side)",
-    min_value=P.MIN_SIZE,
-    max_value=P.MAX_SIZE,
+    min_value=preprocess.MIN_SIZE,
+    max_value=preprocess.MAX_SIZE,
     value=224,
     step=8,
     key=EXPORT_SIZE,
@@ -316,14 +314,18 @@ if st.session_state.pop(EXPORT_REQUESTED, False):
     try:
         # One process: Streamlit installs the page script as __main__, so worker processes spawned
         # from here would each start by running the whole app again (imports, TensorFlow and all).
-        prepared = P.prepare(
-            dataset, P.PrepSettings(size=int(size)), min_confidence=threshold, workers=1, progress=processing
+        prepared = preprocess.prepare(
+            dataset,
+            preprocess.PrepSettings(size=int(size)),
+            min_confidence=threshold,
+            workers=1,
+            progress=processing,
         )
         stem = uploads.safe_stem(Path(path).name)
         name = f"{stem}-faces-{int(size)}px-min{threshold:g}-{prepared.cache_dir.name[-8:]}.zip"
         target = paths.data_dir() / "exports" / name
         if not target.is_file():
-            P.export_zip(prepared, target, progress=writing)
+            export.export_zip(prepared, target, progress=writing)
     except (datasets.DatasetError, ValueError, OSError) as error:
         bar.empty()
         st.error(f"The faces could not be processed: {error}")
@@ -333,12 +335,12 @@ if st.session_state.pop(EXPORT_REQUESTED, False):
     unreadable = prepared.skipped[
         ~pd.MultiIndex.from_frame(prepared.skipped[datasets.SKIPPED_COLUMNS].astype(str)).isin(known)
     ]
-    split = S.assign(prepared.faces)
+    split = splits.assign(prepared.faces)
     st.session_state[EXPORTED] = settings | {
         "zip": str(target),
         "faces": len(prepared.faces),
         "unreadable": unreadable.reset_index(drop=True),
-        "duplicates": S.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"]),
+        "duplicates": splits.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"]),
     }
 
 exported = st.session_state.get(EXPORTED)

@@ -31,9 +31,7 @@ with data_column:
     st.subheader("Dataset")
     st.markdown(f"**{common.dataset_label(path)}**")
     if path == "demo":
-        st.caption(
-            "Synthetic: drawn cartoon faces generated on this machine, so every page works with no download."
-        )
+        st.caption("Synthetic: cartoon faces the app draws itself, so every page works with no download.")
     left, right = st.columns(2)
     left.metric("Faces", f"{facts['faces']:,}")
     right.metric("Photos", f"{facts['photos']:,}")

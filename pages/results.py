@@ -1,6 +1,6 @@
 """Results: how well a run's model does, where it goes wrong (with the faces), how runs compare, and
-the files to share. The numbers, sentences and faces come from fer.report, which the HTML report
-uses too."""
+the files to share. The numbers, sentences and faces come from fer.results, which the HTML report
+(fer.report, offered here as a download) uses too."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import paths, report
-from fer import runs as R
+from fer import paths, report, results, runs
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -24,7 +23,7 @@ MAX_FACES = 40  # faces shown for one cell; the table below them lists every one
 def _stamp(run: str) -> tuple[float, ...]:
     """Modification times of the files a run rewrites, so cached readings follow a live run."""
     times = []
-    for name in ("status.json", "history.csv", "metrics.json", "predictions.csv"):
+    for name in (runs.STATUS, runs.HISTORY, runs.METRICS, runs.PREDICTIONS):
         try:
             times.append((Path(run) / name).stat().st_mtime)
         except OSError:
@@ -33,16 +32,16 @@ def _stamp(run: str) -> tuple[float, ...]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _run(run: str, stamp: tuple[float, ...]) -> report.Run:
-    return report.load_run(run)
+def _run(run: str, stamp: tuple[float, ...]) -> runs.Run:
+    return runs.load_run(run)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _faces(run: str, stamp: tuple[float, ...], _progress) -> report.RunFaces:
-    return report.run_faces(run, progress=_progress)
+def _faces(run: str, stamp: tuple[float, ...], _progress) -> results.RunFaces:
+    return results.run_faces(run, progress=_progress)
 
 
-def run_faces(run: str) -> report.RunFaces:
+def run_faces(run: str) -> results.RunFaces:
     """The run's test faces; a progress bar while they are prepared (only if the cache is gone)."""
     bar = st.empty()
 
@@ -68,14 +67,14 @@ def percent_column(title: str) -> st.column_config.NumberColumn:
 # The chosen run -----------------------------------------------------------------------------------
 
 
-def status(run: report.Run) -> None:
+def status(run: runs.Run) -> None:
     """Say plainly where a run that has not finished stands."""
     state, error = run.state, run.status.get("error")
     resume = f"`python -m fer train --resume --run-dir {run.path}`"
     if state in ("running", "queued"):
         epoch, epochs = run.status.get("epoch") or 0, run.status.get("epochs") or run.train.get("epochs")
         st.info(
-            f"This run is {report.STATE_WORDS[state]}: epoch {epoch} of {epochs}. Its test results appear "
+            f"This run is {runs.STATE_WORDS[state]}: epoch {epoch} of {epochs}. Its test results appear "
             "here when it finishes.",
             icon=":material/hourglass_top:",
         )
@@ -103,9 +102,9 @@ def status(run: report.Run) -> None:
         )
 
 
-def downloads(run: report.Run) -> None:
+def downloads(run: runs.Run) -> None:
     """The model, the predictions and the HTML report; each file is read (or built) only when clicked."""
-    model, predictions = run.path / "best.keras", run.path / "predictions.csv"
+    model, predictions = run.path / runs.BEST, run.path / runs.PREDICTIONS
     if not (model.is_file() or predictions.is_file()):
         return
     left, middle, right = st.columns(3)
@@ -143,8 +142,8 @@ def downloads(run: report.Run) -> None:
 
 
 def metric_cards(metrics: dict) -> None:
-    said = report.sentences(metrics)
-    for column, (key, title) in zip(st.columns(len(report.METRICS)), report.METRICS.items()):
+    said = results.sentences(metrics)
+    for column, (key, title) in zip(st.columns(len(results.METRICS)), results.METRICS.items()):
         with column.container(border=True):
             st.metric(title, f"{metrics[key]:.1%}")
             st.caption(said[key])
@@ -156,7 +155,7 @@ def metric_cards(metrics: dict) -> None:
 def chosen_cell(metrics: dict) -> tuple[str, str]:
     """The (true, predicted) cell picked so far; at first the largest mistake, the one worth a look."""
     labels = list(metrics["labels"])
-    for key, default in zip((TRUE, PREDICTED), report.worst_mistake(metrics)):
+    for key, default in zip((TRUE, PREDICTED), results.worst_mistake(metrics)):
         if st.session_state.get(key) not in labels:  # first visit, or a run with other labels
             st.session_state[key] = default
     return st.session_state[TRUE], st.session_state[PREDICTED]
@@ -171,7 +170,7 @@ def picked_cell() -> None:
 
 def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go.Figure:
     """The confusion matrix as a heatmap (true label rows, predicted columns), the chosen cell outlined."""
-    counts, share = report.confusion(metrics), report.confusion(metrics, shares=True)
+    counts, share = results.confusion(metrics), results.confusion(metrics, shares=True)
     labels = list(counts.index)
     text = [
         [f"{share.iloc[i, j]:.0%}" if shares else f"{counts.iloc[i, j]:,}" for j in range(len(labels))]
@@ -189,7 +188,7 @@ def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go
             colorbar={"title": "share" if shares else "faces"},
         )
     )
-    # Plotly heatmaps emit no selection events (streamlit/streamlit#8760), so every cell gets an
+    # Streamlit reports no selection events from Plotly heatmaps, so every cell gets an
     # invisible marker at its centre that does; with hoverdistance -1 the nearest marker takes a
     # click anywhere in its cell.
     cells = [(t, p) for t in labels for p in labels]
@@ -225,7 +224,7 @@ def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go
     return figure
 
 
-def cell_faces(run: report.Run) -> None:
+def cell_faces(run: runs.Run) -> None:
     """The two cell pickers, then the test faces of the chosen cell with their probabilities."""
     labels = list(run.metrics["labels"])
     left, right = st.columns(2)
@@ -234,7 +233,7 @@ def cell_faces(run: report.Run) -> None:
     if run.predictions.empty:
         st.info("This run has no predictions.csv, so the faces of a cell cannot be listed.")
         return
-    rows = report.cell_faces(run.predictions, true, predicted)
+    rows = results.cell_faces(run.predictions, true, predicted)
     what = "labelled correctly" if true == predicted else f"called {predicted}"
     if rows.empty:
         st.info(f"No {true} test face was {what}.")
@@ -246,7 +245,7 @@ def cell_faces(run: report.Run) -> None:
     )
     try:
         crops = run_faces(str(run.path)).crops(shown)
-    except report.FacesUnavailable as error:
+    except results.FacesUnavailable as error:
         st.warning(
             f"The faces cannot be shown: {error}. The table lists them by photo.",
             icon=":material/image_not_supported:",
@@ -294,8 +293,8 @@ def curves_figure(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
     return figure
 
 
-def compare(runs: list[Path], current: report.Run) -> None:
-    finished = [str(p) for p in runs if (p / "metrics.json").is_file()]
+def compare(run_dirs: list[Path], current: runs.Run) -> None:
+    finished = [str(p) for p in run_dirs if (p / runs.METRICS).is_file()]
     if len(finished) < 2:
         st.caption("Finish two or more runs to compare them here.")
         return
@@ -309,9 +308,9 @@ def compare(runs: list[Path], current: report.Run) -> None:
     if len(chosen) < 2:
         st.caption("Choose two or more runs.")
         return
-    shares = ["best val accuracy", *report.METRICS.values()]
+    shares = ["best val accuracy", *results.METRICS.values()]
     st.dataframe(
-        percents(report.compare_table(chosen), shares),
+        percents(results.compare_table(chosen), shares),
         hide_index=True,
         column_config={title: percent_column(title) for title in shares},
     )
@@ -335,8 +334,8 @@ def compare(runs: list[Path], current: report.Run) -> None:
 # The page -----------------------------------------------------------------------------------------
 
 st.title("Results")
-runs = R.list_runs(paths.runs_dir())
-if not runs:
+run_dirs = runs.list_runs(paths.runs_dir())
+if not run_dirs:
     st.info(
         "No training runs yet. Train a model on the Train page, or from a terminal with "
         "`python -m fer train demo --run-dir runs/first`, and its results appear here.",
@@ -345,14 +344,14 @@ if not runs:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-options = [str(p) for p in runs]
-states = {p: R.read_status(Path(p)).get("state", "interrupted") for p in options}
+options = [str(p) for p in run_dirs]
+states = {p: runs.read_status(Path(p)).get("state", "interrupted") for p in options}
 remembered = st.session_state.get(common.RUN)
 chosen = st.selectbox(
     "Run",
     options,
     index=options.index(remembered) if remembered in options else 0,
-    format_func=lambda p: f"{Path(p).name} ({report.STATE_WORDS.get(states[p], states[p])})",
+    format_func=lambda p: f"{Path(p).name} ({runs.STATE_WORDS.get(states[p], states[p])})",
     key="results_run",
 )
 st.session_state[common.RUN] = chosen
@@ -364,7 +363,7 @@ except ValueError as error:
 
 train = run.train
 st.caption(
-    f"{', '.join(report.dataset_title(d) for d in train.get('datasets', []))} · {train.get('arch')} · "
+    f"{', '.join(results.dataset_title(d) for d in train.get('datasets', []))} · {train.get('arch')} · "
     f"{train.get('image_size')} px faces · {len(run.history)} of {train.get('epochs')} epochs"
 )
 status(run)
@@ -377,7 +376,7 @@ if run.finished:
 
     st.subheader("Per label")
     st.dataframe(
-        percents(report.per_class_table(metrics), ["precision", "recall", "f1"]),
+        percents(results.per_class_table(metrics), ["precision", "recall", "f1"]),
         hide_index=True,
         column_config={
             "precision": percent_column("precision"),
@@ -412,4 +411,4 @@ elif not run.finished:
     st.caption("No epoch has finished yet, so there are no curves.")
 
 st.subheader("Compare runs")
-compare(runs, run)
+compare(run_dirs, run)

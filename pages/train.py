@@ -14,8 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import datasets, launch, paths
-from fer import runs as R
+from fer import datasets, launch, paths, runs
 from fer.models import ARCHITECTURES
 from fer.train import TrainConfig, read_metadata
 from pages import common
@@ -34,23 +33,15 @@ ARCH_LABELS = {
     "seed": "The report's CNN (three convolution blocks)",
     "vgg-small": "Small VGG-style network (faster, a little less accurate)",
 }
-STATE_LABELS = {
-    "queued": "starting",
-    "running": "running",
-    "done": "done",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "interrupted": "interrupted",
-}
 
 
 def finished_epochs(run: Path) -> int:
-    history = R.read_history(run)
+    history = runs.read_history(run)
     return int(history["epoch"].max()) if len(history) else 0
 
 
 def curves(run: Path) -> None:
-    history = R.read_history(run)
+    history = runs.read_history(run)
     if not len(history):
         st.caption("The loss and accuracy curves appear here after the first epoch.")
         return
@@ -86,7 +77,7 @@ def curves(run: Path) -> None:
 
 
 def show_progress(run: Path, status: dict) -> None:
-    progress = R.read_json(run / "progress.json", {}) or {}
+    progress = runs.read_json(run / runs.PROGRESS, {}) or {}
     if status["state"] == "queued" or not progress:
         st.progress(0.0, text="Starting the training process...")
     elif progress.get("stage") == "preparing faces":
@@ -100,7 +91,7 @@ def show_progress(run: Path, status: dict) -> None:
     else:
         epoch, epochs = int(progress.get("epoch", 1)), int(progress.get("epochs", 1))
         batch, batches = int(progress.get("batch", 0)), max(int(progress.get("batches", 1)), 1)
-        history = R.read_history(run)
+        history = runs.read_history(run)
         best = history["val_accuracy"].max() if "val_accuracy" in history else None
         first, second, third = st.columns(3)
         first.metric("Epoch", f"{epoch} of {epochs}", help="One epoch is one pass over every training face.")
@@ -128,7 +119,7 @@ def live(run_dir: str) -> None:
     status = launch.status(run)
     if status["state"] not in launch.ACTIVE:
         st.rerun()  # it has ended: the whole page redraws with the outcome and stops polling
-    st.markdown(f"**Run {run.name}** is {STATE_LABELS[status['state']]}.")
+    st.markdown(f"**Run {run.name}** is {runs.STATE_WORDS[status['state']]}.")
     show_progress(run, status)
     if st.button(
         "Cancel", key="cancel", icon=":material/stop:", help="Stop this run after its current batch."
@@ -141,7 +132,7 @@ def live(run_dir: str) -> None:
 def outcome(run: Path, status: dict) -> None:
     state = status["state"]
     if state == "done":
-        metrics = R.read_json(run / "metrics.json", {}) or {}
+        metrics = runs.read_json(run / runs.METRICS, {}) or {}
         accuracy, faces = metrics.get("accuracy"), metrics.get("n")
         score = (
             f"test accuracy {accuracy:.1%} on {faces:,} faces it never saw" if accuracy is not None else ""
@@ -378,7 +369,7 @@ if own and not Path(own).is_dir():  # deleted meanwhile
 choices = ([own] if own and Path(own) not in active else []) + [str(run) for run in active]
 watching = own or (choices[0] if choices else None)
 if not watching:
-    newest = R.list_runs(paths.runs_dir())[:1]
+    newest = runs.list_runs(paths.runs_dir())[:1]
     watching = str(newest[0]) if newest else None
 if len(choices) > 1:
     st.session_state["watch"] = Path(watching).name  # follows the run started or picked last
@@ -398,20 +389,20 @@ st.subheader("Past runs")
 message = st.session_state.pop(DELETED, None)
 if message:
     (st.success if message[0] == "success" else st.error)(message[1])
-runs = R.list_runs(paths.runs_dir())
-if not runs:
+run_dirs = runs.list_runs(paths.runs_dir())
+if not run_dirs:
     st.info("No runs yet: choose the settings above and start one.")
     st.stop()
 rows, finished = [], []
-for run in runs:
+for run in run_dirs:
     status = launch.status(run)
-    train = (R.read_json(run / "config.json", {}) or {}).get("train", {})
-    metrics = (R.read_json(run / "metrics.json", {}) or {}) if status["state"] == "done" else {}
+    train = (runs.read_json(run / runs.CONFIG, {}) or {}).get("train", {})
+    metrics = (runs.read_json(run / runs.METRICS, {}) or {}) if status["state"] == "done" else {}
     created = status.get("created")
     rows.append(
         {
             "run": run.name,
-            "state": STATE_LABELS.get(status["state"], status["state"]),
+            "state": runs.STATE_WORDS.get(status["state"], status["state"]),
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
             "network": train.get("arch"),
             "epochs": f"{finished_epochs(run)} of {train.get('epochs', '?')}",

@@ -55,11 +55,11 @@ def test_a_pre_cropped_upload_is_one_face_with_a_table_row():
 def test_a_photo_is_decoded_once_and_not_again_when_the_page_redraws(monkeypatch):
     """The boxed picture comes from the same decode as the faces, and both are cached: a redraw
     (any widget touched) neither decodes nor classifies the photo again."""
-    from fer import predict
+    from fer import images
 
     calls = []
-    real = predict.open_photo
-    monkeypatch.setattr(predict, "open_photo", lambda source: calls.append(1) or real(source))
+    real = images.open_photo
+    monkeypatch.setattr(images, "open_photo", lambda source: calls.append(1) or real(source))
     at = classify_page()
     at.toggle(key="whole").set_value(True)
     # A photo no other test uploads, so the cache cannot already hold it.

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_report import EVIL, known_run, tiny_training
 
-from fer import paths, report
+from fer import paths, results
 from fer import runs as R
 from fer.train import TrainConfig
 from pages import common
@@ -56,10 +56,10 @@ def test_finished_run_shows_metrics_table_heatmap_and_the_faces_of_a_cell(tiny_r
     assert at.selectbox(key="results_run").value == str(tiny_run)
     assert at.session_state[common.RUN] == str(tiny_run)
     # Metric cards, each with its sentence.
-    assert [m.label for m in at.metric] == list(report.METRICS.values())
+    assert [m.label for m in at.metric] == list(results.METRICS.values())
     assert at.metric[0].value == f"{metrics['accuracy']:.1%}"
     captions = [c.value for c in at.caption]
-    for sentence in report.sentences(metrics).values():
+    for sentence in results.sentences(metrics).values():
         assert sentence in captions
     # The per-class table.
     table = at.dataframe[0].value  # the per-class table comes first

@@ -21,7 +21,7 @@ import pytest
 from helpers import expw, folders, photo, write_csv, zip_of
 from PIL import Image
 
-from fer import cli, predict, report
+from fer import cli, images, predict, report
 from fer import datasets as D
 from fer import preprocess as P
 from fer import runs as R
@@ -157,8 +157,8 @@ def test_a_photo_of_hundreds_of_megapixels_in_a_dataset_is_skipped_as_too_large(
 
 @pytest.mark.parametrize("size", BOMBS.values(), ids=BOMBS.keys())
 def test_a_photo_of_hundreds_of_megapixels_in_predict_is_refused_as_too_large(size):
-    with pytest.raises(predict.PhotoError, match="too large"):
-        predict.open_photo(png_claiming(*size))
+    with pytest.raises(images.PhotoError, match="too large"):
+        images.open_photo(png_claiming(*size))
 
 
 # Awkward but valid photos ---------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_exif_rotated_grayscale_rgba_cmyk_and_16_bit_photos_give_the_face_predic
     prepared = prepare(D.load(root), tmp_path)
     assert len(prepared.faces) == 3 and prepared.skipped.empty
     face = prepared.images[list(prepared.faces["photo"]).index(f"sad/odd.{suffix}")].astype(int)
-    seen = P.crop_faces(predict.open_photo(data).convert("L"), [WHOLE], SETTINGS)[0].astype(int)
+    seen = images.crop_faces(images.open_photo(data).convert("L"), [WHOLE], SETTINGS)[0].astype(int)
     assert np.abs(face - seen).mean() < 2, np.abs(face - seen).mean()
     if value is not None:
         assert np.abs(face - value).max() <= 2, np.unique(face)
@@ -222,11 +222,11 @@ def test_an_exif_rotated_face_is_turned_upright_not_left_as_stored(tmp_path):
     (root / "sad" / "phone.png").write_bytes(data)
     prepared = prepare(D.load(root), tmp_path)
     face = prepared.images[list(prepared.faces["photo"]).index("sad/phone.png")].astype(int)
-    want = P.crop_faces(upright, [WHOLE], SETTINGS)[0].astype(int)
-    stored = P.crop_faces(Image.open(io.BytesIO(data)).convert("L"), [WHOLE], SETTINGS)[0].astype(int)
+    want = images.crop_faces(upright, [WHOLE], SETTINGS)[0].astype(int)
+    stored = images.crop_faces(Image.open(io.BytesIO(data)).convert("L"), [WHOLE], SETTINGS)[0].astype(int)
     assert np.abs(face - want).mean() < 2
     assert np.abs(face - stored).mean() > 20  # the sideways picture really is different
-    assert predict.open_photo(data).size == upright.size
+    assert images.open_photo(data).size == upright.size
 
 
 # Boxes, confidences, labels, label.lst lines, CSV columns --------------------------------------------

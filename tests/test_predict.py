@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer import cli, predict
+from fer import cli, images, predict
 from fer.labels import LABELS
 from fer.models import ModelConfig, build
 from fer.train import save_model
@@ -39,7 +39,7 @@ def test_exif_rotated_photo_is_turned_upright():
     image = Image.new("RGB", (60, 40), "red")
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to view"
-    assert predict.open_photo(encode(image, "JPEG", exif=exif)).size == (40, 60)
+    assert images.open_photo(encode(image, "JPEG", exif=exif)).size == (40, 60)
 
 
 @pytest.mark.parametrize(
@@ -54,31 +54,31 @@ def test_exif_rotated_photo_is_turned_upright():
     ids=["rgba", "cmyk", "palette", "gray", "bilevel"],
 )
 def test_any_mode_becomes_rgb(image, fmt):
-    photo = predict.open_photo(encode(image, fmt))
+    photo = images.open_photo(encode(image, fmt))
     assert photo.mode == "RGB" and photo.size == (30, 20)
 
 
 def test_transparent_pixels_become_white():
-    photo = predict.open_photo(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
+    photo = images.open_photo(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
     assert np.asarray(photo).min() == 255
 
 
 def test_sixteen_bit_photo_is_scaled_not_clipped():
     array = np.full((20, 30), 65535 // 2, dtype=np.uint16)
-    photo = predict.open_photo(encode(Image.fromarray(array), "PNG"))
+    photo = images.open_photo(encode(Image.fromarray(array), "PNG"))
     assert abs(int(np.asarray(photo)[0, 0, 0]) - 127) <= 1
 
 
 def test_decompression_bomb_is_refused_before_decoding():
     bomb = encode(Image.new("1", (9000, 9000)), "PNG")  # 81 megapixels in a few kilobytes
     assert len(bomb) < 100_000
-    with pytest.raises(predict.PhotoError, match="too large"):
-        predict.open_photo(bomb)
+    with pytest.raises(images.PhotoError, match="too large"):
+        images.open_photo(bomb)
 
 
 def test_not_an_image_is_a_clear_error():
-    with pytest.raises(predict.PhotoError, match="not an image file"):
-        predict.open_photo(b"hello, this is text")
+    with pytest.raises(images.PhotoError, match="not an image file"):
+        images.open_photo(b"hello, this is text")
 
 
 def test_whole_photo_mode_classifies_a_tiny_picture(predictor):
@@ -149,7 +149,6 @@ def test_evaluate_with_detector_turns_a_phone_photo_upright_as_predict_does(
     """A photo stored sideways with EXIF orientation 6 (as phones save them), its box given in the
     stored pixels: the detector searches the upright photo, as on the Classify page, and finds the
     face (the frontal cascade misses it sideways), and the face is classified as the upright copy's."""
-    from fer import preprocess as P
     from fer.evaluate import evaluate
 
     real = "afraid_man_208.jpg"
@@ -157,7 +156,7 @@ def test_evaluate_with_detector_turns_a_phone_photo_upright_as_predict_does(
     width, height = upright.size
     box = (38, 28, 152, 142)  # top, left, bottom, right in the upright photo
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # undoes orientation 6's ROTATE_270
-    top, left, bottom, right = P.upright_box(box, width, height, Image.Transpose.ROTATE_90)
+    top, left, bottom, right = images.upright_box(box, width, height, Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6
     answers = {}

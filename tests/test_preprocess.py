@@ -15,6 +15,7 @@ from helpers import expw, expw_faces, fer_pixels, folders, photo, pixel_text, wr
 from PIL import Image
 
 from fer import datasets as D
+from fer import export, images
 from fer import preprocess as P
 from fer import splits as S
 from fer.summary import format_summary, summarize
@@ -136,7 +137,7 @@ def test_summary_of_a_dataset_without_split_or_confidence(tmp_path):
     ],
 )
 def test_crop_box(box, margin, region):
-    assert P.crop_box(box, 100, 80, margin) == region
+    assert images.crop_box(box, 100, 80, margin) == region
 
 
 @pytest.mark.parametrize(
@@ -151,8 +152,8 @@ def test_crop_box(box, margin, region):
     ],
 )
 def test_crop_box_outside_the_photo_is_a_face_error(box):
-    with pytest.raises(P.FaceError, match="box lies outside the photo .*photo is 100x80"):
-        P.crop_box(box, 100, 80, 0.0)
+    with pytest.raises(images.FaceError, match="box lies outside the photo .*photo is 100x80"):
+        images.crop_box(box, 100, 80, 0.0)
 
 
 @pytest.mark.parametrize("size", [48, 96, 224])
@@ -252,7 +253,7 @@ def block_jpeg(path, width, height, seed=0):
 def test_large_jpeg_fast_decode_matches_a_plain_decode(tmp_path, width, height, box):
     path = block_jpeg(tmp_path / "big.jpg", width, height)
     face = one_face(path, box)
-    region = P.crop_box(box, width, height, 0.0)
+    region = images.crop_box(box, width, height, 0.0)
     with Image.open(path) as image:
         plain = np.asarray(image.convert("L").resize((48, 48), Image.Resampling.BILINEAR, box=region))
     assert face.shape == (48, 48)
@@ -261,7 +262,7 @@ def test_large_jpeg_fast_decode_matches_a_plain_decode(tmp_path, width, height, 
 
 def test_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     path = block_jpeg(tmp_path / "big.jpg", 1001, 803)
-    image, width, height, scale = P._open_gray(path, [(100, 100, 700, 900)], P.PrepSettings(size=48))
+    image, width, height, scale = images.open_gray(path, [(100, 100, 700, 900)], P.PrepSettings(size=48))
     assert (width, height) == (1001, 803)
     assert image.size == (126, 101)  # ceil(1001 / 8), ceil(803 / 8): the fast path really ran
     assert scale == 1 / 8
@@ -574,7 +575,7 @@ def test_export_writes_one_grayscale_png_per_face(tmp_path):
     )
     prepared = P.prepare(D.load(root), P.PrepSettings(size=64), cache_dir=tmp_path / "cache", workers=1)
     out = tmp_path / "out"
-    paths = P.export(prepared, out)
+    paths = export.export(prepared, out)
     assert paths == [out / "happy" / "a_0.png", out / "sad" / "a_1.png", out / "happy" / "b_0.png"]
     assert files_under(out) == ["happy/a_0.png", "happy/b_0.png", "sad/a_1.png"]
     for path, image in zip(paths, prepared.images):
@@ -586,7 +587,7 @@ def test_export_writes_one_grayscale_png_per_face(tmp_path):
 def test_export_writes_only_the_faces_kept_by_the_threshold(tmp_path):
     root = expw(tmp_path / "expw", ["a.jpg 0 10 10 50 50 0.9 3", "a.jpg 1 5 50 90 45 0.3 4"], ["a.jpg"])
     prepared = P.prepare(D.load(root), min_confidence=0.5, cache_dir=tmp_path / "cache", workers=1)
-    P.export(prepared, tmp_path / "out")
+    export.export(prepared, tmp_path / "out")
     assert files_under(tmp_path / "out") == ["happy/a_0.png"]
 
 
@@ -595,7 +596,7 @@ def test_export_names_stay_unique_when_photo_names_repeat(tmp_path):
     photo(root / "train" / "happy" / "img0.jpg", seed=50)  # same stem as img0.png beside it
     prepared = P.prepare(D.load(root), cache_dir=tmp_path / "cache", workers=1)
     out = tmp_path / "out"
-    paths = P.export(prepared, out)
+    paths = export.export(prepared, out)
     assert [p.relative_to(out).as_posix() for p in paths] == [
         "happy/test_happy_img0_0.png",
         "happy/train_happy_img0_0.png",
@@ -615,7 +616,7 @@ def test_export_names_of_fer2013_csv_rows(tmp_path):
         [(3, pixel_text(fer_pixels(0)), "Training"), (0, pixel_text(fer_pixels(1)), "PublicTest")],
     )
     prepared = P.prepare(D.load(path), cache_dir=tmp_path / "cache", workers=1)
-    P.export(prepared, tmp_path / "out")
+    export.export(prepared, tmp_path / "out")
     assert files_under(tmp_path / "out") == ["angry/fer2013_row1_0.png", "happy/fer2013_row0_0.png"]
     assert np.array_equal(read_png(tmp_path / "out" / "happy" / "fer2013_row0_0.png"), fer_pixels(0))
 
@@ -646,7 +647,7 @@ def test_upright_box_follows_the_photo_as_its_exif_orientation_turns_it(orientat
     width, height, box = 60, 40, (5, 12, 20, 30)  # top, left, bottom, right
     stored = Image.new("L", (width, height), 0)
     stored.paste(255, (box[1], box[0], box[3], box[2]))
-    turn = P._UPRIGHT[orientation]
+    turn = images._UPRIGHT[orientation]
     left, top, right, bottom = stored.transpose(turn).getbbox()
-    assert P.upright_box(box, width, height, turn) == (top, left, bottom, right)
-    assert P.upright_box(box, width, height, None) == box
+    assert images.upright_box(box, width, height, turn) == (top, left, bottom, right)
+    assert images.upright_box(box, width, height, None) == box

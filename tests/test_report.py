@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer import cli, paths, report
+from fer import cli, paths, report, results
 from fer import evaluate as E
 from fer import runs as R
 from fer import train as T
@@ -72,8 +72,8 @@ def run_dir(tmp_path) -> Path:
 
 def test_sentences_are_true_for_a_known_confusion(run_dir):
     metrics = R.read_metrics(run_dir)
-    said = report.sentences(metrics)
-    assert set(said) == set(report.METRICS)
+    said = results.sentences(metrics)
+    assert set(said) == set(results.METRICS)
     assert said["accuracy"] == "Of the 25 test faces, the model labelled 16 correctly (64.0%)."
     # Precision: the model called 10 faces happy, 8 rightly (80%); sad 5 of 8; the third 3 of 7.
     assert "Of the faces the model called happy, 80% were happy (8 of 10)" in said["precision"]
@@ -90,21 +90,21 @@ def test_sentences_are_true_for_a_known_confusion(run_dir):
 
 def test_sentences_name_labels_never_predicted():
     metrics = E.metrics(np.array([0, 1, 2, 2]), np.array([0, 0, 0, 0]), ["a", "b", "c"])
-    said = report.sentences(metrics)
+    said = results.sentences(metrics)
     assert "never called a face b or c" in said["precision"]
     assert "25% were a (1 of 4)" in said["precision"]
 
 
 def test_confusion_shares_and_worst_cell(run_dir):
     metrics = R.read_metrics(run_dir)
-    counts, shares = report.confusion(metrics), report.confusion(metrics, shares=True)
+    counts, shares = results.confusion(metrics), results.confusion(metrics, shares=True)
     assert counts.to_numpy().tolist() == CONFUSION.tolist()
     assert shares.loc["sad", EVIL] == pytest.approx(0.3)
     assert shares.sum(axis=1).to_numpy() == pytest.approx([1, 1, 1])
-    assert report.worst_mistake(metrics) == ("sad", EVIL)
-    table = report.per_class_table(metrics)
+    assert results.worst_mistake(metrics) == ("sad", EVIL)
+    table = results.per_class_table(metrics)
     assert table["support"].tolist() == [10, 10, 5]
-    cell = report.cell_faces(R.read_predictions(run_dir), "sad", EVIL)
+    cell = results.cell_faces(R.read_predictions(run_dir), "sad", EVIL)
     assert len(cell) == 3 and set(cell["predicted"]) == {EVIL}
 
 
@@ -112,7 +112,7 @@ def test_report_holds_the_numbers_escaped_and_self_contained(run_dir):
     page = report.build_report(run_dir)
     metrics = R.read_metrics(run_dir)
     assert page.startswith("<!DOCTYPE html>")
-    for key in report.METRICS:
+    for key in results.METRICS:
         assert f"{metrics[key]:.1%}" in page
     assert "Of the 25 test faces, the model labelled 16 correctly (64.0%)." in page
     # Every count of the confusion matrix is a cell of its table.
@@ -203,7 +203,7 @@ def test_report_of_a_real_run_shows_its_faces(tiny_run):
 
 @pytest.mark.slow
 def test_faces_and_counts_of_a_real_run(tiny_run):
-    faces = report.run_faces(tiny_run)
+    faces = results.run_faces(tiny_run)
     counts = faces.split_counts()
     metrics = R.read_metrics(tiny_run)
     # The counts reproduce the run: its 300-face training cap, and its test faces per label.
