@@ -36,12 +36,12 @@ import pandas as pd
 from PIL import Image
 
 from fer import datasets as D
+from fer.config import MAX_SIZE, MIN_SIZE
 
 # Bump when the pixels a setting produces change, so old caches are not reused.
 # 2: reduced-scale JPEG decodes map boxes by the exact DCT scale; 3: EXIF-upright faces;
 # 4: see-through pixels laid on white, as prediction does (they were read as their colour alone)
 CACHE_VERSION = 4
-MIN_SIZE, MAX_SIZE = 48, 224
 # Photos above this many pixels are refused rather than decoded (a decompression-bomb guard).
 MAX_PHOTO_PIXELS = 64_000_000
 # EXIF orientation -> the transpose that turns what the camera stored upright (as ImageOps.exif_transpose).
