@@ -110,7 +110,7 @@ def load_run(run_dir: Path | str) -> Run:
 
 def model_metadata(run_dir: Path | str) -> dict:
     """The metadata saved inside the run's best.keras (dataset roots, split counts); {} if none."""
-    from fer.train import METADATA
+    from fer.modelfile import METADATA
 
     try:
         with zipfile.ZipFile(Path(run_dir) / "best.keras") as archive:
@@ -339,7 +339,7 @@ class RunFaces:
 
     def split_counts(self) -> pd.DataFrame:
         """Faces per label (rows) and split (columns: train, val, test) as the run's training saw them:
-        the same threshold, split and training-face cap (`max_faces`) as fer.train.load_splits."""
+        the same threshold, split and training-face cap (`max_faces`) as fer.faces.load_splits."""
         from fer import splits as S
         from fer.labels import ordered
 
