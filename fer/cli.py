@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--out", required=True, type=Path, help="folder to write <label>/<photo>_<face>.png into"
     )
-    prepare.add_argument("--size", type=int, default=224, help="output side in pixels, 48-224 (default 224)")
+    prepare.add_argument(
+        "--size", type=int, default=224, help=f"output side in pixels, {MIN_SIZE}-{MAX_SIZE} (default 224)"
+    )
     prepare.add_argument(
         "--margin", type=float, default=0.0, help="share of the box added on each side (0-1)"
     )
@@ -149,18 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     packer.add_argument("datasets", nargs="+", help="one or more datasets, as `train` takes them")
     packer.add_argument("--out", required=True, type=Path, help="the .npz file to write")
     packer.add_argument("--splits", default="train,val", help="which splits to keep (default train,val)")
-    packer.add_argument("--image-size", type=int, default=48, help="face side in pixels (48-224)")
-    packer.add_argument("--margin", type=float, default=0.0)
+    packer.add_argument(
+        "--image-size",
+        type=int,
+        default=TrainConfig.image_size,
+        help=f"face side in pixels ({MIN_SIZE}-{MAX_SIZE})",
+    )
+    packer.add_argument("--margin", type=float, default=TrainConfig.margin)
     packer.add_argument("--min-confidence", type=float, default=None, help="drop faces under this confidence")
     packer.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored faces")
-    packer.add_argument("--seed", type=int, default=0, help="the split seed `train --seed` will use")
+    packer.add_argument(
+        "--seed", type=int, default=TrainConfig.seed, help="the split seed `train --seed` will use"
+    )
     packer.add_argument(
         "--part",
         default="1/1",
         help="K/N: keep every N-th face from the K-th on, so N packs share the faces (default 1/1: all)",
     )
-    packer.add_argument("--val-share", type=float, default=0.1)
-    packer.add_argument("--test-share", type=float, default=0.1)
+    packer.add_argument("--val-share", type=float, default=TrainConfig.val_share)
+    packer.add_argument("--test-share", type=float, default=TrainConfig.test_share)
     return parser
 
 

@@ -18,6 +18,7 @@ import streamlit as st
 from fer import datasets, paths, uploads
 from fer import preprocess as P
 from fer import splits as S
+from fer.config import MAX_SIZE, MIN_SIZE
 from pages import common
 
 # Page-local session keys (widget keys are named here so tests can find the widgets).
@@ -288,8 +289,8 @@ st.caption(
 st.header("Process and export faces")
 size = st.number_input(
     "Image size (pixels per side)",
-    min_value=P.MIN_SIZE,
-    max_value=P.MAX_SIZE,
+    min_value=MIN_SIZE,
+    max_value=MAX_SIZE,
     value=224,
     step=8,
     key=EXPORT_SIZE,
