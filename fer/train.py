@@ -36,8 +36,8 @@ from fer.evaluate import metrics, predictions_table
 def loader_threads() -> int:
     """Threads that make batches while the model trains: FER_LOADER_THREADS, else 1. A batch depends
     only on (seed, epoch, index), so any number gives the same batches. NumPy releases the GIL in
-    augmentation's array work, so threads scale it (about 4,000 faces/s each here), which a GPU
-    needs: one thread feeds 2 CPU cores' training with room to spare, not a GPU's."""
+    augmentation's array work, so threads scale it (about 4,000 faces/s each, measured on 2 CPU
+    cores), which a GPU needs: one thread feeds 2 CPU cores' training with room to spare, not a GPU's."""
     value = os.environ.get("FER_LOADER_THREADS", "1")
     try:
         threads = int(value)
@@ -52,7 +52,7 @@ def restore_malloc() -> None:
     """Undo TensorFlow's tf.data generator patch to glibc malloc (M_TRIM_THRESHOLD=128 kb).
 
     With it, every large tensor is mmap'd and unmapped again, and training spends a third of its
-    time in page faults: on this 2-core machine the vgg model fell from ~170 to ~80 faces/s,
+    time in page faults: on 2 CPU cores the vgg model fell from ~170 to ~80 faces/s,
     measured by resetting the thresholds in the running process. Keras feeds a PyDataset through
     tf.data's generator op, so every TensorFlow run here hits it. No-op off glibc.
     """
