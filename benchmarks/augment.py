@@ -31,12 +31,14 @@ def main() -> None:
     from keras import layers
 
     from fer import train as T
-    from fer.models import ModelConfig, build
+    from fer.config import ModelConfig, TrainConfig
+    from fer.faces import Split
+    from fer.models import build
 
     n = args.batches * args.batch_size
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
-    split = T.Split(images=faces, faces=None, y=rng.integers(0, 7, n))
+    split = Split(images=faces, faces=None, y=rng.integers(0, 7, n))
 
     def with_layers(net):
         inputs = keras.Input((48, 48, 1))
@@ -53,8 +55,8 @@ def main() -> None:
         if augment_in_model:
             net = with_layers(net)
         net.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-        config = T.TrainConfig(batch_size=args.batch_size, augment=augment_in_pipeline)
-        data = T.batches(split, config, training=True, num_classes=7)
+        config = TrainConfig(batch_size=args.batch_size, augment=augment_in_pipeline)
+        data = T.Batches(split, config, training=True, num_classes=7)
         net.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # compile first
         start = time.perf_counter()
         net.fit(data, epochs=1, verbose=0)

@@ -5,7 +5,7 @@ faces, batch 64, no augmentation:
 - baseline: the report's way, a Keras generator that reads and decodes the image files from disk
   for every batch of every epoch (`keras.utils.load_img`, grayscale);
 - fer: the project's pipeline, faces prepared once into the uint8 cache and fed from memory by
-  `fer.train.batches` (the model scales them itself).
+  `fer.train.Batches` (the model scales them itself).
 
     .venv/bin/python benchmarks/train_throughput.py [FER2013 folder] [--faces N]
 
@@ -28,7 +28,9 @@ import numpy as np  # noqa: E402
 
 from fer import datasets as D  # noqa: E402
 from fer import train as T  # noqa: E402
-from fer.models import ModelConfig, build  # noqa: E402
+from fer.config import ModelConfig, TrainConfig  # noqa: E402
+from fer.faces import load_splits  # noqa: E402
+from fer.models import build  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "fer2013"
 
@@ -44,7 +46,7 @@ class FilesFromDisk(keras.utils.PyDataset):
         return -(-len(self.paths) // self.batch_size)
 
     def __getitem__(self, i: int):
-        T.restore_malloc()  # the same fix for TensorFlow's malloc patch as fer.train.batches gets
+        T.restore_malloc()  # the same fix for TensorFlow's malloc patch as fer.train.Batches gets
         rows = range(i * self.batch_size, min((i + 1) * self.batch_size, len(self.paths)))
         x = np.stack(
             [
@@ -79,8 +81,8 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=None, help="faces per epoch (default: all of train)")
     args = parser.parse_args()
 
-    config = T.TrainConfig(datasets=(args.dataset,), arch="seed", augment=False, max_faces=args.faces)
-    labels, splits = T.load_splits(config)
+    config = TrainConfig(datasets=(args.dataset,), arch="seed", augment=False, max_faces=args.faces)
+    labels, splits = load_splits(config)
     train = splits["train"]
     dataset = D.load(args.dataset)
     paths = [dataset.photo_path(p) for p in train.faces["photo"]]
@@ -90,10 +92,10 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     t_base = epoch_seconds(model(), FilesFromDisk(paths, train.y, config.batch_size, 48))
     keras.utils.set_random_seed(0)
-    t_fer = epoch_seconds(model(), T.batches(train, config, training=True, num_classes=len(labels)))
+    t_fer = epoch_seconds(model(), T.Batches(train, config, training=True, num_classes=len(labels)))
     print(f"{'pipeline':<46}{'seconds':>9}{'images/s':>10}")
     print(f"{'baseline: image files read by a generator':<46}{t_base:>9.1f}{n / t_base:>10,.0f}")
-    print(f"{'fer: cached uint8 faces, fer.train.batches':<46}{t_fer:>9.1f}{n / t_fer:>10,.0f}")
+    print(f"{'fer: cached uint8 faces, fer.train.Batches':<46}{t_fer:>9.1f}{n / t_fer:>10,.0f}")
     print(f"ratio: {t_base / t_fer:.2f}x")
 
 

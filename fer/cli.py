@@ -7,9 +7,11 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from fer import datasets as D
+from fer import datasets
+from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, STRATEGIES, TrainConfig
 
 
 class ProgressBar:
@@ -71,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--out", required=True, type=Path, help="folder to write <label>/<photo>_<face>.png into"
     )
-    prepare.add_argument("--size", type=int, default=224, help="output side in pixels, 48-224 (default 224)")
+    prepare.add_argument(
+        "--size", type=int, default=224, help=f"output side in pixels, {MIN_SIZE}-{MAX_SIZE} (default 224)"
+    )
     prepare.add_argument(
         "--margin", type=float, default=0.0, help="share of the box added on each side (0-1)"
     )
@@ -142,30 +146,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     packer = commands.add_parser(
         "pack",
-        help="prepare datasets' faces into one small file to train on elsewhere (a borrowed GPU machine)",
+        help="prepare datasets' faces into one small file to train on elsewhere (a GPU machine)",
     )
     packer.add_argument("datasets", nargs="+", help="one or more datasets, as `train` takes them")
     packer.add_argument("--out", required=True, type=Path, help="the .npz file to write")
     packer.add_argument("--splits", default="train,val", help="which splits to keep (default train,val)")
-    packer.add_argument("--image-size", type=int, default=48, help="face side in pixels (48-224)")
-    packer.add_argument("--margin", type=float, default=0.0)
+    packer.add_argument(
+        "--image-size",
+        type=int,
+        default=TrainConfig.image_size,
+        help=f"face side in pixels ({MIN_SIZE}-{MAX_SIZE})",
+    )
+    packer.add_argument("--margin", type=float, default=TrainConfig.margin)
     packer.add_argument("--min-confidence", type=float, default=None, help="drop faces under this confidence")
     packer.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored faces")
-    packer.add_argument("--seed", type=int, default=0, help="the split seed `train --seed` will use")
+    packer.add_argument(
+        "--seed", type=int, default=TrainConfig.seed, help="the split seed `train --seed` will use"
+    )
     packer.add_argument(
         "--part",
         default="1/1",
         help="K/N: keep every N-th face from the K-th on, so N packs share the faces (default 1/1: all)",
     )
-    packer.add_argument("--val-share", type=float, default=0.1)
-    packer.add_argument("--test-share", type=float, default=0.1)
+    packer.add_argument("--val-share", type=float, default=TrainConfig.val_share)
+    packer.add_argument("--test-share", type=float, default=TrainConfig.test_share)
     return parser
 
 
-def _train_parser(commands) -> None:
-    from fer.models import ARCHITECTURES
-    from fer.train import STRATEGIES, TrainConfig
+# TrainConfig <-> `python -m fer train`, in one place: the train command's options are made from this
+# table, parsed options become a TrainConfig through it (`train_config`), and a TrainConfig becomes the
+# arguments that rebuild it (`train_args`, which fer.launch starts runs with).
 
+
+@dataclass(frozen=True)
+class Option:
+    field: str  # the TrainConfig field
+    flag: str  # its option on the command line
+    kind: str  # "int", "float" or "str" (takes a value), "on" (present: True) or "off" (present: False)
+    help: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+TRAIN_OPTIONS = (
+    Option("arch", "--arch", "str", f"default {TrainConfig.arch}", ARCHITECTURES),
+    Option("width", "--width", "int", "filters in the first block (vgg)"),
+    Option("epochs", "--epochs", "int"),
+    Option("batch_size", "--batch-size", "int"),
+    Option("learning_rate", "--learning-rate", "float"),
+    Option("dropout", "--dropout", "float"),
+    Option("image_size", "--image-size", "int", f"face side in pixels ({MIN_SIZE}-{MAX_SIZE})"),
+    Option("margin", "--margin", "float"),
+    Option("min_confidence", "--min-confidence", "float", "drop faces under this confidence"),
+    Option("seed", "--seed", "int"),
+    Option("val_share", "--val-share", "float"),
+    Option("test_share", "--test-share", "float"),
+    Option("augment", "--no-augment", "off", "train without augmentation"),
+    Option("class_weight", "--class-weight", "on", "weight the loss by inverse label frequency"),
+    Option("label_smoothing", "--label-smoothing", "float"),
+    Option("patience", "--patience", "int", "early-stopping patience (epochs)"),
+    Option("lr_patience", "--lr-patience", "int", "epochs before halving LR"),
+    Option("max_faces", "--max-faces", "int", "train on at most this many faces"),
+    Option(
+        "init_from",
+        "--init-from",
+        "str",
+        "start from this saved model's weights (same --arch and labels; --width may be larger)",
+    ),
+    Option("strategy", "--strategy", "str", "tf.distribute (TensorFlow only)", STRATEGIES),
+)
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _train_parser(commands) -> None:
     defaults = TrainConfig()
     train = commands.add_parser("train", help="train a model; writes a run folder")
     train.add_argument("datasets", nargs="*", help="one or more datasets (pooled; labels matched by name)")
@@ -173,45 +225,56 @@ def _train_parser(commands) -> None:
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its last epoch"
     )
-    train.add_argument(
-        "--arch", choices=ARCHITECTURES, default=defaults.arch, help=f"default {defaults.arch}"
-    )
-    train.add_argument("--width", type=int, default=defaults.width, help="filters in the first block (vgg)")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train.add_argument("--dropout", type=float, default=defaults.dropout)
-    train.add_argument(
-        "--image-size", type=int, default=defaults.image_size, help="face side in pixels (48-224)"
-    )
-    train.add_argument("--margin", type=float, default=defaults.margin)
-    train.add_argument("--min-confidence", type=float, default=None, help="drop faces under this confidence")
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--val-share", type=float, default=defaults.val_share)
-    train.add_argument("--test-share", type=float, default=defaults.test_share)
-    train.add_argument(
-        "--no-augment", dest="augment", action="store_false", help="train without augmentation"
-    )
-    train.add_argument(
-        "--class-weight", action="store_true", help="weight the loss by inverse label frequency"
-    )
-    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    train.add_argument(
-        "--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)"
-    )
-    train.add_argument(
-        "--lr-patience", type=int, default=defaults.lr_patience, help="epochs before halving LR"
-    )
-    train.add_argument("--max-faces", type=int, default=None, help="train on at most this many faces")
-    train.add_argument(
-        "--init-from",
-        default=None,
-        help="start from this saved model's weights (same --arch and labels; --width may be larger)",
-    )
-    train.add_argument(
-        "--strategy", choices=STRATEGIES, default="none", help="tf.distribute (TensorFlow only)"
-    )
+    for option in TRAIN_OPTIONS:
+        default = getattr(defaults, option.field)
+        if option.kind in ("on", "off"):
+            action = "store_true" if option.kind == "on" else "store_false"
+            train.add_argument(option.flag, dest=option.field, action=action, help=option.help)
+        else:
+            train.add_argument(
+                option.flag,
+                dest=option.field,
+                type=_TYPES[option.kind],
+                default=default,
+                choices=option.choices,
+                help=option.help,
+            )
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig that parsed `train` arguments ask for."""
+    return TrainConfig(
+        datasets=tuple(args.datasets),
+        **{option.field: getattr(args, option.field) for option in TRAIN_OPTIONS},
+    )
+
+
+def train_args(config: TrainConfig, run_dir: Path) -> list[str]:
+    """The `python -m fer train` arguments (after `train`) that rebuild `config`. Every field is spelled
+    out, so the recorded command means the same run even if a default changes later; a field the command
+    line cannot take is an error unless it is at its default, rather than silently dropped."""
+    from fer.faces import dataset_root
+
+    options = {option.field: option for option in TRAIN_OPTIONS}
+    defaults = TrainConfig()
+    # Absolute paths: the process runs in the project folder, and no dataset then starts with "-".
+    args = [dataset_root(name) for name in config.datasets] + ["--run-dir", str(Path(run_dir).resolve())]
+    for field in fields(TrainConfig):
+        name, value = field.name, getattr(config, field.name)
+        if name == "datasets" or value is None:
+            continue
+        option = options.get(name)
+        if option is None:
+            if value != getattr(defaults, name):
+                raise ValueError(f"config.{name} cannot be passed to `python -m fer train`, got {value!r}")
+            continue
+        if option.kind in ("on", "off"):
+            if value != (option.kind == "off"):  # a switch is given when the value is not its default
+                args.append(option.flag)
+        else:
+            args += [option.flag, str(value)]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
             "pack": _pack,
         }
         return handler[args.command](args)
-    except (D.DatasetError, ValueError, OSError) as error:  # OSError: e.g. --out is a file, or not writable
+    except (
+        datasets.DatasetError,
+        ValueError,
+        OSError,
+    ) as error:  # OSError: e.g. --out is a file, or not writable
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -238,27 +305,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _load(args: argparse.Namespace) -> D.Dataset:
-    return D.load(args.dataset, D.parse_columns(args.columns))
+def _load(args: argparse.Namespace) -> datasets.Dataset:
+    return datasets.load(args.dataset, datasets.parse_columns(args.columns))
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from fer import splits as S
+    from fer import splits
     from fer.summary import format_summary, summarize
 
-    result = summarize(_load(args), args.min_confidence, S.SplitSettings(seed=args.seed))
+    result = summarize(_load(args), args.min_confidence, splits.SplitSettings(seed=args.seed))
     print(json.dumps(result) if args.json else format_summary(result))
     return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from fer import export
-    from fer import preprocess as P
-    from fer import splits as S
+    from fer import export, preprocess, splits
 
     dataset = _load(args)
-    settings = P.PrepSettings(size=args.size, margin=args.margin)
-    prepared = P.prepare(
+    settings = preprocess.PrepSettings(size=args.size, margin=args.margin)
+    prepared = preprocess.prepare(
         dataset,
         settings,
         min_confidence=args.min_confidence,
@@ -266,14 +331,14 @@ def _prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=ProgressBar("processing faces"),
     )
-    paths = export.export(prepared, args.out, progress=ProgressBar("writing images"))
-    split = S.assign(prepared.faces, S.SplitSettings(seed=args.seed))
-    duplicates = S.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"])
+    written = export.export(prepared, args.out, progress=ProgressBar("writing images"))
+    split = splits.assign(prepared.faces, splits.SplitSettings(seed=args.seed))
+    duplicates = splits.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"])
     skipped = prepared.skipped
     result = {
         "out": str(args.out),
         "size": settings.size,
-        "written": len(paths),
+        "written": len(written),
         "per_label": {k: int(v) for k, v in prepared.faces["label"].value_counts().sort_index().items()},
         "from_cache": prepared.from_cache,
         "cache": str(prepared.cache_dir),
@@ -286,7 +351,7 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"wrote {len(paths):,} faces ({settings.size}x{settings.size} grayscale PNG) under {args.out}")
+    print(f"wrote {len(written):,} faces ({settings.size}x{settings.size} grayscale PNG) under {args.out}")
     print("cache: " + ("reused " if prepared.from_cache else "built ") + str(prepared.cache_dir))
     if len(skipped):
         print(f"skipped {len(skipped):,} faces:")
@@ -303,16 +368,14 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fer import train as T
+    from fer import train
 
     if args.resume:
-        metrics = T.train(T.TrainConfig(), args.run_dir, resume=True)  # keeps the run's own command
+        metrics = train.train(TrainConfig(), args.run_dir, resume=True)  # keeps the run's own command
     else:
         if not args.datasets:
             raise ValueError("train needs at least one DATASET (or --resume with an existing --run-dir)")
-        names = [k for k in vars(args) if k in {f.name for f in T.fields(T.TrainConfig)} and k != "datasets"]
-        config = T.TrainConfig(datasets=tuple(args.datasets), **{k: getattr(args, k) for k in names})
-        metrics = T.train(config, args.run_dir, command=args.command_line)
+        metrics = train.train(train_config(args), args.run_dir, command=args.command_line)
     if not metrics:
         print(f"run {args.run_dir} was cancelled; resume it with --resume", file=sys.stderr)
         return 1
@@ -385,7 +448,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fer.train import export_model
+    from fer.evaluate import export_model
 
     metadata = export_model(
         args.source,
@@ -404,22 +467,34 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from fer import pack
+    from fer import faces, pack
 
     if not pack.is_pack(args.out):
         raise ValueError(f"--out must name a {pack.SUFFIX} file, got {args.out}")
-    summary = pack.write(
-        args.datasets,
-        args.out,
+    kept = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    part = _part(args.part)
+    pack.check(args.datasets, splits=kept, quality=args.quality, part=part)
+    config = TrainConfig(
+        datasets=tuple(args.datasets),
         image_size=args.image_size,
         margin=args.margin,
         min_confidence=args.min_confidence,
-        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
-        quality=args.quality,
         val_share=args.val_share,
         test_share=args.test_share,
         seed=args.seed,
-        part=_part(args.part),
+    )
+    loaded: dict[str, datasets.Dataset] = {}
+    labels, prepared = faces.load_splits(config, loaded=loaded)
+    summary = pack.write(
+        args.out,
+        config,
+        labels,
+        prepared,
+        loaded=loaded,
+        roots=[faces.dataset_root(name) for name in config.datasets],
+        splits=kept,
+        quality=args.quality,
+        part=part,
     )
     counts = ", ".join(f"{n:,} {split}" for split, n in summary["counts"].items())
     print(f"wrote {args.out}: {summary['faces']:,} faces ({counts}), {summary['bytes'] / 2**20:.1f} MiB")

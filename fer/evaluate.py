@@ -1,5 +1,6 @@
 """Scoring a model: the report's metrics (accuracy; precision, recall and F1 weighted by support),
-macro F1, per-class figures, the confusion matrix, and one row of probabilities per face."""
+macro F1, per-class figures, the confusion matrix, and one row of probabilities per face; and
+exporting a run's model for shipping with its held-out scores, which come from the same scoring."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from fer import datasets as D
-from fer import images
-from fer import preprocess as P
-from fer import splits as S
+from fer import datasets, images, modelfile, preprocess, runs, splits
+from fer.faces import dataset_root
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
@@ -90,31 +89,29 @@ def evaluate(
     dataset's boxes: a labelled face is scored on the detection that overlaps it best (IoU >= 0.3),
     and one with no such detection counts as wrong (predicted "(no face)").
     """
-    from fer.train import dataset_root, load_model, predict_probabilities
-
     if split not in ("test", "all"):
         raise ValueError(f"split must be 'test' or 'all', got {split!r}")
-    model, metadata = load_model(Path(model_path))
+    model, metadata = modelfile.load_model(Path(model_path))
     labels = list(metadata["labels"])
-    dataset = D.load(dataset_path)
-    settings = P.settings_of(metadata)
-    prepared = P.prepare(dataset, settings, min_confidence=min_confidence)
+    dataset = datasets.load(dataset_path)
+    settings = preprocess.settings_of(metadata)
+    prepared = preprocess.prepare(dataset, settings, min_confidence=min_confidence)
     faces = prepared.faces
     train = metadata.get("train", {})
     trained_on = metadata.get("dataset_roots") or [dataset_root(d) for d in train.get("datasets", [])]
     split_settings = (
-        S.SplitSettings(train.get("val_share", 0.1), train.get("test_share", 0.1), train.get("seed", 0))
+        splits.SplitSettings(train.get("val_share", 0.1), train.get("test_share", 0.1), train.get("seed", 0))
         if dataset_root(str(dataset_path)) in trained_on
-        else S.SplitSettings()
+        else splits.SplitSettings()
     )
-    faces = faces.assign(split=S.assign(faces, split_settings))
+    faces = faces.assign(split=splits.assign(faces, split_settings))
     chosen = np.ones(len(faces), bool) if split == "all" else (faces["split"] == "test").to_numpy()
     index = {label: i for i, label in enumerate(labels)}
     known = faces["label"].isin(index).to_numpy()
     unscored = int((chosen & ~known).sum())
     chosen = chosen & known
     if not chosen.any():
-        raise D.DatasetError(
+        raise datasets.DatasetError(
             f"no face of {dataset_path} to score in split {split!r} with labels the model knows ({', '.join(labels)})"
         )
     rows = np.flatnonzero(chosen)
@@ -122,10 +119,10 @@ def evaluate(
         crops, found = _detected_faces(dataset, faces.iloc[rows], settings, detector)
         probabilities = np.zeros((len(rows), len(labels)), dtype=np.float32)
         if found.any():
-            probabilities[found] = predict_probabilities(model, crops, batch_size)
+            probabilities[found] = modelfile.predict_probabilities(model, crops, batch_size)
         y_pred = np.where(found, probabilities.argmax(axis=1), -1)
     else:
-        probabilities = predict_probabilities(model, prepared.images[rows], batch_size)
+        probabilities = modelfile.predict_probabilities(model, prepared.images[rows], batch_size)
         y_pred = probabilities.argmax(axis=1)
     y_true = faces["label"].iloc[rows].map(index).to_numpy()
     result = metrics(y_true, y_pred, labels)
@@ -143,7 +140,7 @@ def evaluate(
 
 
 def _detected_faces(
-    dataset: D.Dataset, faces: pd.DataFrame, settings: P.PrepSettings, detector_name: str
+    dataset: datasets.Dataset, faces: pd.DataFrame, settings: preprocess.PrepSettings, detector_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crops of the detections matched to each labelled face, and which faces had one.
 
@@ -198,3 +195,39 @@ def _detected_faces(
     ordered_crops = [crops[i] for i in sorted(crops)]
     stack = np.stack(ordered_crops) if crops else np.zeros((0, settings.size, settings.size), np.uint8)
     return stack, found
+
+
+def export_model(
+    source: Path,
+    out: Path,
+    *,
+    score_on: tuple[str, ...] = (),
+    detect_on: tuple[str, ...] = (),
+    detector: str = "mtcnn",
+    progress=None,
+) -> dict:
+    """Write a trained model for shipping: weights without optimizer state (a third of the size),
+    its metadata, and its held-out scores on each dataset in `score_on` (labelled boxes) and
+    `detect_on` (faces found by the detector), recorded under "test_metrics" -> "<dataset> [detect]".
+
+    `source` is a run folder (its best.keras) or a .keras file saved by train. Returns the metadata.
+    """
+    source = Path(source)
+    model_path = source / runs.BEST if source.is_dir() else source
+    if not model_path.is_file():
+        raise ValueError(f"cannot export {source}: no {runs.BEST} there (has the run finished an epoch?)")
+    model, metadata = modelfile.load_model(model_path)
+    scores = {}
+    for name, detect in [(d, None) for d in score_on] + [(d, detector) for d in detect_on]:
+        if progress:
+            progress(f"scoring on {name}" + (f" with the {detect} detector" if detect else ""))
+        result, _ = evaluate(name, model_path, split="test", detector=detect)
+        key = Path(dataset_root(name)).name + (f" [{detect}]" if detect else "")
+        scores[key] = {k: result[k] for k in ("n", "accuracy", "precision", "recall", "f1", "macro_f1")}
+        if detect:
+            scores[key]["undetected"] = result["undetected"]
+    metadata = {**metadata, "exported_from": str(model_path)}
+    if scores:
+        metadata["test_metrics"] = scores
+    modelfile.save_model(model, Path(out), metadata)
+    return metadata

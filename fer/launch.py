@@ -6,7 +6,7 @@ dashboard learns about a run it reads from the run folder (see fer.runs), never 
 so any browser tab, and a server restarted meanwhile, sees the same run.
 
 The process is started in a session of its own (a Ctrl-C on the server does not reach it) with its
-output in `train.log` in the run folder. A thread in the starting process waits for it, which
+output in `train.log` (fer.runs.LOG) in the run folder. A thread in the starting process waits for it, which
 reaps it (no zombie) and covers the one thing the run cannot record itself: dying before or
 outside `fer.train.train` (a bad argument, an import error) leaves "queued" or "running" behind,
 so the thread records "failed" with the end of the log as the error.
@@ -14,7 +14,6 @@ so the thread records "failed" with the end of the log as the error.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -23,15 +22,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
-from fer import paths
-from fer import runs as R
-from fer.train import TrainConfig, dataset_root
+from fer import cli, paths, runs
+from fer.config import TrainConfig
 
-LOG = "train.log"
-CANCEL = "cancel"  # the file fer.train's recorder looks for after each batch
 ACTIVE = ("queued", "running")
 # Threads of this process waiting for the runs it started, by run folder: between a process's death
 # and its thread recording how it ended, the run would read as "interrupted", so status() waits for them.
@@ -42,37 +38,9 @@ _watchers: dict[Path, threading.Thread] = {}
 
 
 def command(config: TrainConfig, run_dir: Path) -> list[str]:
-    """The `python -m fer train` arguments (after `train`) that rebuild `config`, using only flags the
-    command line has. Every field is spelled out, so the recorded command means the same run even if a
-    default changes later; a field the command line cannot take is an error unless it is at its default,
-    rather than silently dropped."""
-    from fer.cli import build_parser
-
-    actions = _train_actions(build_parser())
-    defaults = TrainConfig()
-    # Absolute paths: the process runs in the project folder, and no dataset then starts with "-".
-    args = [dataset_root(name) for name in config.datasets] + ["--run-dir", str(Path(run_dir).resolve())]
-    for field in fields(TrainConfig):
-        name, value = field.name, getattr(config, field.name)
-        if name == "datasets" or value is None:
-            continue
-        action = actions.get(name)
-        if action is None:
-            if value != getattr(defaults, name):
-                raise ValueError(f"config.{name} cannot be passed to `python -m fer train`, got {value!r}")
-            continue
-        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            if value != action.default:
-                args.append(action.option_strings[0])
-        else:
-            args += [action.option_strings[0], str(value)]
-    return args
-
-
-def _train_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    train = commands.choices["train"]
-    return {a.dest: a for a in train._actions if a.option_strings}
+    """The `python -m fer train` arguments (after `train`) that rebuild `config` (see fer.cli.train_args,
+    beside the parser that reads them back)."""
+    return cli.train_args(config, run_dir)
 
 
 def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
@@ -81,7 +49,7 @@ def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
     `run_dir` defaults to a fresh folder under fer.paths.runs_dir(); a given one must be new or empty.
     """
     if run_dir is None:
-        run_dir = R.new_run_dir(paths.runs_dir())  # spelled as the run store lists it, for the pages
+        run_dir = runs.new_run_dir(paths.runs_dir())  # spelled as the run store lists it, for the pages
     else:
         run_dir = Path(run_dir)
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
@@ -91,14 +59,14 @@ def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
     line = "python -m fer train " + shlex.join(args)
     # config.json now, not when training begins: the run store lists only folders that have one, and the
     # page must see the run while its faces are being prepared. train() rewrites it with the labels.
-    R.write_json(run_dir / "config.json", {"train": asdict(config), "command": line})
-    R.set_status(run_dir, "queued", epoch=0, epochs=config.epochs, command=line, error=None)
+    runs.write_json(run_dir / runs.CONFIG, {"train": asdict(config), "command": line})
+    runs.set_status(run_dir, "queued", epoch=0, epochs=config.epochs, command=line, error=None)
 
     env = dict(os.environ)  # FER_HOME, FER_DATA_ROOTS and KERAS_BACKEND pass through
     env["PYTHONUNBUFFERED"] = "1"  # the log shows where the run is, not where its buffer was
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info lines would bury the error at the end
     try:
-        with open(run_dir / LOG, "ab") as log:
+        with open(run_dir / runs.LOG, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "fer", "train", *args],
                 cwd=paths.PROJECT,
@@ -109,14 +77,14 @@ def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
                 start_new_session=True,  # outlives the server's session and its Ctrl-C
             )
     except OSError as error:
-        R.set_status(run_dir, "failed", error=f"the training process could not be started: {error}")
+        runs.set_status(run_dir, "failed", error=f"the training process could not be started: {error}")
         raise
     # The queued status was written by this process; it must name the one that will do the work, or a
     # run whose process died at once would read as queued for as long as the server lives. The child
     # takes seconds to import before it writes "running", so this does not overwrite it in practice.
-    status = R.read_json(run_dir / "status.json", {}) or {}
+    status = runs.read_json(run_dir / runs.STATUS, {}) or {}
     if status.get("state") == "queued":
-        R.write_json(run_dir / "status.json", {**status, "pid": process.pid})
+        runs.write_json(run_dir / runs.STATUS, {**status, "pid": process.pid})
     watcher = threading.Thread(
         target=_watch, args=(process, run_dir), name=f"watch {run_dir.name}", daemon=True
     )
@@ -137,15 +105,15 @@ def _watch(process: subprocess.Popen, run_dir: Path) -> None:
 def _record_end(run_dir: Path, code: int) -> None:
     if not run_dir.is_dir():
         return
-    status = R.read_json(run_dir / "status.json", {}) or {}
+    status = runs.read_json(run_dir / runs.STATUS, {}) or {}
     if status.get("state") not in ACTIVE:
         return  # it recorded its own end: done, failed, cancelled
-    if (run_dir / CANCEL).exists():
-        R.set_status(run_dir, "cancelled", error=None, exit_code=code)
+    if (run_dir / runs.CANCEL).exists():
+        runs.set_status(run_dir, "cancelled", error=None, exit_code=code)
     elif code > 0:
         tail = log_tail(run_dir, lines=5)
         error = f"the training process exited with code {code}" + (f": {tail}" if tail else "")
-        R.set_status(run_dir, "failed", error=error, exit_code=code)
+        runs.set_status(run_dir, "failed", error=error, exit_code=code)
     # Killed by a signal (kill -9, out of memory): left as is, fer.runs reads it as "interrupted",
     # which is what it is: its last epoch's checkpoint is whole and it can be resumed.
 
@@ -157,12 +125,12 @@ def status(run_dir: Path) -> dict:
     """fer.runs.read_status, plus: a run stopped on request reads "cancelled" even when its process had to
     be killed, and a run that failed or was interrupted carries the end of its log as `log`."""
     run_dir = Path(run_dir)
-    result = R.read_status(run_dir)
+    result = runs.read_status(run_dir)
     watcher = _watchers.get(run_dir.resolve()) if result["state"] == "interrupted" else None
     if watcher:  # its process has just ended: let the watcher record how before answering
         watcher.join(timeout=10)
-        result = R.read_status(run_dir)
-    if result["state"] == "interrupted" and (run_dir / CANCEL).exists():
+        result = runs.read_status(run_dir)
+    if result["state"] == "interrupted" and (run_dir / runs.CANCEL).exists():
         result.update(state="cancelled", error=None)
     if result["state"] in ("failed", "interrupted"):
         result["log"] = log_tail(run_dir)
@@ -172,7 +140,7 @@ def status(run_dir: Path) -> dict:
 def log_tail(run_dir: Path, lines: int = 20, max_chars: int = 4000) -> str:
     """The last non-blank lines of the run's train.log ("" when it has none)."""
     try:
-        with open(Path(run_dir) / LOG, "rb") as stream:
+        with open(Path(run_dir) / runs.LOG, "rb") as stream:
             stream.seek(0, os.SEEK_END)
             stream.seek(max(0, stream.tell() - 64 * 1024))
             text = stream.read().decode("utf-8", errors="replace")
@@ -184,7 +152,11 @@ def log_tail(run_dir: Path, lines: int = 20, max_chars: int = 4000) -> str:
 
 def active_runs(runs_dir: Path | None = None) -> list[Path]:
     """Runs whose status is queued or running (with a live process), newest first."""
-    return [run for run in R.list_runs(runs_dir or paths.runs_dir()) if R.read_status(run)["state"] in ACTIVE]
+    return [
+        run
+        for run in runs.list_runs(runs_dir or paths.runs_dir())
+        if runs.read_status(run)["state"] in ACTIVE
+    ]
 
 
 # Stopping and deleting ----------------------------------------------------------------------------
@@ -195,13 +167,13 @@ def cancel(run_dir: Path) -> None:
     A run still starting or preparing its faces has no batch yet, which can take minutes on a large
     dataset, so its process group (preparation workers included) is terminated instead."""
     run_dir = Path(run_dir)
-    if not (run_dir / "status.json").is_file():
+    if not (run_dir / runs.STATUS).is_file():
         raise ValueError(f"run_dir must be a run folder (with a status.json), got {run_dir}")
     current = status(run_dir)
     if current["state"] not in ACTIVE:
         return
-    R.write_text(run_dir / CANCEL, f"requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    progress = R.read_json(run_dir / "progress.json", {}) or {}
+    runs.write_text(run_dir / runs.CANCEL, f"requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    progress = runs.read_json(run_dir / runs.PROGRESS, {}) or {}
     training = current["state"] == "running" and "batch" in progress
     pid = _process(run_dir, current)
     if training or pid is None:
@@ -211,11 +183,11 @@ def cancel(run_dir: Path) -> None:
     except (ProcessLookupError, PermissionError):
         return
     for _ in range(50):  # it has no handler for SIGTERM: gone within moments
-        if not R._alive(pid):
+        if not runs._alive(pid):
             break
         time.sleep(0.1)
     if status(run_dir)["state"] in ("cancelled", "interrupted"):
-        R.set_status(run_dir, "cancelled", error=None)
+        runs.set_status(run_dir, "cancelled", error=None)
 
 
 def _process(run_dir: Path, current: dict) -> int | None:
@@ -240,7 +212,7 @@ def delete(run_dir: Path) -> None:
     target = given.resolve()
     if given.is_symlink() or target.parent != root or not target.is_dir():
         raise ValueError(f"run_dir must be a run folder directly inside {root}, got {run_dir}")
-    if not ((target / "status.json").is_file() or (target / "config.json").is_file()):
+    if not ((target / runs.STATUS).is_file() or (target / runs.CONFIG).is_file()):
         raise ValueError(f"run_dir must be a run folder (with a status.json or config.json), got {run_dir}")
     state = status(target)["state"]
     if state in ACTIVE:

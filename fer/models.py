@@ -3,51 +3,22 @@
 Models take uint8-range grayscale faces of shape (size, size, 1) and scale them to [0, 1] with
 their own first layer, so training, evaluation and prediction cannot drift apart. They end in a
 softmax over the labels. Plain Keras 3 only: the same code runs on TensorFlow and on JAX.
+
+This module is Keras through and through, so Keras is imported at the top; the configs that name
+an architecture live in fer.config, which pages and the command line read without paying for it.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+import keras
+import numpy as np
+from keras import layers
 
-ARCHITECTURES = ("seed", "vgg", "vgg-small")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str = "vgg"  # "seed" is the report's CNN; "vgg" measured best (see README)
-    image_size: int = 48  # faces are image_size x image_size grayscale
-    num_classes: int = 7
-    dropout: float = 0.5  # before the classifier; the report's value
-    width: int = 16  # filters in the first block (vgg family); later blocks double it. 16 trains at
-    # ~170 faces/s on 2 CPU cores; use 32 or more on a GPU
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
-        if not 48 <= self.image_size <= 224:  # the range preprocessing makes
-            raise ValueError(f"image_size must be between 48 and 224, got {self.image_size}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be at least 0 and below 1, got {self.dropout}")
-        if not 4 <= self.width <= 256:
-            raise ValueError(f"width must be between 4 and 256, got {self.width}")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+from fer.config import ModelConfig
 
 
 def build(config: ModelConfig):
     """The model `config` describes: an uncompiled `keras.Model`."""
-    import keras  # here, not at the top: reading configs must not pay for TensorFlow's import
-    from keras import layers
-
     inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="face")
     x = layers.Rescaling(1.0 / 255, name="to_unit")(inputs)
     x = {"seed": _seed, "vgg": _vgg, "vgg-small": _vgg_small}[config.arch](x, config)
@@ -58,8 +29,6 @@ def build(config: ModelConfig):
 def _seed(x, config: ModelConfig):
     """The report's CNN, exactly: Conv 32/64/128 (3x3, ReLU) each followed by 2x2 max-pooling,
     Flatten, Dense 128 ReLU, Dropout 0.5."""
-    from keras import layers
-
     for filters in (32, 64, 128):
         x = layers.Conv2D(filters, 3, activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
@@ -76,8 +45,6 @@ BN_MOMENTUM = 0.9
 
 
 def _conv_bn(x, filters: int):
-    from keras import layers
-
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.Activation("relu")(x)
@@ -86,8 +53,6 @@ def _conv_bn(x, filters: int):
 def _vgg(x, config: ModelConfig):
     """VGG-style for 48-96 px faces: four blocks of two 3x3 convolutions with batch norm, each
     halving the resolution; global average pooling keeps the head small at any input size."""
-    from keras import layers
-
     width = config.width
     # No SpatialDropout2D between blocks: on the CPU it halved training speed (benchmarks/README).
     for filters in (width, width * 2, width * 4, width * 8):
@@ -103,8 +68,6 @@ def _vgg(x, config: ModelConfig):
 
 def _vgg_small(x, config: ModelConfig):
     """The vgg layout with one convolution per block: about half the compute, for quick runs."""
-    from keras import layers
-
     width = config.width
     for filters in (width, width * 2, width * 4, width * 8):
         x = _conv_bn(x, filters)
@@ -123,7 +86,6 @@ def grow(source, target) -> list[str]:
     change what the trained ones compute until training brings them in. Returns the layers copied,
     in order. Raises ValueError, naming the first layer that does not fit, when the layouts differ
     or a layer is narrower than the source's."""
-    import numpy as np
 
     def weighted(model):
         return [layer for layer in model.layers if layer.weights]

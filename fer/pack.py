@@ -1,16 +1,18 @@
 """Prepared faces packed into one file, to train where the datasets are not.
 
-A GPU machine borrowed for a few minutes gets a copy of the code and at most a few tens of MB
-of data: not FER2013's 35,887 photo files, and no room to prepare faces there. `write` prepares
-the faces here, exactly as training would (crop, resize, grayscale; the same splits), and keeps
-the splits asked for (by default train and val: the test part stays here, to be scored once)
-in one .npz file; `fer train` accepts that file wherever it accepts a dataset.
+A GPU machine used for a few minutes may get a copy of the code and only a few tens of MB of
+data: not FER2013's 35,887 photo files, and no time to prepare faces there. Faces are prepared
+here, exactly as training would (crop, resize, grayscale; the same splits: fer.faces.load_splits),
+and `write` keeps the splits asked for (by default train and val: the test part stays here, to be
+scored once) in one .npz file; `fer train` accepts that file wherever it accepts a dataset. This
+module only writes and reads the file: fer.faces reads packs, so the faces come to `write`
+already loaded (see `python -m fer pack` in fer.cli).
 
 Each face is stored as a JPEG. Where the photo file is a JPEG that decodes to exactly the face
 (every FER2013 photo is its own 48 px face) its bytes are kept as they are: lossless, and at 1.8 kB
 a face smaller than any re-encoding (the raw pixels, 2.3 kB, barely compress). Other faces are
-encoded at `quality` (95: about 2.2 kB a face, a grey level or less off). Everything else (labels, splits, photo names, the datasets it
-came from, how it was prepared) is kept beside them, so a model trained on a pack records the
+encoded at `quality` (95: about 2.2 kB a face, a grey level or less off). Everything else (labels,
+splits, photo names, the datasets it came from, how it was prepared) is kept beside them, so a model trained on a pack records the
 original datasets and `evaluate` / `export --score` find their test parts here.
 
 The file holds only arrays of numbers and strings (no pickled objects), so opening one runs no code.
@@ -27,10 +29,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import datasets as D
-from fer import preprocess as P
-from fer import runs as R
-from fer import splits as S
+from fer import runs
+from fer.config import TrainConfig
+from fer.datasets import Dataset, DatasetError
+from fer.preprocess import CACHE_VERSION, PrepSettings
+from fer.splits import SPLITS, SplitSettings
 
 FORMAT = "fer-faces-pack"
 VERSION = 1
@@ -43,29 +46,18 @@ def is_pack(name: str | os.PathLike) -> bool:
     return str(name).lower().endswith(SUFFIX)
 
 
-def write(
-    datasets: list[str],
-    out: str | os.PathLike,
+def check(
+    datasets: list[str] | tuple[str, ...],
     *,
-    image_size: int = 48,
-    margin: float = 0.0,
-    min_confidence: float | None = None,
     splits: tuple[str, ...] = ("train", "val"),
     quality: int = 95,
-    val_share: float = 0.1,
-    test_share: float = 0.1,
-    seed: int = 0,
     part: tuple[int, int] = (1, 1),
-    progress=None,
-) -> dict:
-    """Prepare `datasets` as training would and write the faces of `splits` to `out`; return a summary.
-    `part` (k, n) keeps every n-th face from the k-th on: n packs, one per k, hold the faces one pack
-    would, each a fraction of the size (a device call carries at most 64 MiB)."""
-    from fer.train import TrainConfig, dataset_root, load_splits
-
-    unknown = [s for s in splits if s not in S.SPLITS]
+) -> None:
+    """ValueError, naming the argument, for a pack that `write` would refuse: checked before the
+    datasets are read, which can take minutes."""
+    unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
-        raise ValueError(f"splits must be some of {', '.join(S.SPLITS)}, got {', '.join(splits) or 'none'}")
+        raise ValueError(f"splits must be some of {', '.join(SPLITS)}, got {', '.join(splits) or 'none'}")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be between 1 and 100, got {quality}")
     k, n = part
@@ -73,17 +65,29 @@ def write(
         raise ValueError(f"part must be K/N with 1 <= K <= N, got {k}/{n}")
     if any(is_pack(name) for name in datasets):
         raise ValueError("a pack is made from datasets, not from another pack")
-    config = TrainConfig(
-        datasets=tuple(datasets),
-        image_size=image_size,
-        margin=margin,
-        min_confidence=min_confidence,
-        val_share=val_share,
-        test_share=test_share,
-        seed=seed,
-    )
-    loaded: dict[str, D.Dataset] = {}
-    labels, prepared = load_splits(config, progress=progress, loaded=loaded)
+
+
+def write(
+    out: str | os.PathLike,
+    config: TrainConfig,
+    labels: list[str],
+    prepared: dict,
+    *,
+    loaded: dict[str, Dataset],
+    roots: list[str],
+    splits: tuple[str, ...] = ("train", "val"),
+    quality: int = 95,
+    part: tuple[int, int] = (1, 1),
+) -> dict:
+    """Write the faces of `splits` to `out`; return a summary. `labels` and `prepared` (split name ->
+    fer.faces.Split) are what fer.faces.load_splits made of `config`; `loaded` holds the datasets it
+    read (by name, for their photo files' own bytes) and `roots` the datasets as a model records
+    them (fer.faces.dataset_root). `part` (k, n) keeps every n-th face from the k-th on: n packs, one
+    per k, hold the faces one pack would, each a fraction of the size (for a size limit on what can
+    be copied to the machine that trains)."""
+    check(config.datasets, splits=splits, quality=quality, part=part)
+    k, n = part
+    image_size = config.image_size
     chosen = [prepared[s] for s in splits if len(prepared[s].y)]
     faces = pd.concat([split.faces for split in chosen], ignore_index=True)
     images = (
@@ -105,17 +109,21 @@ def write(
         "format": FORMAT,
         "version": VERSION,
         "image_size": image_size,
-        "margin": margin,
-        "min_confidence": min_confidence,
-        "split_settings": {"val_share": val_share, "test_share": test_share, "seed": seed},
+        "margin": config.margin,
+        "min_confidence": config.min_confidence,
+        "split_settings": {
+            "val_share": config.val_share,
+            "test_share": config.test_share,
+            "seed": config.seed,
+        },
         "splits": list(splits),
         "labels": labels,
-        "dataset_roots": [dataset_root(name) for name in datasets],
+        "dataset_roots": list(roots),
         "quality": quality,
         "part": [k, n],
         "counts": {s: int((faces["split"] == s).sum()) for s in splits},
         "source_bytes_kept": kept,
-        "cache_version": P.CACHE_VERSION,
+        "cache_version": CACHE_VERSION,
     }
     arrays = {
         "meta": np.array(json.dumps(meta)),
@@ -137,11 +145,11 @@ def write(
             np.savez(stream, **arrays)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; a pack is data to share
 
-    R.write_atomic(destination, save)
+    runs.write_atomic(destination, save)
     return {**meta, "faces": len(faces), "bytes": destination.stat().st_size}
 
 
-def _source_bytes(dataset: D.Dataset | None, photo: str, face: np.ndarray) -> bytes | None:
+def _source_bytes(dataset: Dataset | None, photo: str, face: np.ndarray) -> bytes | None:
     """The photo file's own bytes, when the photo is a JPEG that decodes to exactly this face (a
     FER2013 photo is its 48 px face): kept as they are, smaller than any re-encoding and lossless."""
     if dataset is None or dataset.pixels is not None or not photo.lower().endswith((".jpg", ".jpeg")):
@@ -182,11 +190,11 @@ def read_meta(path: str | os.PathLike) -> dict:
 def _open(path: str | os.PathLike):
     where = Path(path)
     if not where.is_file():
-        raise D.DatasetError(f"pack not found: {where} does not exist; make one with `python -m fer pack`")
+        raise DatasetError(f"pack not found: {where} does not exist; make one with `python -m fer pack`")
     try:
         return np.load(where, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        raise D.DatasetError(
+        raise DatasetError(
             f"{where.name} is not a readable pack ({type(error).__name__}: {error}); make it again with "
             "`python -m fer pack`"
         ) from error
@@ -196,12 +204,12 @@ def _meta(arrays, path) -> dict:
     try:
         meta = json.loads(str(arrays["meta"]))
     except (KeyError, ValueError, TypeError) as error:
-        raise D.DatasetError(
+        raise DatasetError(
             f"{Path(path).name} is a .npz file but not a pack of faces (no readable 'meta'); make one with "
             "`python -m fer pack`"
         ) from error
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise D.DatasetError(
+        raise DatasetError(
             f"{Path(path).name} is not a version {VERSION} pack of faces (format {meta.get('format')!r}, "
             f"version {meta.get('version')!r}); make it again with this version's `python -m fer pack`"
         )
@@ -210,8 +218,8 @@ def _meta(arrays, path) -> dict:
 
 def read(
     path: str | os.PathLike,
-    settings: P.PrepSettings,
-    split_settings: S.SplitSettings,
+    settings: PrepSettings,
+    split_settings: SplitSettings,
     min_confidence: float | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """The pack's faces as (n, size, size) uint8, their table (label, split, dataset, photo), and its
@@ -222,13 +230,13 @@ def read(
         name = Path(path).name
         made = (meta["image_size"], meta["margin"])
         if made != (settings.size, settings.margin):
-            raise D.DatasetError(
+            raise DatasetError(
                 f"{name} holds faces of {meta['image_size']} px with margin {meta['margin']:g}; train with "
                 f"--image-size {meta['image_size']} --margin {meta['margin']:g}, or pack again with "
                 f"--image-size {settings.size} --margin {settings.margin:g}"
             )
         if meta.get("min_confidence") != min_confidence:
-            raise D.DatasetError(
+            raise DatasetError(
                 f"{name} was packed with min_confidence {meta.get('min_confidence')}; train with the same "
                 f"--min-confidence, or pack again with {min_confidence}"
             )
@@ -236,7 +244,7 @@ def read(
                   "seed": split_settings.seed}  # fmt: skip
         if meta["split_settings"] != wanted:
             got = meta["split_settings"]
-            raise D.DatasetError(
+            raise DatasetError(
                 f"{name} was split with seed {got['seed']}, val share {got['val_share']:g} and test share "
                 f"{got['test_share']:g}; train with --seed {got['seed']} --val-share {got['val_share']:g} "
                 f"--test-share {got['test_share']:g}, or pack again with the settings you want"

@@ -6,18 +6,12 @@ are cropped from its grayscale version with the crop and resize training faces g
 (`fer.images.crop_faces`), at the size and margin the model was trained with (read from the model
 file), so prediction cannot drift from training.
 
-Model files can come from visitors too (`check_model_file`): a .keras file is a zip holding a
-config that Keras turns into objects, so it is checked as an upload (size, members) and loaded in
-Keras' safe mode with Python code refused, and kept only once it has classified a face.
+Models are loaded through fer.modelfile (Keras' safe mode, Python code refused), which also checks
+model files that visitors upload.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,18 +19,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import images
-from fer import preprocess as P
-from fer.train import ModelFileError
+from fer import images, modelfile
 
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
-# Uploaded model files: the server's upload cap, and what their zip may expand to (weights barely
-# compress, so a model that expands far beyond its size is a zip bomb, not a model).
-MAX_MODEL_BYTES = 200 * 1024**2
-MAX_MODEL_EXPANDED_BYTES = 1024**3
-MAX_MODEL_MEMBERS = 1000
-MAX_MODEL_RATIO = 100.0
 
 
 @dataclass
@@ -58,10 +44,8 @@ class Predictor:
     """A loaded model (and detector) ready for photos. Load once, use for many."""
 
     def __init__(self, model_path: str | Path, detector: str = "mtcnn") -> None:
-        from fer.train import load_model
-
-        self.model, self.metadata = load_model(Path(model_path))
-        self.labels, self.settings = _check_model(self.model, self.metadata, Path(model_path))
+        self.model, self.metadata = modelfile.load_model(Path(model_path))
+        self.labels, self.settings = modelfile.check_model(self.model, self.metadata, Path(model_path))
         self.detector_name = detector
         self._detector = None
 
@@ -75,11 +59,11 @@ class Predictor:
 
     def classify(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
         """Probabilities for (n, size, size) uint8 faces; `flip` averages with the mirrored faces."""
-        from fer.train import predict_probabilities
-
-        probabilities = predict_probabilities(self.model, faces)
+        probabilities = modelfile.predict_probabilities(self.model, faces)
         if flip and len(faces):
-            probabilities = (probabilities + predict_probabilities(self.model, faces[:, :, ::-1])) / 2
+            probabilities = (
+                probabilities + modelfile.predict_probabilities(self.model, faces[:, :, ::-1])
+            ) / 2
         return probabilities
 
     def predict(self, source, *, whole: bool = False, flip: bool = False) -> PhotoResult:
@@ -122,115 +106,6 @@ def detect_faces(detector, photo: Image.Image) -> tuple[list[tuple], list[float]
     )
     found = detector.detect(np.asarray(small))
     return [tuple(v / scale for v in d.box) for d in found], [d.score for d in found]
-
-
-def _check_model(model, metadata: dict, path: Path) -> tuple[list[str], P.PrepSettings]:
-    """The labels and preprocessing a loaded model declares, once they agree with its own shapes."""
-    labels = metadata.get("labels")
-    if (
-        not isinstance(labels, list)
-        or len(labels) < 2
-        or not all(isinstance(label, str) and label.strip() for label in labels)
-        or len(set(labels)) != len(labels)
-    ):
-        raise ModelFileError(
-            f"{path}: its fer.json must list two or more distinct label names under 'labels', "
-            f"got {str(labels)[:200]}"
-        )
-    try:
-        settings = P.settings_of(metadata)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelFileError(
-            f"{path}: its fer.json must give the image_size (48 to 224) and margin the model was trained "
-            f"with ({type(error).__name__}: {error})"
-        ) from error
-    size = settings.size
-    try:
-        inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
-    except (AttributeError, TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: the model has no single input and output ({error})") from error
-    if inputs != (None, size, size, 1) or outputs != (None, len(labels)):
-        raise ModelFileError(
-            f"{path}: the model must take {size}x{size} grayscale faces (shape (None, {size}, {size}, 1)) "
-            f"and give one probability per label (shape (None, {len(labels)})), as its fer.json says; "
-            f"it takes {inputs} and gives {outputs}"
-        )
-    return list(labels), settings
-
-
-def _check_model_zip(data: bytes) -> None:
-    """The zip's own claims (members, sizes, file types), before Keras reads a byte of it: the same
-    checks as an uploaded dataset zip (`fer.uploads`), with a model file's limits."""
-    from fer.uploads import UploadError, _check_members
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise ModelFileError(
-            f"not a Keras model file: a .keras file is a zip archive, and this is not one ({error})"
-        ) from error
-    try:
-        _check_members(
-            infos,
-            MAX_MODEL_MEMBERS,
-            MAX_MODEL_EXPANDED_BYTES,
-            MAX_MODEL_RATIO,
-            advice="a model file from `fer train` is far smaller; upload the .keras file it wrote",
-            note="Model weights barely compress",
-        )
-    except UploadError as error:
-        raise ModelFileError(f"not a safe model file: {error}") from None
-
-
-def check_model_file(data: bytes, dest_dir: str | Path | None = None) -> Path:
-    """Keep an uploaded model file if this project can use it safely, and return where it is kept.
-
-    It must be at most MAX_MODEL_BYTES, a zip that makes sense as a model, carry the fer.json that
-    `fer train` writes (labels and image_size), load in Keras' safe mode with no Python code (a
-    Lambda layer is refused), have the shapes its fer.json promises, and classify a blank face.
-    Only then is it written, as <dest_dir>/<sha256[:16]>.keras (default fer.paths.data_dir() /
-    "models"); the same bytes again reuse that file. ModelFileError says what failed.
-    """
-    if len(data) > MAX_MODEL_BYTES:
-        raise ModelFileError(
-            f"the file is {len(data):,} bytes, more than the {MAX_MODEL_BYTES:,} a model upload may be"
-        )
-    _check_model_zip(data)
-    if dest_dir is None:
-        from fer.paths import data_dir
-
-        dest_dir = data_dir() / "models"
-    dest_dir = Path(dest_dir)
-    target = dest_dir / f"{hashlib.sha256(data).hexdigest()[:16]}.keras"
-    if target.is_file():
-        return target
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=".upload-", suffix=".keras", dir=dest_dir)
-    staging = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        try:
-            predictor = Predictor(staging, detector="haar")  # the detector loads lazily: never here
-            size = predictor.settings.size
-            probabilities = predictor.classify(np.full((1, size, size), 128, dtype=np.uint8))
-        except ModelFileError as error:
-            raise ModelFileError(
-                str(error).replace(f"{staging}: ", "").replace(str(staging), "the file")
-            ) from error
-        except Exception as error:  # noqa: BLE001 - loaded but unusable: say so, whatever broke
-            raise ModelFileError(
-                f"the model loads but cannot classify a face ({type(error).__name__}: {error})"
-            ) from error
-        if probabilities.shape != (1, len(predictor.labels)) or not np.isfinite(probabilities).all():
-            raise ModelFileError(
-                f"the model loads but gives no usable probabilities for a face (got {probabilities!r:.200})"
-            )
-        os.replace(staging, target)
-    finally:
-        staging.unlink(missing_ok=True)
-    return target
 
 
 # Showing results ----------------------------------------------------------------------------------

@@ -34,13 +34,13 @@ import pandas as pd
 from PIL import Image
 
 from fer import datasets, images
+from fer.config import MAX_SIZE, MIN_SIZE
 
 # Bump when the pixels a setting produces change, so old caches are not reused.
 # 2: reduced-scale JPEG decodes map boxes by the exact DCT scale; 3: EXIF-upright faces;
 # 4: see-through pixels laid on white, as prediction does (they were read as their colour alone);
 # 5: photos over fer.images.MAX_PHOTO_PIXELS (40 MP, prediction's limit; it was 64 here) are skipped
 CACHE_VERSION = 5
-MIN_SIZE, MAX_SIZE = 48, 224
 Progress = Callable[[int, int], None]  # (faces done, faces in all)
 
 

@@ -258,7 +258,7 @@ class RunFaces:
 
     def split_counts(self) -> pd.DataFrame:
         """Faces per label (rows) and split (columns: train, val, test) as the run's training saw them:
-        the same threshold, split and training-face cap (`max_faces`) as fer.train.load_splits."""
+        the same threshold, split and training-face cap (`max_faces`) as fer.faces.load_splits."""
         from fer import splits
         from fer.labels import ordered
 

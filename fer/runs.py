@@ -51,8 +51,8 @@ PREDICTIONS = "predictions.csv"
 LOG = "train.log"  # the training process's output, when the dashboard started it
 CANCEL = "cancel"  # present: the run is asked to stop after its current batch
 # The entry inside a saved model (best.keras, last.keras) holding its metadata: labels, preprocessing,
-# dataset roots, split counts. The model-file code writes it; it is named here too so that reading a
-# run needs neither that code nor Keras.
+# dataset roots, split counts. fer.modelfile writes it under this name; reading a run needs neither
+# that module nor Keras.
 MODEL_METADATA = "fer.json"
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")

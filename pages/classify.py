@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import images, predict
+from fer import images, modelfile, predict
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -41,7 +41,7 @@ with st.expander("Use your own model file"):
         if last is None or last[0] != upload.file_id:
             try:
                 with st.spinner(f"Checking {upload.name}..."):
-                    kept = str(predict.check_model_file(upload.getvalue()))
+                    kept = str(modelfile.check_model_file(upload.getvalue()))
             except (ValueError, OSError) as error:
                 last = (upload.file_id, None, str(error))
             else:

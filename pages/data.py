@@ -16,6 +16,7 @@ import plotly.express as px
 import streamlit as st
 
 from fer import datasets, export, paths, preprocess, splits, uploads
+from fer.config import MAX_SIZE, MIN_SIZE
 from pages import common
 
 # Page-local session keys (widget keys are named here so tests can find the widgets).
@@ -286,8 +287,8 @@ st.caption(
 st.header("Process and export faces")
 size = st.number_input(
     "Image size (pixels per side)",
-    min_value=preprocess.MIN_SIZE,
-    max_value=preprocess.MAX_SIZE,
+    min_value=MIN_SIZE,
+    max_value=MAX_SIZE,
     value=224,
     step=8,
     key=EXPORT_SIZE,

@@ -15,8 +15,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from fer import datasets, launch, paths, runs
-from fer.models import ARCHITECTURES
-from fer.train import TrainConfig, read_metadata
+from fer.config import ARCHITECTURES, TrainConfig
+from fer.modelfile import read_metadata
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -108,7 +108,7 @@ def show_progress(run: Path, status: dict) -> None:
         st.progress(
             min(batch / batches, 1.0), text=f"Epoch {epoch} of {epochs}: batch {batch:,} of {batches:,}"
         )
-    if (run / launch.CANCEL).exists():
+    if (run / runs.CANCEL).exists():
         st.caption("Cancel requested: the run stops after its current batch.")
 
 

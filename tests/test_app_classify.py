@@ -115,8 +115,9 @@ def own_models(tmp_path_factory) -> dict[str, bytes]:
     """Model files a visitor might upload: a good one with labels of its own, and one with a Lambda."""
     from test_bad_input import lambda_model
 
-    from fer.models import ModelConfig, build
-    from fer.train import save_model
+    from fer.config import ModelConfig
+    from fer.modelfile import save_model
+    from fer.models import build
 
     folder = tmp_path_factory.mktemp("own-models")
     good = folder / "good.keras"

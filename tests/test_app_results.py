@@ -13,7 +13,7 @@ from test_report import EVIL, known_run, tiny_training
 
 from fer import paths, results
 from fer import runs as R
-from fer.train import TrainConfig
+from fer.config import TrainConfig
 from pages import common
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")

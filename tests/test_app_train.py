@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from fer import launch
 from fer import runs as R
-from fer.train import TrainConfig
+from fer.config import TrainConfig
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 300.0  # seconds for a one-epoch run on 42 faces, with the machine loaded
@@ -147,7 +147,7 @@ def test_a_run_cancelled_on_the_page_shows_a_note_and_can_then_be_deleted(tiny_d
 @pytest.mark.slow
 def test_a_run_started_from_the_bundled_model_fine_tunes_it(tiny_dataset):
     from fer import paths
-    from fer.train import read_metadata
+    from fer.modelfile import read_metadata
 
     at = open_train_page(tiny_dataset)
     start = at.selectbox(key="start_from")

@@ -37,25 +37,28 @@ import numpy as np, pandas as pd
 import keras
 from fer import runs as R
 from fer import train as T
-from fer.models import ModelConfig, build
+from fer.config import ModelConfig, TrainConfig
+from fer.faces import Split
+from fer.modelfile import load_model, predict_probabilities
+from fer.models import build
 
 run_dir = Path(sys.argv[1])
-config = T.TrainConfig(batch_size=16, epochs=1)  # the default architecture
+config = TrainConfig(batch_size=16, epochs=1)  # the default architecture
 model_config = config.model_config(num_classes=7)
 model = build(model_config)
 T._compile(model, config)
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (32, 48, 48), dtype=np.uint8)
 y = np.arange(32) % 7
-split = T.Split(images, pd.DataFrame({"label": y}), y)
-data = T.batches(split, config, training=True, num_classes=7)
+split = Split(images, pd.DataFrame({"label": y}), y)
+data = T.Batches(split, config, training=True, num_classes=7)
 before = keras.ops.convert_to_numpy(model.trainable_weights[0]).copy()
 metadata = {"labels": list("abcdefg"), "image_size": 48}
-recorder = T._recorder_class()(run_dir, config, metadata, {}, len(data))
+recorder = T.RunRecorder(run_dir, config, metadata, {}, len(data))
 history = model.fit(data, epochs=1, callbacks=[recorder], verbose=0)
 after = keras.ops.convert_to_numpy(model.trainable_weights[0])
-loaded, saved = T.load_model(run_dir / "best.keras")
-probabilities = T.predict_probabilities(loaded, images[:4])
+loaded, saved = load_model(run_dir / "best.keras")
+probabilities = predict_probabilities(loaded, images[:4])
 print(json.dumps({
     "backend": keras.backend.backend(),
     "arch": model_config.arch,
@@ -73,7 +76,7 @@ print(json.dumps({
 @pytest.mark.slow
 def test_jax_backend_trains_the_default_architecture(tmp_path):
     pytest.importorskip("jax")
-    from fer.models import ModelConfig
+    from fer.config import ModelConfig
 
     # Unoptimised XLA code compiles in half the time on a small CPU; the numbers are the same.
     flags = os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0")
@@ -110,11 +113,13 @@ tf.distribute.MirroredStrategy = recording
 
 from fer import runs as R
 from fer import train as T
+from fer.config import TrainConfig
+from fer.modelfile import read_metadata
 
 dataset, run_dir = sys.argv[1], Path(sys.argv[2])
 # val and test get two photos of each of the seven labels: 14 faces, so the first validation batch (8)
 # splits evenly over two replicas (see the note in test_mirrored_strategy_trains_on_two_replicas).
-config = T.TrainConfig(
+config = TrainConfig(
     datasets=(dataset,), arch="vgg-small", width=4, image_size=48, epochs=1, batch_size=8,
     val_share=0.25, test_share=0.25, strategy="mirrored",
 )
@@ -125,7 +130,7 @@ print(json.dumps({
     "state": R.read_status(run_dir)["state"],
     "history_epochs": R.read_history(run_dir)["epoch"].tolist(),
     "n": metrics["n"],
-    "strategy": T.read_metadata(run_dir / "best.keras")["train"]["strategy"],
+    "strategy": read_metadata(run_dir / "best.keras")["train"]["strategy"],
 }))
 """
 

@@ -21,14 +21,17 @@ import pytest
 from helpers import expw, folders, photo, write_csv, zip_of
 from PIL import Image
 
-from fer import cli, images, predict, report
+from fer import cli, images, modelfile, predict, report
 from fer import datasets as D
 from fer import preprocess as P
 from fer import runs as R
 from fer import train as T
 from fer import uploads as U
+from fer.config import ModelConfig, TrainConfig
+from fer.faces import load_splits
 from fer.labels import LABELS
-from fer.models import ModelConfig, build
+from fer.modelfile import ModelFileError, load_model, save_model
+from fer.models import build
 from fer.summary import summarize
 
 WHOLE = (float("nan"),) * 4
@@ -72,7 +75,7 @@ def model_path(tmp_path_factory) -> Path:
     """An untrained seed model saved the way `fer train` saves models."""
     path = tmp_path_factory.mktemp("model") / "model.keras"
     model = build(ModelConfig(arch="seed", image_size=48, num_classes=7))
-    T.save_model(model, path, {"labels": list(LABELS), "image_size": 48, "margin": 0.0})
+    save_model(model, path, {"labels": list(LABELS), "image_size": 48, "margin": 0.0})
     return path
 
 
@@ -343,7 +346,7 @@ def test_a_dataset_empty_after_filtering_keeps_0_and_training_refuses_naming_the
     summary = summarize(D.load(root), min_confidence=0.95)
     assert (summary["faces"], summary["kept"]) == (14, 0)
     assert all(row["kept"] == 0 for row in summary["per_label"].values())
-    config = T.TrainConfig(datasets=(str(root),), arch="seed", epochs=1, min_confidence=0.95)
+    config = TrainConfig(datasets=(str(root),), arch="seed", epochs=1, min_confidence=0.95)
     message = "training needs faces of at least two labels; the data at min_confidence 0.95 holds no face; lower the confidence threshold"
     with pytest.raises(D.DatasetError, match=message):
         T.train(config, tmp_path / "run")
@@ -353,12 +356,12 @@ def test_a_dataset_empty_after_filtering_keeps_0_and_training_refuses_naming_the
 
 def test_a_dataset_with_one_label_is_refused_by_training(tmp_path):
     root = folders(tmp_path / "faces", {"happy": 6})
-    config = T.TrainConfig(datasets=(str(root),), arch="seed", epochs=1)
+    config = TrainConfig(datasets=(str(root),), arch="seed", epochs=1)
     with pytest.raises(
         D.DatasetError,
         match="training needs faces of at least two labels; the data holds only 6 faces labelled happy; add faces of another label$",
     ):
-        T.load_splits(config)
+        load_splits(config)
 
 
 # Uploaded zips (fer.uploads; test_uploads.py checks each in depth) ----------------------------------
@@ -434,7 +437,7 @@ def lambda_model(path: Path) -> Path:
     inputs = keras.Input((48, 48, 1))
     x = keras.layers.Lambda(lambda t: t / 255.0)(inputs)
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
-    T.save_model(
+    save_model(
         keras.Model(inputs, outputs), path, {"labels": ["happy", "sad"], "image_size": 48, "margin": 0.0}
     )
     return path
@@ -448,7 +451,7 @@ def plain_keras_model(path: Path) -> Path:
 
 def with_metadata(metadata: dict):
     def make(path: Path) -> Path:
-        T.save_model(build(ModelConfig(arch="seed", image_size=48, num_classes=7)), path, metadata)
+        save_model(build(ModelConfig(arch="seed", image_size=48, num_classes=7)), path, metadata)
         return path
 
     return make
@@ -500,8 +503,8 @@ def test_an_uploaded_model_that_is_not_a_safe_keras_model_is_refused_and_not_kep
     make, message = MODELS[case]
     path = make(tmp_path / "upload.keras")
     kept = tmp_path / "models"
-    with pytest.raises(T.ModelFileError, match=message) as error:
-        predict.check_model_file(path.read_bytes(), kept)
+    with pytest.raises(ModelFileError, match=message) as error:
+        modelfile.check_model_file(path.read_bytes(), kept)
     assert isinstance(error.value, ValueError)
     assert str(tmp_path) not in str(error.value)  # the visitor sees no server path
     assert not kept.exists() or not any(kept.iterdir())
@@ -519,18 +522,18 @@ LOADS = {
 def test_loading_such_a_model_is_a_model_file_error_not_an_arbitrary_exception(tmp_path, case):
     """What the CLI (--model) and the dashboard's model list load goes through the same refusals."""
     path = MODELS[case][0](tmp_path / "bad.keras")
-    for load in (T.load_model, predict.Predictor):
-        with pytest.raises(T.ModelFileError, match=LOADS[case]):
+    for load in (load_model, predict.Predictor):
+        with pytest.raises(ModelFileError, match=LOADS[case]):
             load(path)
 
 
 def test_a_good_uploaded_model_is_kept_under_its_hash_and_predicts(tmp_path, model_path):
     data = model_path.read_bytes()
-    kept = predict.check_model_file(data, tmp_path / "models")
+    kept = modelfile.check_model_file(data, tmp_path / "models")
     assert kept.parent == tmp_path / "models" and kept.suffix == ".keras" and len(kept.stem) == 16
     assert kept.read_bytes() == data
     assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # no staging file left
-    assert predict.check_model_file(data, tmp_path / "models") == kept  # the same bytes again
+    assert modelfile.check_model_file(data, tmp_path / "models") == kept  # the same bytes again
     assert predict.Predictor(kept, detector="haar").labels == list(LABELS)
 
 

@@ -265,13 +265,15 @@ def test_export_command_writes_a_scored_model(tmp_path, capsys):
     from helpers import expw_faces
 
     from fer import train as T
+    from fer.config import TrainConfig
+    from fer.modelfile import read_metadata
 
     data = expw_faces(tmp_path / "expw", 42)
     run_dir = tmp_path / "run"
-    T.train(T.TrainConfig(datasets=(str(data),), arch="seed", epochs=1, image_size=48), run_dir)
+    T.train(TrainConfig(datasets=(str(data),), arch="seed", epochs=1, image_size=48), run_dir)
     out = tmp_path / "model.keras"
     assert cli.main(["export", str(run_dir), "--out", str(out), "--score", str(data)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
-    assert set(T.read_metadata(out)["test_metrics"]) == {"expw"}
+    assert set(read_metadata(out)["test_metrics"]) == {"expw"}
     assert cli.main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.keras")]) == 2
     assert "no best.keras" in capsys.readouterr().err

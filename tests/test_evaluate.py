@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from fer import cli
 from fer import runs as R
 from fer import train as T
+from fer.config import TrainConfig
 from fer.evaluate import evaluate, metrics, predictions_table
 from fer.labels import LABELS
 
@@ -110,7 +111,7 @@ def test_predictions_table_has_a_probability_per_label():
 def trained(tmp_path_factory):
     """A one-epoch model trained on a tiny ExpW dataset (all seven labels), and its run folder."""
     dataset = expw_faces(tmp_path_factory.mktemp("evaluate-data") / "expw", 42)
-    config = T.TrainConfig(
+    config = TrainConfig(
         datasets=(str(dataset),), arch="vgg-small", width=4, image_size=48, epochs=1, batch_size=8
     )
     run_dir = tmp_path_factory.mktemp("evaluate-run") / "run"

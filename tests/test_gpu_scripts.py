@@ -16,11 +16,7 @@ import pytest
 from helpers import expw_faces
 
 from fer import cli, pack
-
-try:
-    from fer.modelfile import load_model
-except ImportError:  # fer/train.py before the model-file module was split out of it
-    from fer.train import load_model
+from fer.modelfile import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")

@@ -18,7 +18,7 @@ from helpers import expw_faces
 
 from fer import cli, launch, paths
 from fer import runs as R
-from fer.train import TrainConfig
+from fer.config import TrainConfig
 
 # The report's CNN on 48-pixel faces: the quickest real training there is.
 QUICK = {"arch": "seed", "image_size": 48, "batch_size": 8, "augment": False}

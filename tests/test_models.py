@@ -8,7 +8,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from fer.models import ARCHITECTURES, ModelConfig, build
+from fer.config import ARCHITECTURES, ModelConfig
+from fer.models import build
 
 
 @pytest.mark.parametrize("size", [48, 64])

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from fer import cli, images, predict
+from fer.config import ModelConfig
 from fer.labels import LABELS
-from fer.models import ModelConfig, build
-from fer.train import save_model
+from fer.modelfile import save_model
+from fer.models import build
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from fer import cli, paths, report, results
 from fer import evaluate as E
 from fer import runs as R
 from fer import train as T
+from fer.config import TrainConfig
 
 EVIL = "<script>alert('x')</script>"
 LABELS = ["happy", "sad", EVIL]
@@ -27,7 +28,7 @@ def known_run(run_dir: Path, *, dataset: str = "/nowhere/moved-dataset") -> Path
     dataset no longer exists, so it has no face images."""
     y_true = np.repeat(np.arange(3), CONFUSION.sum(axis=1))
     y_pred = np.concatenate([np.repeat(np.arange(3), row) for row in CONFUSION])
-    config = T.TrainConfig(datasets=(dataset,), arch="seed", epochs=3)
+    config = TrainConfig(datasets=(dataset,), arch="seed", epochs=3)
     model = config.model_config(num_classes=3)
     R.write_json(
         run_dir / "config.json",
@@ -132,7 +133,7 @@ def test_report_holds_the_numbers_escaped_and_self_contained(run_dir):
 
 def test_report_of_a_failed_run_shows_its_error(tmp_path):
     run_dir = tmp_path / "failed"
-    R.write_json(run_dir / "config.json", {"train": asdict(T.TrainConfig())})
+    R.write_json(run_dir / "config.json", {"train": asdict(TrainConfig())})
     R.set_status(run_dir, "failed", error="DatasetError: no usable face <here>")
     page = report.build_report(run_dir)
     assert "failed: DatasetError: no usable face &lt;here&gt;" in page
@@ -168,7 +169,7 @@ def tiny_training(base: Path) -> Path:
     model on 300 demo faces. A finished one already there is reused, so the modules that need it
     share one training; it is kept out of conftest's FER_HOME, where other pages' tests list runs."""
     home = base / "results-home"
-    config = T.TrainConfig(datasets=("demo",), arch="seed", epochs=1, image_size=48, max_faces=300,
+    config = TrainConfig(datasets=("demo",), arch="seed", epochs=1, image_size=48, max_faces=300,
                            batch_size=32, augment=False)  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FER_HOME", str(home))

@@ -35,6 +35,9 @@ from streamlit.testing.v1 import AppTest
 from fer import cli, launch
 from fer import runs as R
 from fer import train as T
+from fer.config import TrainConfig
+from fer.faces import load_splits
+from fer.modelfile import load_model, predict_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "streamlit_app.py")
@@ -174,7 +177,7 @@ def assert_whole(run_dir: Path) -> None:
             table = pd.read_csv(path)
             assert len(table.columns) > 1, f"{name} lost its header"
         elif name.endswith(".keras"):
-            model, metadata = T.load_model(path)
+            model, metadata = load_model(path)
             assert model.output_shape == (None, 7) and metadata["labels"], name
     history = R.read_history(run_dir)
     if len(history):
@@ -254,10 +257,10 @@ def test_a_run_killed_again_and_again_resumes_to_exactly_its_epochs(tmp_path, ti
     metrics = R.read_metrics(run_dir)
     best_epoch = metrics["best_epoch"]
     assert history["val_accuracy"].idxmax() + 1 == best_epoch
-    config = T.TrainConfig.from_dict(R.read_json(run_dir / "config.json")["train"])
-    _, splits = T.load_splits(config)
-    best, metadata = T.load_model(run_dir / "best.keras")
-    predicted = T.predict_probabilities(best, splits["val"].images, config.batch_size).argmax(axis=1)
+    config = TrainConfig.from_dict(R.read_json(run_dir / "config.json")["train"])
+    _, splits = load_splits(config)
+    best, metadata = load_model(run_dir / "best.keras")
+    predicted = predict_probabilities(best, splits["val"].images, config.batch_size).argmax(axis=1)
     assert float(np.mean(predicted == splits["val"].y)) == pytest.approx(
         history["val_accuracy"].iloc[best_epoch - 1], abs=1e-6
     )
@@ -275,7 +278,7 @@ def test_resume_refuses_a_run_whose_process_is_still_going(tmp_path):
             {**R.set_status(run_dir, "running"), "pid": other.pid},  # as its own process wrote it
         )
         with pytest.raises(ValueError, match=f"still running.*{other.pid}"):
-            T.train(T.TrainConfig(), run_dir, resume=True)
+            T.train(TrainConfig(), run_dir, resume=True)
         assert R.read_json(run_dir / "status.json")["pid"] == other.pid, "the live run's status was touched"
     finally:
         other.kill()
@@ -299,14 +302,15 @@ if kind == "json":
         i += 1
         R.write_text(target, '{"i": %d, "pad": "%s"}' % (i, pad))
 else:
-    from fer import train as T
-    from fer.models import ModelConfig, build
+    from fer.config import ModelConfig
+    from fer.modelfile import save_model
+    from fer.models import build
 
     model = build(ModelConfig(arch="seed", image_size=48, num_classes=7))
     i = 0
     while True:
         i += 1
-        T.save_model(model, target, {"labels": ["a"] * 7, "i": i})
+        save_model(model, target, {"labels": ["a"] * 7, "i": i})
 """
 
 
@@ -323,7 +327,7 @@ def _writer(kind: str, target: Path) -> subprocess.Popen:
 
 @pytest.mark.parametrize("kind", ["json", pytest.param("keras", marks=pytest.mark.slow)])
 def test_a_file_being_rewritten_is_always_the_old_or_the_new_one_whole(tmp_path, kind):
-    """fer.runs.write_atomic and fer.train.save_model, frozen (SIGSTOP) at eight random moments and
+    """fer.runs.write_atomic and fer.modelfile.save_model, frozen (SIGSTOP) at eight random moments and
     finally killed: what is on disk at each moment is what a kill -9 then would leave."""
     target = tmp_path / ("state.json" if kind == "json" else "best.keras")
     rng = random.Random(11)
@@ -334,7 +338,7 @@ def test_a_file_being_rewritten_is_always_the_old_or_the_new_one_whole(tmp_path,
             value = json.loads(target.read_text())
             assert len(value["pad"]) == 4_000_000
             return value["i"]
-        model, metadata = T.load_model(target)
+        model, metadata = load_model(target)
         assert model.output_shape == (None, 7)
         return metadata["i"]
 
@@ -438,7 +442,7 @@ def test_a_read_only_runs_folder_fails_the_run_with_a_message(small_disk, tiny_d
     assert str(runs / "new") in stderr
     monkeypatch.setenv("FER_HOME", str(small_disk))  # the dashboard's runs folder is that one
     with pytest.raises(OSError, match="cannot create a run folder under .*read-only file system"):
-        launch.start(T.TrainConfig(datasets=(str(tiny_dataset),), epochs=1))
+        launch.start(TrainConfig(datasets=(str(tiny_dataset),), epochs=1))
     assert _snapshot(other) == before
     assert R.list_runs(runs) == [other]
 

@@ -16,11 +16,15 @@ import pandas as pd
 import pytest
 from helpers import RUN_FILES, expw_faces
 
+import fer.faces
 from fer import runs as R
 from fer import train as T
 from fer.augment import AugmentSettings, augment
+from fer.config import ModelConfig, TrainConfig
+from fer.evaluate import export_model
+from fer.faces import Split
 from fer.labels import LABELS
-from fer.models import ModelConfig
+from fer.modelfile import load_model, predict_probabilities, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +47,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_dataset, home):
     """One finished two-epoch run (with class weighting), shared by the run-folder tests."""
-    config = T.TrainConfig(datasets=(str(tiny_dataset),), epochs=2, class_weight=True, seed=3, **TINY)
+    config = TrainConfig(datasets=(str(tiny_dataset),), epochs=2, class_weight=True, seed=3, **TINY)
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FER_HOME", str(home))
@@ -64,7 +68,7 @@ def test_run_folder_holds_every_file(finished_run):
     assert status.get("error") is None
     assert R.read_json(run_dir / "labels.json") == list(LABELS)
     saved = R.read_json(run_dir / "config.json")
-    assert T.TrainConfig.from_dict(saved["train"]) == config
+    assert TrainConfig.from_dict(saved["train"]) == config
     assert ModelConfig.from_dict(saved["model"]) == config.model_config(num_classes=7)
     assert R.read_json(run_dir / "state.json")["epoch"] == 2
 
@@ -108,18 +112,18 @@ def test_metrics_and_predictions(finished_run):
 
 def test_saved_model_carries_its_config(finished_run):
     config, run_dir, metrics = finished_run
-    metadata = T.read_metadata(run_dir / "best.keras")
+    metadata = read_metadata(run_dir / "best.keras")
     assert metadata["labels"] == list(LABELS)
     assert metadata["image_size"] == config.image_size
     assert ModelConfig.from_dict(metadata["model"]) == config.model_config(num_classes=7)
     assert metadata["model"] == asdict(config.model_config(num_classes=7))
-    assert T.TrainConfig.from_dict(metadata["train"]) == config
+    assert TrainConfig.from_dict(metadata["train"]) == config
     assert metadata["test_metrics"]["accuracy"] == metrics["accuracy"]
-    model, loaded = T.load_model(run_dir / "best.keras")
+    model, loaded = load_model(run_dir / "best.keras")
     assert loaded == metadata
     assert model.output_shape == (None, len(metadata["labels"]))
     assert model.input_shape == (None, config.image_size, config.image_size, 1)
-    assert T.read_metadata(run_dir / "last.keras")["labels"] == list(LABELS)
+    assert read_metadata(run_dir / "last.keras")["labels"] == list(LABELS)
 
 
 def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_dataset, tmp_path):
@@ -128,7 +132,7 @@ def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_datas
     from fer.models import build
 
     config, run_dir, _ = finished_run
-    source, _ = T.load_model(run_dir / "best.keras")
+    source, _ = load_model(run_dir / "best.keras")
     wider = replace(config, width=config.width * 2, epochs=1, init_from=str(run_dir / "best.keras"))
     model = build(wider.model_config(num_classes=7))
     T._start_from(model, run_dir / "best.keras", list(LABELS))
@@ -150,7 +154,7 @@ def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_datas
     assert metrics["n"] == 7
     saved = R.read_json(tmp_path / "grown" / "config.json")
     assert saved["train"]["init_from"] == str(run_dir / "best.keras")
-    assert T.read_metadata(tmp_path / "grown" / "best.keras")["model"]["width"] == config.width * 2
+    assert read_metadata(tmp_path / "grown" / "best.keras")["model"]["width"] == config.width * 2
 
 
 def test_a_model_is_fine_tuned_on_data_with_only_some_of_its_labels(finished_run, tmp_path):
@@ -164,7 +168,7 @@ def test_a_model_is_fine_tuned_on_data_with_only_some_of_its_labels(finished_run
         config, datasets=(str(two),), epochs=1, class_weight=False, init_from=str(run_dir / "best.keras")
     )
     metrics = T.train(tuned, tmp_path / "tuned")
-    assert T.read_metadata(tmp_path / "tuned" / "best.keras")["labels"] == list(LABELS)  # the model's seven
+    assert read_metadata(tmp_path / "tuned" / "best.keras")["labels"] == list(LABELS)  # the model's seven
     predictions = pd.read_csv(tmp_path / "tuned" / "predictions.csv")
     assert set(predictions["label"]) <= {"happy", "sad"} and len(predictions) == metrics["n"]
     assert metrics["per_class"]["happy"]["support"] + metrics["per_class"]["sad"]["support"] == metrics["n"]
@@ -183,13 +187,13 @@ def test_read_metadata_refuses_a_file_that_is_not_a_model(tmp_path):
     bogus = tmp_path / "model.keras"
     bogus.write_text("not a zip")
     with pytest.raises(ValueError, match="not a model saved by fer train"):
-        T.read_metadata(bogus)
+        read_metadata(bogus)
 
 
 def test_label_smoothing_and_class_weight_run(tmp_path, tiny_dataset):
     import keras
 
-    config = T.TrainConfig(
+    config = TrainConfig(
         datasets=(str(tiny_dataset),),
         epochs=1,
         label_smoothing=0.1,
@@ -206,15 +210,15 @@ def test_label_smoothing_and_class_weight_run(tmp_path, tiny_dataset):
 
 def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
     run_dir = tmp_path / "run"
-    load_splits = T.load_splits
+    load_splits = fer.faces.load_splits
 
     def load_then_cancel(*args, **kwargs):  # train() removes a stale cancel file first; ask after that
         result = load_splits(*args, **kwargs)
         (run_dir / "cancel").touch()
         return result
 
-    monkeypatch.setattr(T, "load_splits", load_then_cancel)
-    config = T.TrainConfig(datasets=(str(tiny_dataset),), epochs=3, **TINY)
+    monkeypatch.setattr(fer.faces, "load_splits", load_then_cancel)
+    config = TrainConfig(datasets=(str(tiny_dataset),), epochs=3, **TINY)
     assert T.train(config, run_dir) == {}
     assert R.read_status(run_dir)["state"] == "cancelled"
     assert not (run_dir / "metrics.json").exists()
@@ -226,7 +230,7 @@ def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
     assert len(R.read_history(run_dir)) == 0
     assert not (run_dir / "last.keras").exists() and not (run_dir / "best.keras").exists()
     (run_dir / "cancel").unlink(missing_ok=True)
-    monkeypatch.setattr(T, "load_splits", load_splits)
+    monkeypatch.setattr(fer.faces, "load_splits", load_splits)
     T.train(config, run_dir, resume=True)
     assert R.read_history(run_dir)["epoch"].tolist() == [1, 2, 3]
     assert R.read_status(run_dir)["state"] == "done"
@@ -247,32 +251,32 @@ def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
 )
 def test_train_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        T.TrainConfig(**{field: value})
+        TrainConfig(**{field: value})
 
 
 def test_train_config_round_trips_through_json():
-    config = T.TrainConfig(datasets=("a", "b"), arch="seed", epochs=2, max_faces=10, min_confidence=0.5)
-    assert T.TrainConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
+    config = TrainConfig(datasets=("a", "b"), arch="seed", epochs=2, max_faces=10, min_confidence=0.5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
 
 
 def test_resume_needs_a_run_folder(tmp_path):
     with pytest.raises(ValueError, match="config.json"):
-        T.train(T.TrainConfig(), tmp_path / "empty", resume=True)
+        T.train(TrainConfig(), tmp_path / "empty", resume=True)
 
 
 # Batches ------------------------------------------------------------------------------------------
 
 
-def _split(n: int = 20, size: int = 48) -> T.Split:
+def _split(n: int = 20, size: int = 48) -> Split:
     images = np.random.default_rng(0).integers(0, 256, (n, size, size), dtype=np.uint8)
     y = np.arange(n) % 3
-    return T.Split(images, pd.DataFrame({"label": y}), y)
+    return Split(images, pd.DataFrame({"label": y}), y)
 
 
 def test_validation_batches_are_the_faces_in_order():
     split = _split()
-    config = T.TrainConfig(batch_size=8)
-    data = T.batches(split, config, training=False, num_classes=3)
+    config = TrainConfig(batch_size=8)
+    data = T.Batches(split, config, training=False, num_classes=3)
     assert len(data) == 3
     xs, ys = zip(*(data[i] for i in range(len(data))))
     assert [len(y) for y in ys] == [8, 8, 4]
@@ -284,8 +288,8 @@ def test_validation_batches_are_the_faces_in_order():
 
 def test_training_batches_shuffle_augment_and_smooth():
     split = _split()
-    config = T.TrainConfig(batch_size=8, label_smoothing=0.1)
-    data = T.batches(split, config, training=True, num_classes=3)
+    config = TrainConfig(batch_size=8, label_smoothing=0.1)
+    data = T.Batches(split, config, training=True, num_classes=3)
     xs, ys = zip(*(data[i] for i in range(len(data))))
     y = np.concatenate(ys)
     assert y.shape == (20, 3)  # one-hot for the categorical loss
@@ -313,11 +317,11 @@ def _epochs_through_keras(data, epochs: int = 2) -> list[np.ndarray]:
 
 def test_loader_threads_make_the_same_batches_as_one(monkeypatch):
     split = _split(n=40)
-    config = T.TrainConfig(batch_size=4)
+    config = TrainConfig(batch_size=4)
     runs = {}
     for threads in (1, 3):
         monkeypatch.setenv("FER_LOADER_THREADS", str(threads))
-        data = T.batches(split, config, training=True, num_classes=3)
+        data = T.Batches(split, config, training=True, num_classes=3)
         assert data.workers == threads
         runs[threads] = _epochs_through_keras(data)
     for one, three in zip(runs[1], runs[3]):
@@ -329,7 +333,7 @@ def test_loader_threads_make_the_same_batches_as_one(monkeypatch):
 def test_a_wrong_loader_thread_count_is_refused_by_name(monkeypatch, value):
     monkeypatch.setenv("FER_LOADER_THREADS", value)
     with pytest.raises(ValueError, match="FER_LOADER_THREADS"):
-        T.batches(_split(), T.TrainConfig(), training=True, num_classes=3)
+        T.Batches(_split(), TrainConfig(), training=True, num_classes=3)
 
 
 # Augmentation -------------------------------------------------------------------------------------
@@ -506,14 +510,14 @@ def test_killed_run_reads_interrupted_and_resumes_to_the_end(tmp_path):
     assert not (run_dir / "metrics.json").exists()
     assert keras.saving.load_model(run_dir / "last.keras").output_shape == (None, 7)
 
-    metrics = T.train(T.TrainConfig(), run_dir, resume=True)  # the saved config, not these defaults
+    metrics = T.train(TrainConfig(), run_dir, resume=True)  # the saved config, not these defaults
     assert R.read_status(run_dir)["state"] == "done"
     resumed = R.read_history(run_dir)
     assert resumed["epoch"].tolist() == [1, 2, 3]
     pd.testing.assert_series_equal(resumed.iloc[0], history.iloc[0])  # epoch 1 kept, not retrained
     assert R.read_json(run_dir / "state.json")["epoch"] == 3
     assert metrics["n"] == R.read_json(run_dir / "metrics.json")["n"] > 0
-    assert T.read_metadata(run_dir / "best.keras")["train"]["batch_size"] == 1
+    assert read_metadata(run_dir / "best.keras")["train"]["batch_size"] == 1
 
 
 def test_export_records_held_out_scores_and_predicts_the_same(finished_run, tiny_dataset, tmp_path, home):
@@ -521,8 +525,8 @@ def test_export_records_held_out_scores_and_predicts_the_same(finished_run, tiny
 
     _, run_dir, _ = finished_run
     out = tmp_path / "shipped.keras"
-    metadata = T.export_model(run_dir, out, score_on=(str(tiny_dataset),))
-    model, saved = T.load_model(out)
+    metadata = export_model(run_dir, out, score_on=(str(tiny_dataset),))
+    model, saved = load_model(out)
     assert saved["labels"] == metadata["labels"] and saved["exported_from"].endswith("best.keras")
     [(name, score)] = saved["test_metrics"].items()
     assert name == tiny_dataset.name
@@ -530,12 +534,12 @@ def test_export_records_held_out_scores_and_predicts_the_same(finished_run, tiny
     assert score["accuracy"] == pytest.approx(evaluated["accuracy"]) and score["n"] == evaluated["n"]
     faces = np.zeros((2, saved["image_size"], saved["image_size"]), np.uint8)
     np.testing.assert_allclose(
-        T.predict_probabilities(model, faces),
-        T.predict_probabilities(T.load_model(run_dir / "best.keras")[0], faces),
+        predict_probabilities(model, faces),
+        predict_probabilities(load_model(run_dir / "best.keras")[0], faces),
         atol=1e-6,
     )
 
 
 def test_export_of_a_run_without_a_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no best.keras"):
-        T.export_model(tmp_path, tmp_path / "out.keras")
+        export_model(tmp_path, tmp_path / "out.keras")
