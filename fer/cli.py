@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from fer import datasets
+from fer import datasets, logs
 from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, STRATEGIES, TrainConfig
+
+# The commands that load a model or train one, and so TensorFlow.
+KERAS_COMMANDS = ("train", "evaluate", "predict", "export")
 
 
 class ProgressBar:
@@ -60,6 +64,11 @@ def _dataset_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fer", description=__doc__)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"keep TensorFlow's own log lines (also: {logs.VERBOSE}=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     summary = commands.add_parser("summary", help="count faces per label and split; what a threshold keeps")
@@ -281,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.command_line = "python -m fer " + " ".join(shlex.quote(a) for a in argv)
+    if args.verbose:
+        os.environ[logs.VERBOSE] = "1"  # and to the processes this one starts
+    logs.quiet_environment()
     try:
+        if args.command in KERAS_COMMANDS:
+            logs.load_keras()  # now, so that TensorFlow's start-up lines are left out
         handler = {
             "summary": _summary,
             "prepare": _prepare,
@@ -293,11 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             "pack": _pack,
         }
         return handler[args.command](args)
-    except (
-        datasets.DatasetError,
-        ValueError,
-        OSError,
-    ) as error:  # OSError: e.g. --out is a file, or not writable
+    except (datasets.DatasetError, ValueError, OSError) as error:  # OSError: e.g. --out is not writable
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

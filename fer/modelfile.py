@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer import paths, preprocess, runs
+from fer import logs, paths, preprocess, runs
 from fer.config import MAX_SIZE, MIN_SIZE
 
 METADATA = runs.MODEL_METADATA  # the entry added to a saved .keras file: labels, preprocessing, config
@@ -117,7 +117,7 @@ def _python_code(config: object) -> str | None:
 def load_model(path: Path, compile: bool = False):
     """A saved model and its metadata, or ModelFileError saying why not. Keras' safe mode stays on,
     and a model that would run Python code (a Lambda layer) is refused before Keras reads it."""
-    import keras
+    keras = logs.load_keras()
 
     metadata = read_metadata(path)
     code = _python_code(_json_entry(path, "config.json"))
