@@ -20,11 +20,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from fer import datasets as D  # noqa: E402
-from fer import detect  # noqa: E402
+from fer import datasets as D
+from fer import detect
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "expw-sample"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from fer.predict import Predictor  # noqa: E402
+from fer.predict import Predictor
 
 PHOTO = Path(__file__).resolve().parents[1] / "data" / "expw-sample" / "image" / "afraid_man_208.jpg"
 

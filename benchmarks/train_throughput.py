@@ -23,14 +23,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from fer import datasets as D  # noqa: E402
-from fer import train as T  # noqa: E402
-from fer.config import ModelConfig, TrainConfig  # noqa: E402
-from fer.faces import load_splits  # noqa: E402
-from fer.models import build  # noqa: E402
+from fer import datasets as D
+from fer import train as T
+from fer.config import ModelConfig, TrainConfig
+from fer.faces import load_splits
+from fer.models import build
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "fer2013"
 

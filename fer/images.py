@@ -115,7 +115,7 @@ def open_photo(source: str | Path | bytes) -> Image.Image:
         raise PhotoError(
             "not an image file, or one of a kind this tool cannot read; use a JPEG, PNG or WebP photo"
         ) from error
-    except Exception as error:  # noqa: BLE001 - whatever the decoder says, it is not a usable photo
+    except Exception as error:
         raise PhotoError(
             f"not a readable image ({type(error).__name__}: {error}); use a JPEG or PNG"
         ) from error

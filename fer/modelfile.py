@@ -72,7 +72,7 @@ def _json_entry(path: Path, name: str) -> object:
             return json.loads(archive.read(info))
     except ModelFileError:
         raise
-    except Exception as error:  # noqa: BLE001 - whatever zipfile or json say, this is no model of ours
+    except Exception as error:
         raise ModelFileError(
             f"{path} is not a model saved by fer train (its {name} cannot be read: {type(error).__name__}: "
             f"{error})"
@@ -128,7 +128,7 @@ def load_model(path: Path, compile: bool = False):
         )
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - a file from outside: any failure means "not usable"
+    except Exception as error:
         # Keras' first sentence says what; the rest tells developers how to switch safe mode off.
         reason = str(error).strip().split(". ")[0][:300]
         raise ModelFileError(
@@ -244,7 +244,7 @@ def check_model_file(data: bytes, dest_dir: str | Path | None = None) -> Path:
             raise ModelFileError(
                 str(error).replace(f"{staging}: ", "").replace(str(staging), "the file")
             ) from error
-        except Exception as error:  # noqa: BLE001 - loaded but unusable: say so, whatever broke
+        except Exception as error:
             raise ModelFileError(
                 f"the model loads but cannot classify a face ({type(error).__name__}: {error})"
             ) from error

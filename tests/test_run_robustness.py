@@ -118,7 +118,7 @@ class Launcher:
     def __init__(self, log: Path) -> None:
         self.log = log
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # FER_HOME: conftest's, as this process's
-        self.errors = open(log, "ab")  # noqa: SIM115 (closed in close())
+        self.errors = open(log, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-c", LAUNCHER],
             cwd=ROOT,
