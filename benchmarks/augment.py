@@ -30,7 +30,7 @@ def main() -> None:
     import numpy as np
     from keras import layers
 
-    from fer import train as T
+    from fer import train
     from fer.config import ModelConfig, TrainConfig
     from fer.faces import Split
     from fer.models import build
@@ -56,7 +56,7 @@ def main() -> None:
             net = with_layers(net)
         net.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         config = TrainConfig(batch_size=args.batch_size, augment=augment_in_pipeline)
-        data = T.Batches(split, config, training=True, num_classes=7)
+        data = train.Batches(split, config, training=True, num_classes=7)
         net.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # compile first
         start = time.perf_counter()
         net.fit(data, epochs=1, verbose=0)

@@ -23,8 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from PIL import Image
 
-from fer import datasets as D
-from fer import detect
+from fer import datasets, detect
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "expw-sample"
 
@@ -36,7 +35,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    dataset = D.load(args.dataset)
+    dataset = datasets.load(args.dataset)
     groups = dataset.faces.groupby("photo")
     photos = sorted(groups.groups)
     if args.photos and args.photos < len(photos):

@@ -25,14 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer import datasets as D
-from fer import export
-from fer import preprocess as P
+from fer import datasets, export, preprocess
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "expw-sample"
 
 
-def baseline(dataset: D.Dataset, size: int, out: Path) -> int:
+def baseline(dataset: datasets.Dataset, size: int, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     done = 0
     for row in dataset.faces.itertuples():
@@ -58,22 +56,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
 
-    dataset = D.load(args.dataset)
+    dataset = datasets.load(args.dataset)
     for photo in dataset.faces["photo"].unique():
         dataset.photo_path(photo).read_bytes()
     faces = len(dataset.faces)
-    settings = P.PrepSettings(size=args.size)
+    settings = preprocess.PrepSettings(size=args.size)
     print(f"{dataset.name}: {faces:,} faces, {args.size}x{args.size} grayscale, {os.cpu_count()} cores")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t_base, made = timed(baseline, dataset, args.size, tmp / "baseline")
-        t_cold, prepared = timed(P.prepare, dataset, settings, cache_dir=tmp / "cache")
+        t_cold, prepared = timed(preprocess.prepare, dataset, settings, cache_dir=tmp / "cache")
         t_export, _ = timed(export.export, prepared, tmp / "export")
-        t_cold1, _ = timed(lambda: P.prepare(dataset, settings, cache_dir=tmp / "cache1", workers=1))
+        t_cold1, _ = timed(lambda: preprocess.prepare(dataset, settings, cache_dir=tmp / "cache1", workers=1))
 
         def warm():
-            again = P.prepare(dataset, settings, cache_dir=tmp / "cache")
+            again = preprocess.prepare(dataset, settings, cache_dir=tmp / "cache")
             assert again.from_cache
             return np.array(again.images)  # read every pixel, not just map the file
 

@@ -26,8 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from fer import datasets as D
-from fer import train as T
+from fer import datasets, train
 from fer.config import ModelConfig, TrainConfig
 from fer.faces import load_splits
 from fer.models import build
@@ -46,7 +45,7 @@ class FilesFromDisk(keras.utils.PyDataset):
         return -(-len(self.paths) // self.batch_size)
 
     def __getitem__(self, i: int):
-        T.restore_malloc()  # the same fix for TensorFlow's malloc patch as fer.train.Batches gets
+        train.restore_malloc()  # the same fix for TensorFlow's malloc patch as fer.train.Batches gets
         rows = range(i * self.batch_size, min((i + 1) * self.batch_size, len(self.paths)))
         x = np.stack(
             [
@@ -83,16 +82,16 @@ def main() -> None:
 
     config = TrainConfig(datasets=(args.dataset,), arch="seed", augment=False, max_faces=args.faces)
     labels, splits = load_splits(config)
-    train = splits["train"]
-    dataset = D.load(args.dataset)
-    paths = [dataset.photo_path(p) for p in train.faces["photo"]]
-    n = len(train.y)
+    faces = splits["train"]
+    dataset = datasets.load(args.dataset)
+    paths = [dataset.photo_path(p) for p in faces.faces["photo"]]
+    n = len(faces.y)
     print(f"seed CNN, {n:,} FER2013 train faces, batch {config.batch_size}, {os.cpu_count()} cores")
 
     keras.utils.set_random_seed(0)
-    t_base = epoch_seconds(model(), FilesFromDisk(paths, train.y, config.batch_size, 48))
+    t_base = epoch_seconds(model(), FilesFromDisk(paths, faces.y, config.batch_size, 48))
     keras.utils.set_random_seed(0)
-    t_fer = epoch_seconds(model(), T.Batches(train, config, training=True, num_classes=len(labels)))
+    t_fer = epoch_seconds(model(), train.Batches(faces, config, training=True, num_classes=len(labels)))
     print(f"{'pipeline':<46}{'seconds':>9}{'images/s':>10}")
     print(f"{'baseline: image files read by a generator':<46}{t_base:>9.1f}{n / t_base:>10,.0f}")
     print(f"{'fer: cached uint8 faces, fer.train.Batches':<46}{t_fer:>9.1f}{n / t_fer:>10,.0f}")
