@@ -65,8 +65,9 @@ def switch_to(candidate: str) -> bool:
     outside = uploads.photos_outside(dataset, paths.data_roots())
     if outside:
         st.error(
-            f"{len(outside):,} photos of {Path(candidate).name} lie outside the folders this server serves "
-            f"datasets from (first: {outside[0]}); keep the photos beside the CSV, with relative paths."
+            f"{len(outside):,} files of {Path(candidate).name} lie outside the folders this server serves "
+            f"datasets from, through a path or a symbolic link (first: {', '.join(outside[:3])}); the "
+            "dataset is refused. Keep the photos inside the dataset's folder, as files, with relative paths."
         )
         return False
     if candidate != st.session_state[common.DATASET]:
