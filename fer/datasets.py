@@ -48,6 +48,10 @@ FER_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
 # 35,887, AffectNet about 450,000); a server's owner may raise it, or lower it on a small machine.
 MAX_FACES_VARIABLE = "FER_MAX_FACES"
 MAX_FACES = 1_000_000  # faces: label.lst lines, image files, CSV rows (about 0.9 GB to read at the cap)
+# An index file's bytes: FER2013's CSV (the biggest real one) is 290 MB, and reading a CSV takes about
+# four times its size in memory, so a 2 GB upload of pixel text would otherwise hold 8 GB.
+MAX_INDEX_MB_VARIABLE = "FER_MAX_INDEX_MB"
+MAX_INDEX_MB = 384  # FER2013's CSV fits with room; reading one this big peaks near 1.6 GB
 MAX_PIXEL_VALUES = 128 * 128  # numbers in one pixels cell of a FER2013-style CSV (FER2013's: 48 x 48)
 MAX_LINE_BYTES = 4 * MAX_PIXEL_VALUES + 1024  # one line of an index file: such a cell and its row
 BIG_DATASET = 100_000  # faces from which a dataset is parsed only while no other big one is
@@ -178,6 +182,18 @@ def max_faces() -> int:
     return value
 
 
+def max_index_bytes() -> int:
+    """The most bytes one index file (label.lst, a CSV) may hold: $FER_MAX_INDEX_MB megabytes, else MAX_INDEX_MB."""
+    text = os.environ.get(MAX_INDEX_MB_VARIABLE, "").strip()
+    try:
+        value = float(text) if text else MAX_INDEX_MB
+    except ValueError:
+        value = 0
+    if not value > 0 or math.isinf(value):
+        raise DatasetError(f"{MAX_INDEX_MB_VARIABLE} must be a number of megabytes above 0, got {text!r}")
+    return int(value * 1024**2)
+
+
 def too_many_faces(name: str, found: int, what: str = "faces") -> DatasetError:
     limit = max_faces()
     return DatasetError(
@@ -188,9 +204,20 @@ def too_many_faces(name: str, found: int, what: str = "faces") -> DatasetError:
 
 def count_faces(path: Path) -> int:
     """The faces an index file lists (label.lst: its lines; a CSV: its lines after the header), counted
-    from its bytes in bounded memory. DatasetError when they are more than `max_faces()`, or a line is
-    longer than MAX_LINE_BYTES (a line never needs that much: it would only make the parse slow and big)."""
+    from its bytes in bounded memory. DatasetError when the file is bigger than `max_index_bytes()`, they
+    are more than `max_faces()`, or a line is longer than MAX_LINE_BYTES (a line never needs that much:
+    it would only make the parse slow and big)."""
     header = path.suffix.lower() == ".csv"
+    try:
+        size, limit = path.stat().st_size, max_index_bytes()
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror}") from error
+    if size > limit:
+        raise DatasetError(
+            f"{path.name} is {size / 1024**2:,.1f} MB ({size:,} bytes), more than the {limit / 1024**2:g} MB "
+            "one dataset's index (label.lst or CSV) may be on this server; split the dataset, or have the "
+            f"server's owner raise {MAX_INDEX_MB_VARIABLE}"
+        )
     lines = run = 0  # run: bytes of the line in progress
     long_line = 0  # the number of the first line that is too long
     try:

@@ -126,6 +126,28 @@ def test_csv_rows_over_the_cap_are_refused_before_pandas_reads_them(tmp_path, ca
             datasets.load(path)
 
 
+def test_an_index_file_over_the_byte_cap_is_refused_before_parsing(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.MAX_INDEX_MB_VARIABLE, raising=False)
+    assert datasets.max_index_bytes() == 384 * 1024**2  # FER2013's CSV, 290 MB, fits
+    rows = [(i % 7, pixel_text(fer_pixels(i)), "Training") for i in range(300)]  # about 2.6 MB
+    path = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"], rows)
+    monkeypatch.setenv(datasets.MAX_INDEX_MB_VARIABLE, "3")
+    assert len(datasets.load(path).faces) == 300
+    monkeypatch.setenv(datasets.MAX_INDEX_MB_VARIABLE, "2")
+    refused_before_parsing(monkeypatch)
+    with pytest.raises(datasets.DatasetError) as error:
+        datasets.load(path)
+    size = path.stat().st_size
+    assert str(error.value).startswith(
+        f"fer2013.csv is {size / 1024**2:.1f} MB ({size:,} bytes), more than the 2 MB one dataset's index"
+    )
+    assert "raise FER_MAX_INDEX_MB" in str(error.value)
+    for text in ("0", "-1", "big", "inf"):
+        monkeypatch.setenv(datasets.MAX_INDEX_MB_VARIABLE, text)
+        with pytest.raises(datasets.DatasetError, match="FER_MAX_INDEX_MB must be a number of megabytes"):
+            datasets.max_index_bytes()
+
+
 def test_image_folders_over_the_cap_are_refused_naming_how_many_photos(tmp_path, cap):
     root = folders(tmp_path / "faces", {"happy": 3, "sad": 3}, size=(8, 8))
     cap(6)
