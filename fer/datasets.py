@@ -11,14 +11,14 @@ A manifest is a pandas DataFrame with one row per face (one labelled box):
     split       "train", "val", "test", or "" where the dataset defines none
 
 Reading never decodes pixels, so counting and filtering stay instant on large datasets.
-Every dataset is capped before it is parsed (see `max_faces`): an index lists a face in a few bytes,
-the manifest holds it in a few hundred, so an uncapped upload of a few megabytes could hold gigabytes
-of the server's memory for minutes. Index files are counted by streaming their bytes, and one big
-dataset is parsed at a time per process, so one visitor's dataset cannot starve the others.
-
 Faces that cannot be used (a malformed line, a missing photo, a box of zero area, a NaN
 confidence, an unknown label) are left out of the manifest and listed in `Dataset.skipped`
 with their reason; pixel-level problems (a corrupt photo) are found by preprocessing.
+
+Every dataset is capped before it is parsed (see `count_faces`): an index lists a face in a few bytes,
+the manifest holds it in a few hundred, so an uncapped upload of a few megabytes could hold gigabytes
+of the server's memory for minutes. Index files are counted by streaming their bytes, and one big
+dataset is parsed at a time per process, so one visitor's dataset cannot starve the others.
 """
 
 from __future__ import annotations

@@ -348,11 +348,11 @@ def test_a_server_dataset_with_a_photo_linked_outside_is_refused_on_the_data_pag
     at.radio(key="data_source").set_value("A folder or CSV on the server").run()
     at.text_input(key="data_path").set_value(str(mine)).run()
     assert not at.exception
-    assert "1 files of expw lie outside the folders this server serves" in errors(at)
+    assert "expw is refused: 1 of its files resolves outside the folders this server serves" in errors(at)
     assert "image/p0002.png" in errors(at)
     assert at.session_state["dataset"] == "demo"
     at.text_input(key="data_path").set_value(str(linked)).run()
-    assert "4 files of linked lie outside" in errors(at)
+    assert "linked is refused: 4 of its files resolve outside" in errors(at)
     assert "image/p0000.png, image/p0001.png, image/p0002.png" in errors(at)
     assert at.session_state["dataset"] == "demo"
 
