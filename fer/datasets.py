@@ -14,14 +14,22 @@ Reading never decodes pixels, so counting and filtering stay instant on large da
 Faces that cannot be used (a malformed line, a missing photo, a box of zero area, a NaN
 confidence, an unknown label) are left out of the manifest and listed in `Dataset.skipped`
 with their reason; pixel-level problems (a corrupt photo) are found by preprocessing.
+
+Every dataset is capped before it is parsed (see `count_faces`): an index lists a face in a few bytes,
+the manifest holds it in a few hundred, so an uncapped upload of a few megabytes could hold gigabytes
+of the server's memory for minutes. Index files are counted by streaming their bytes, and one big
+dataset is parsed at a time per process, so one visitor's dataset cannot starve the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import math
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +43,20 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 EXPW_IMAGE_DIRS = ("image", "origin", "Images")
 SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "test"}
 FER_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
+
+# What one dataset may hold. The default admits every real dataset (ExpW 91,793 faces, FER2013
+# 35,887, AffectNet about 450,000); a server's owner may raise it, or lower it on a small machine.
+MAX_FACES_VARIABLE = "FER_MAX_FACES"
+MAX_FACES = 1_000_000  # faces: label.lst lines, image files, CSV rows (about 0.9 GB to read at the cap)
+# An index file's bytes: FER2013's CSV (the biggest real one) is 290 MB, and reading a CSV takes about
+# four times its size in memory, so a 2 GB upload of pixel text would otherwise hold 8 GB.
+MAX_INDEX_MB_VARIABLE = "FER_MAX_INDEX_MB"
+MAX_INDEX_MB = 384  # FER2013's CSV fits with room; reading one this big peaks near 1.6 GB
+MAX_PIXEL_VALUES = 128 * 128  # numbers in one pixels cell of a FER2013-style CSV (FER2013's: 48 x 48)
+MAX_LINE_BYTES = 4 * MAX_PIXEL_VALUES + 1024  # one line of an index file: such a cell and its row
+BIG_DATASET = 100_000  # faces from which a dataset is parsed only while no other big one is
+_PARSING = threading.Semaphore(1)  # one big parse at a time in this process: a server's visitors share it
+_BLOCK = 1 << 20
 
 # Column names a generic CSV may use for each field, in order of preference.
 CSV_GUESSES = {
@@ -122,20 +144,121 @@ def load(path: str | os.PathLike, columns: dict[str, str] | None = None) -> Data
                 f"{root} is not a dataset: expected a folder (ExpW with label.lst, or image folders "
                 f"per label) or a .csv file, got a {root.suffix or 'suffix-less'} file"
             )
+        faces = count_faces(root)  # before anything parses it, the header included
         header = _csv_header(root)
-        dataset = _read_fer_csv(root) if "pixels" in header else _read_generic_csv(root, header, columns)
+        with _parse_slot(faces):
+            dataset = _read_fer_csv(root) if "pixels" in header else _read_generic_csv(root, header, columns)
     elif (root / "label.lst").is_file():
-        dataset = _read_expw(root)
+        with _parse_slot(count_faces(root / "label.lst")):
+            dataset = _read_expw(root)
     elif (root / "fer2013.csv").is_file():
-        dataset = _read_fer_csv(root / "fer2013.csv")
+        with _parse_slot(count_faces(root / "fer2013.csv")):
+            dataset = _read_fer_csv(root / "fer2013.csv")
     else:
-        dataset = _read_folders(root)
+        with _parse_slot(BIG_DATASET):  # image folders are counted while they are read
+            dataset = _read_folders(root)
     if dataset.faces.empty:
         reasons = dataset.skipped["reason"].value_counts().head(3)
         why = "; ".join(f"{n} x {r}" for r, n in reasons.items()) if len(reasons) else "no faces listed"
         raise DatasetError(f"dataset {root} has no usable face ({why})")
     dataset.name = dataset.name or root.name
     return dataset
+
+
+# Limits ---------------------------------------------------------------------------------------------
+
+
+def max_faces() -> int:
+    """The most faces one dataset may hold on this server: $FER_MAX_FACES, else MAX_FACES."""
+    text = os.environ.get(MAX_FACES_VARIABLE, "").strip()
+    if not text:
+        return MAX_FACES
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DatasetError(f"{MAX_FACES_VARIABLE} must be a whole number of faces above 0, got {text!r}")
+    return value
+
+
+def max_index_bytes() -> int:
+    """The most bytes one index file (label.lst, a CSV) may hold: $FER_MAX_INDEX_MB megabytes, else MAX_INDEX_MB."""
+    text = os.environ.get(MAX_INDEX_MB_VARIABLE, "").strip()
+    try:
+        value = float(text) if text else MAX_INDEX_MB
+    except ValueError:
+        value = 0
+    if not value > 0 or math.isinf(value):
+        raise DatasetError(f"{MAX_INDEX_MB_VARIABLE} must be a number of megabytes above 0, got {text!r}")
+    return int(value * 1024**2)
+
+
+def too_many_faces(name: str, found: int, what: str = "faces") -> DatasetError:
+    limit = max_faces()
+    return DatasetError(
+        f"{name} holds {found:,} {what}, more than the {limit:,} one dataset may hold on this server; "
+        f"split the dataset, or have the server's owner raise {MAX_FACES_VARIABLE}"
+    )
+
+
+def count_faces(path: Path) -> int:
+    """The faces an index file lists (label.lst: its lines; a CSV: its lines after the header), counted
+    from its bytes in bounded memory. DatasetError when the file is bigger than `max_index_bytes()`, they
+    are more than `max_faces()`, or a line is longer than MAX_LINE_BYTES (a line never needs that much:
+    it would only make the parse slow and big)."""
+    header = path.suffix.lower() == ".csv"
+    try:
+        size, limit = path.stat().st_size, max_index_bytes()
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror}") from error
+    if size > limit:
+        raise DatasetError(
+            f"{path.name} is {size / 1024**2:,.1f} MB ({size:,} bytes), more than the {limit / 1024**2:g} MB "
+            "one dataset's index (label.lst or CSV) may be on this server; split the dataset, or have the "
+            f"server's owner raise {MAX_INDEX_MB_VARIABLE}"
+        )
+    lines = run = 0  # run: bytes of the line in progress
+    long_line = 0  # the number of the first line that is too long
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(_BLOCK), b""):
+                pieces = block.split(b"\n")
+                run += len(pieces[0])
+                if max(run, max(map(len, pieces[1:]), default=0)) > MAX_LINE_BYTES:
+                    lengths = [run, *map(len, pieces[1:])]  # stop now, however long the file is
+                    long_line = lines + 1 + next(i for i, n in enumerate(lengths) if n > MAX_LINE_BYTES)
+                    break
+                lines += len(pieces) - 1
+                run = len(pieces[-1]) if len(pieces) > 1 else run
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror}") from error
+    if long_line:
+        cell = (
+            f"; a pixels cell may hold {MAX_PIXEL_VALUES:,} numbers ({math.isqrt(MAX_PIXEL_VALUES)} x "
+            f"{math.isqrt(MAX_PIXEL_VALUES)}; FER2013's hold 48 x 48 = 2,304)"
+            if header
+            else ""
+        )
+        raise DatasetError(
+            f"line {long_line:,} of {path.name} is longer than the {MAX_LINE_BYTES:,} bytes a line of a "
+            f"dataset's index may hold{cell}; fix that line, or shrink the faces it holds"
+        )
+    faces = lines + (run > 0) - header
+    if faces > max_faces():
+        raise too_many_faces(path.name, faces)
+    return max(faces, 0)
+
+
+@contextlib.contextmanager
+def _parse_slot(faces: int) -> Iterator[None]:
+    """Inside, a big dataset (`faces` >= BIG_DATASET) holds the process's one slot for parsing one:
+    two visitors' big datasets are parsed one after the other, never both at once in memory."""
+    if faces < BIG_DATASET:
+        yield
+        return
+    with _PARSING:
+        yield
 
 
 def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
@@ -246,6 +369,7 @@ def _read_folders(root: Path) -> Dataset:
         else [(e, "") for e in subdirs]
     )
     rows, skipped = [], []
+    found, limit = 0, max_faces()
     for label_dir, split in groups:
         if not label_dir.is_dir() or label_dir.name.startswith("."):
             continue
@@ -253,11 +377,16 @@ def _read_folders(root: Path) -> Dataset:
         for entry in os.scandir(label_dir.path):
             if not entry.is_file() or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
+            found += 1
+            if found > limit:  # keep counting, to say how many, but hold no more
+                continue
             photo = os.path.relpath(entry.path, root)
             if entry.stat().st_size == 0:
                 skipped.append((photo, 0, "photo is an empty file (0 bytes)"))
                 continue
             rows.append((photo, 0, math.nan, math.nan, math.nan, math.nan, math.nan, label, split))
+    if found > limit:
+        raise too_many_faces(root.name, found, "photos in its label folders")
     if not rows and not skipped:
         raise DatasetError(
             f"{root} is not a dataset: expected label.lst (ExpW), fer2013.csv, or image folders named "
@@ -291,7 +420,8 @@ def _read_fer_csv(path: Path) -> Dataset:
     face_labels = [labels.from_index(v) for v in table["emotion"]]
     usage = table["usage"] if "usage" in table.columns else pd.Series([""] * len(table))
     splits = [FER_USAGE.get(u.strip().lower(), "") for u in usage]
-    counts = table["pixels"].str.split().str.len().fillna(0).astype(int).to_numpy()
+    # Counted, not split: splitting FER2013's 35,887 cells makes 82 million strings (gigabytes).
+    counts = table["pixels"].str.count(r"\S+").fillna(0).astype(int).to_numpy()
     rows, skipped = [], []
     for i, photo in enumerate(photos):
         side = math.isqrt(counts[i])

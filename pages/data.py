@@ -63,9 +63,11 @@ def switch_to(candidate: str) -> bool:
         return False
     outside = uploads.photos_outside(dataset, paths.data_roots())
     if outside:
+        files = "1 of its files resolves" if len(outside) == 1 else f"{len(outside):,} of its files resolve"
         st.error(
-            f"{len(outside):,} photos of {Path(candidate).name} lie outside the folders this server serves "
-            f"datasets from (first: {outside[0]}); keep the photos beside the CSV, with relative paths."
+            f"{Path(candidate).name} is refused: {files} outside the folders this server serves datasets "
+            f"from, through a symbolic link or a path (first: {', '.join(outside[:3])}). Keep the photos "
+            "inside the dataset's folder, as files, with relative paths."
         )
         return False
     if candidate != st.session_state[common.DATASET]:
