@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import shlex
+import sys
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -107,3 +109,17 @@ def zip_of(path: Path, members: dict[str, bytes]) -> Path:
         for name, data in members.items():
             archive.writestr(name, data)
     return path
+
+
+def held_python(folder: Path) -> tuple[Path, Path]:
+    """A stand-in for the Python interpreter that waits until a file exists and then becomes the real
+    one (exec, same process), and that file: a run started through it (monkeypatch sys.executable) stays
+    queued, whatever the machine's speed, until the test creates the file."""
+    go = folder / "go"
+    fake = folder / "python"
+    fake.write_text(
+        f"#!/bin/sh\nwhile [ ! -e {shlex.quote(str(go))} ]; do sleep 0.1; done\n"
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    fake.chmod(0o755)
+    return fake, go

@@ -62,6 +62,20 @@ def stop(run_dir: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def long_run(dataset: Path) -> TrainConfig:
+    """A run that is still training whenever a test acts on it, however slow the machine: 28 batches
+    an epoch for 200 epochs, and never stopped early (its patience is all its epochs), so it ends only
+    when a test stops it."""
+    epochs = 200
+    return TrainConfig(
+        datasets=(str(dataset),),
+        epochs=epochs,
+        patience=epochs,
+        lr_patience=epochs,
+        **{**QUICK, "batch_size": 1},
+    )
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     """The FER_HOME of conftest's autouse fixture, for the module-scoped fixture that runs before it."""
@@ -81,13 +95,7 @@ def runs(home, tiny_dataset, tmp_path_factory):
         patch.setenv("FER_HOME", str(home))
         started = {
             "done": launch.start(TrainConfig(datasets=(str(tiny_dataset),), epochs=1, **QUICK)),
-            # batch size 1: 28 batches an epoch, for 200 epochs: minutes, unless stopped
-            **{
-                name: launch.start(
-                    TrainConfig(datasets=(str(tiny_dataset),), epochs=200, **{**QUICK, "batch_size": 1})
-                )
-                for name in ("cancel", "kill")
-            },
+            **{name: launch.start(long_run(tiny_dataset)) for name in ("cancel", "kill")},
             "bad": launch.start(
                 TrainConfig(datasets=(str(tmp_path_factory.mktemp("empty") / "missing"),), epochs=1, **QUICK)
             ),
@@ -152,7 +160,7 @@ def test_a_cancelled_run_stops_after_its_current_batch(runs):
     launch.cancel(run_dir)
     status = wait_until_ended(run_dir)
     assert status["state"] == "cancelled", status
-    assert finished_epochs(run_dir) < 200
+    assert finished_epochs(run_dir) < R.read_json(run_dir / "config.json")["train"]["epochs"]
     launch.delete(run_dir)  # once it has stopped it can go
     assert not run_dir.exists()
 

@@ -352,6 +352,14 @@ def test_a_file_being_rewritten_is_always_the_old_or_the_new_one_whole(tmp_path,
                 seen.append(version())
             finally:
                 process.send_signal(signal.SIGCONT)
+        while seen[-1] < 2:  # the kill must come after a rewrite, however slowly the writer goes
+            assert process.poll() is None and time.monotonic() < deadline, "the writer never rewrote"
+            time.sleep(0.1)
+            process.send_signal(signal.SIGSTOP)
+            try:
+                seen.append(version())
+            finally:
+                process.send_signal(signal.SIGCONT)
         time.sleep(rng.uniform(0.0, 0.3))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
