@@ -1,11 +1,14 @@
-"""Shared fixtures: the real datasets beside the project, and a private cache per test session."""
+"""Shared fixtures: the real datasets beside the project, a private FER_HOME and cache, one tiny
+finished run that tests read, and the browser."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from helpers import CHROMIUM, face_photo, fake_camera, require_browser
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -35,11 +38,63 @@ def session_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fer-cache")
 
 
+def _fer_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "fer-home"
+
+
 @pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory, monkeypatch):
     """Keep every test's caches and demo data out of the project's data/ folder."""
-    home = tmp_path_factory.getbasetemp() / "fer-home"
-    monkeypatch.setenv("FER_HOME", str(home))
+    monkeypatch.setenv("FER_HOME", str(_fer_home(tmp_path_factory)))
+
+
+# One tiny finished run, trained once -------------------------------------------------------------
+
+TINY_RUN = "tiny"
+TINY_MAX_FACES = 200  # training faces; the demo's test faces are all scored
+TINY_TRAIN = ["--arch", "seed", "--image-size", "48", "--epochs", "1", "--batch-size", "32", "--no-augment",
+              "--max-faces", str(TINY_MAX_FACES)]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> Path:
+    """A FER_HOME whose runs folder holds one finished run, `runs/tiny`: the report's CNN trained for one
+    epoch on 200 faces of the built-in demo dataset, through the command line, once for every test
+    that only needs *a* finished run or its model. Tests read it and never change it: one that does
+    works on a copy (`shutil.copytree(tiny_run, tmp_path / ...)`).
+
+    The demo dataset and the face cache are the ones of the other tests' FER_HOME, linked in; the
+    home itself is another, so pages listing that FER_HOME's runs never see this one."""
+    from fer import cli, demo
+
+    shared = _fer_home(tmp_path_factory)
+    home = tmp_path_factory.getbasetemp() / "trained-home"
+    run_dir = home / "runs" / TINY_RUN
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FER_HOME", str(shared))
+        dataset = demo.ensure()
+        (shared / "cache").mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        for name, target in ((demo.NAME, dataset), ("cache", shared / "cache")):
+            if not (home / name).exists():
+                (home / name).symlink_to(target)
+        patch.setenv("FER_HOME", str(home))
+        if cli.main(["train", "demo", "--run-dir", str(run_dir), *TINY_TRAIN]) != 0:
+            pytest.fail(f"the tiny run did not train; see its folder {run_dir}")
+    return home
+
+
+@pytest.fixture
+def tiny_run(trained_home, monkeypatch) -> Path:
+    """The tiny finished run (read-only), with FER_HOME set to its home, where the demo it read is."""
+    monkeypatch.setenv("FER_HOME", str(trained_home))
+    return trained_home / "runs" / TINY_RUN
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A copy of the tiny run a test may change."""
+    return Path(shutil.copytree(tiny_run, tmp_path / TINY_RUN))
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +114,27 @@ def _navigation_kept(monkeypatch):
         pass
 
     monkeypatch.setattr(app_test, "PagesManager", ResetHere)
+
+
+# The browser -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """Debian's Chromium driven by Playwright, with a fake webcam showing a real face where the real
+    datasets are present (skipped without Chromium and Playwright)."""
+    require_browser()
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream"]  # fmt: skip
+    photo = face_photo()
+    if photo:
+        video = fake_camera(tmp_path_factory.mktemp("camera") / "face.y4m", Image.open(photo))
+        args.append(f"--use-file-for-fake-video-capture={video}")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        yield chromium
+        chromium.close()
