@@ -54,6 +54,7 @@ def finished_run(tmp_path_factory, tiny_dataset, home):
 # A finished run -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_folder_holds_every_file(finished_run):
     config, run_dir, metrics = finished_run
     for name in RUN_FILES:
@@ -69,6 +70,7 @@ def test_run_folder_holds_every_file(finished_run):
     assert R.read_json(run_dir / "state.json")["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_history_has_one_row_per_epoch(finished_run):
     _, run_dir, _ = finished_run
     history = R.read_history(run_dir)
@@ -77,6 +79,7 @@ def test_history_has_one_row_per_epoch(finished_run):
         assert history[column].notna().all(), column
 
 
+@pytest.mark.slow
 def test_metrics_and_predictions(finished_run):
     _, run_dir, metrics = finished_run
     saved = R.read_json(run_dir / "metrics.json")
@@ -106,6 +109,7 @@ def test_metrics_and_predictions(finished_run):
     assert accuracy == pytest.approx(saved["accuracy"])
 
 
+@pytest.mark.slow
 def test_saved_model_carries_its_config(finished_run):
     config, run_dir, metrics = finished_run
     metadata = T.read_metadata(run_dir / "best.keras")
@@ -122,6 +126,7 @@ def test_saved_model_carries_its_config(finished_run):
     assert T.read_metadata(run_dir / "last.keras")["labels"] == list(LABELS)
 
 
+@pytest.mark.slow
 def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_dataset, tmp_path):
     from dataclasses import replace
 
@@ -153,6 +158,7 @@ def test_a_run_can_start_from_a_saved_model_grown_wider(finished_run, tiny_datas
     assert T.read_metadata(tmp_path / "grown" / "best.keras")["model"]["width"] == config.width * 2
 
 
+@pytest.mark.slow
 def test_a_model_is_fine_tuned_on_data_with_only_some_of_its_labels(finished_run, tmp_path):
     from dataclasses import replace
 
@@ -186,6 +192,7 @@ def test_read_metadata_refuses_a_file_that_is_not_a_model(tmp_path):
         T.read_metadata(bogus)
 
 
+@pytest.mark.slow
 def test_label_smoothing_and_class_weight_run(tmp_path, tiny_dataset):
     import keras
 
@@ -204,6 +211,7 @@ def test_label_smoothing_and_class_weight_run(tmp_path, tiny_dataset):
     assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
     run_dir = tmp_path / "run"
     load_splits = T.load_splits
@@ -516,6 +524,7 @@ def test_killed_run_reads_interrupted_and_resumes_to_the_end(tmp_path):
     assert T.read_metadata(run_dir / "best.keras")["train"]["batch_size"] == 1
 
 
+@pytest.mark.slow
 def test_export_records_held_out_scores_and_predicts_the_same(finished_run, tiny_dataset, tmp_path, home):
     from fer.evaluate import evaluate
 
