@@ -90,7 +90,9 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(home, tiny_dataset, tmp_path_factory):
-    """Four runs started at once: one to finish, two long ones (to cancel, to kill), one bad dataset."""
+    """Four runs started at once: one to finish, two long ones (to cancel, to kill), one bad dataset.
+    The tests that stop the long ones come first, so the one that finishes does not share the
+    processor with them for long."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FER_HOME", str(home))
         started = {
@@ -134,23 +136,6 @@ def test_started_runs_are_listed_at_once_under_the_runs_folder(runs):
 
 
 @pytest.mark.slow
-def test_a_run_finishes_with_its_model_and_metrics(runs):
-    run_dir = runs["done"]
-    status = wait_until_ended(run_dir)
-    assert status["state"] == "done", status
-    assert (run_dir / "best.keras").is_file()
-    metrics = R.read_json(run_dir / "metrics.json")
-    assert metrics["n"] == 7 and 0 <= metrics["accuracy"] <= 1
-    assert len(R.read_history(run_dir)) == 1
-    assert run_dir not in launch.active_runs()
-    # the recorded command is the command line's own, and names the architecture chosen
-    assert "--arch seed" in R.read_json(run_dir / "config.json")["command"]
-    # the watcher thread reaped the process: no zombie is left behind
-    pid = int(status["pid"])
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the finished process to be reaped", run_dir, 10)
-
-
-@pytest.mark.slow
 def test_a_cancelled_run_stops_after_its_current_batch(runs):
     run_dir = runs["cancel"]
     wait_for_a_batch(run_dir)
@@ -175,6 +160,23 @@ def test_a_killed_run_reads_as_interrupted(runs):
     assert status["state"] == "interrupted", status
     assert "killed" in status["error"]
     assert run_dir not in launch.active_runs()
+
+
+@pytest.mark.slow
+def test_a_run_finishes_with_its_model_and_metrics(runs):
+    run_dir = runs["done"]
+    status = wait_until_ended(run_dir)
+    assert status["state"] == "done", status
+    assert (run_dir / "best.keras").is_file()
+    metrics = R.read_json(run_dir / "metrics.json")
+    assert metrics["n"] == 7 and 0 <= metrics["accuracy"] <= 1
+    assert len(R.read_history(run_dir)) == 1
+    assert run_dir not in launch.active_runs()
+    # the recorded command is the command line's own, and names the architecture chosen
+    assert "--arch seed" in R.read_json(run_dir / "config.json")["command"]
+    # the watcher thread reaped the process: no zombie is left behind
+    pid = int(status["pid"])
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the finished process to be reaped", run_dir, 10)
 
 
 @pytest.mark.slow
