@@ -34,8 +34,11 @@ def expw_sample() -> Path:
 
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory) -> Path:
-    """One preprocessing cache for the whole run, so real-data tests share their crops."""
-    return tmp_path_factory.mktemp("fer-cache")
+    """One preprocessing cache for the whole run, so real-data tests share their crops: the cache of
+    the tests' FER_HOME, so the commands and pages that use their default cache share it too."""
+    cache = _fer_home(tmp_path_factory) / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 def _fer_home(tmp_path_factory) -> Path:
