@@ -27,7 +27,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 def open_train_page(dataset: Path | str | None = None) -> AppTest:
     """A new browser tab on the Train page (a new session: nothing carried over but the run store)."""
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=180)
     if dataset is not None:
         at.session_state["dataset"] = str(dataset)
     at.run()

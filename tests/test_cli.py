@@ -242,7 +242,7 @@ def test_python_dash_m_fer_runs_the_command_line(dataset, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -253,7 +253,7 @@ def test_python_dash_m_fer_runs_the_command_line(dataset, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert failed.returncode == 2
     assert failed.stdout == ""

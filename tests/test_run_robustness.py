@@ -470,7 +470,7 @@ def test_a_run_folder_that_is_a_file_fails_with_a_message(tmp_path, tiny_dataset
 
 def _open(dataset: Path) -> AppTest:
     """A new browser session on the Train page, with `dataset` chosen (the demo would take seconds)."""
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["dataset"] = str(dataset)
     at.run()
     at.switch_page("pages/train.py").run()
