@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM, face_photo, fake_camera, require_browser
+from helpers import CHROMIUM, face_photo, fake_camera, home_beside, require_browser, tests_home
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -36,19 +36,15 @@ def expw_sample() -> Path:
 def session_cache(tmp_path_factory) -> Path:
     """One preprocessing cache for the whole run, so real-data tests share their crops: the cache of
     the tests' FER_HOME, so the commands and pages that use their default cache share it too."""
-    cache = _fer_home(tmp_path_factory) / "cache"
+    cache = tests_home(tmp_path_factory) / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     return cache
-
-
-def _fer_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "fer-home"
 
 
 @pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory, monkeypatch):
     """Keep every test's caches and demo data out of the project's data/ folder."""
-    monkeypatch.setenv("FER_HOME", str(_fer_home(tmp_path_factory)))
+    monkeypatch.setenv("FER_HOME", str(tests_home(tmp_path_factory)))
 
 
 # One tiny finished run, trained once -------------------------------------------------------------
@@ -66,21 +62,12 @@ def trained_home(tmp_path_factory) -> Path:
     that only needs *a* finished run or its model. Tests read it and never change it: one that does
     works on a copy (`shutil.copytree(tiny_run, tmp_path / ...)`).
 
-    The demo dataset and the face cache are the ones of the other tests' FER_HOME, linked in; the
-    home itself is another, so pages listing that FER_HOME's runs never see this one."""
-    from fer import cli, demo
+    Its home is one of its own (home_beside), so pages listing the other tests' runs never see it."""
+    from fer import cli
 
-    shared = _fer_home(tmp_path_factory)
-    home = tmp_path_factory.getbasetemp() / "trained-home"
+    home = home_beside(tmp_path_factory, "trained-home")
     run_dir = home / "runs" / TINY_RUN
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FER_HOME", str(shared))
-        dataset = demo.ensure()
-        (shared / "cache").mkdir(parents=True, exist_ok=True)
-        home.mkdir(parents=True, exist_ok=True)
-        for name, target in ((demo.NAME, dataset), ("cache", shared / "cache")):
-            if not (home / name).exists():
-                (home / name).symlink_to(target)
         patch.setenv("FER_HOME", str(home))
         if cli.main(["train", "demo", "--run-dir", str(run_dir), *TINY_TRAIN]) != 0:
             pytest.fail(f"the tiny run did not train; see its folder {run_dir}")

@@ -27,6 +27,30 @@ from PIL import Image
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+def tests_home(tmp_path_factory) -> Path:
+    """The FER_HOME conftest gives every test: one per test run, under pytest's base temporary folder."""
+    return tmp_path_factory.getbasetemp() / "fer-home"
+
+
+def home_beside(tmp_path_factory, name: str) -> Path:
+    """A FER_HOME of its own (its own runs and uploads) that shares the demo dataset and the face
+    cache of the tests' FER_HOME, so neither is built twice. For tests whose runs must not meet
+    another file's: the run store lists every run of a home, and pages show the runs going in it."""
+    from fer import demo
+
+    shared = tests_home(tmp_path_factory)
+    home = tmp_path_factory.getbasetemp() / name
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FER_HOME", str(shared))
+        dataset = demo.ensure()
+    (shared / "cache").mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    for link, target in ((demo.NAME, dataset), ("cache", shared / "cache")):
+        if not (home / link).exists():
+            (home / link).symlink_to(target)
+    return home
+
+
 def photo(path: Path, size: tuple[int, int] = (96, 80), seed: int = 0, value: int | None = None) -> Path:
     """Write a small RGB photo (width, height): random blocks from `seed`, or one flat grey `value`."""
     width, height = size

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import expw_faces, held_python
+from helpers import expw_faces, held_python, home_beside
 from streamlit.testing.v1 import AppTest
 
 from fer import launch
@@ -17,6 +17,17 @@ from fer.train import TrainConfig
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 300.0  # seconds for a one-epoch run on 42 faces, with the machine loaded
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """This file's own FER_HOME: a tab shows the run going in its home, which must be this file's."""
+    return home_beside(tmp_path_factory, "app-train-home")
+
+
+@pytest.fixture(autouse=True)
+def _own_home(home, monkeypatch):
+    monkeypatch.setenv("FER_HOME", str(home))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import expw_faces
+from helpers import expw_faces, home_beside
 
 from fer import cli, launch, paths
 from fer import runs as R
@@ -78,8 +78,13 @@ def long_run(dataset: Path) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    """The FER_HOME of conftest's autouse fixture, for the module-scoped fixture that runs before it."""
-    return tmp_path_factory.getbasetemp() / "fer-home"
+    """This file's own FER_HOME: its runs are never among another file's runs, nor theirs among its."""
+    return home_beside(tmp_path_factory, "launch-home")
+
+
+@pytest.fixture(autouse=True)
+def _own_home(home, monkeypatch):
+    monkeypatch.setenv("FER_HOME", str(home))
 
 
 @pytest.fixture(scope="module")
