@@ -410,6 +410,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_run_with_a_message_and_leaves_other_runs_alone(
     small_disk, tiny_dataset, capsys
 ):
