@@ -4,7 +4,6 @@ finished run that tests read, and the browser."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -71,7 +70,15 @@ def trained_home(tmp_path_factory) -> Path:
         patch.setenv("FER_HOME", str(home))
         if cli.main(["train", "demo", "--run-dir", str(run_dir), *TINY_TRAIN]) != 0:
             pytest.fail(f"the tiny run did not train; see its folder {run_dir}")
-    return home
+    trained = _files(run_dir)
+    yield home
+    if _files(run_dir) != trained:
+        pytest.fail(f"a test changed the shared tiny run {run_dir}; change a copy of it instead")
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file under `folder`: its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 @pytest.fixture
@@ -79,12 +86,6 @@ def tiny_run(trained_home, monkeypatch) -> Path:
     """The tiny finished run (read-only), with FER_HOME set to its home, where the demo it read is."""
     monkeypatch.setenv("FER_HOME", str(trained_home))
     return trained_home / "runs" / TINY_RUN
-
-
-@pytest.fixture
-def tiny_run_copy(tiny_run, tmp_path) -> Path:
-    """A copy of the tiny run a test may change."""
-    return Path(shutil.copytree(tiny_run, tmp_path / TINY_RUN))
 
 
 @pytest.fixture(autouse=True)

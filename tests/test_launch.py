@@ -181,7 +181,7 @@ def test_a_run_finishes_with_its_model_and_metrics(runs):
     assert "--arch seed" in R.read_json(run_dir / "config.json")["command"]
     # the watcher thread reaped the process: no zombie is left behind
     pid = int(status["pid"])
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the finished process to be reaped", run_dir, 10)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the finished process to be reaped", run_dir)
 
 
 @pytest.mark.slow
