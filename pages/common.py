@@ -36,20 +36,33 @@ if log.level == logging.NOTSET:
 
 
 def init_session(entry: bool = False) -> None:
-    """Session defaults. The entry file calls it with entry=True; every page calls it too, because of
-    the case below."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    # Streamlit treats an app with a pages/ folder as an old-style multipage app until the entry
-    # file first calls st.navigation in this server process; a fresh server's first visitor who
-    # opens a page's own URL (a shared link) would get that page run alone, with the wrong menu.
-    # A page that finds the old mode on switches it off and reruns: the entry file then routes to
-    # the same page. (The entry file itself runs before st.navigation, when the flag is still up.)
-    if not entry and PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    """Session defaults. The entry file calls it with entry=True; every page calls it too, so that a
+    page run alone in Streamlit's old pages/-folder mode hands over to the entry file (see
+    leave_pages_folder_mode)."""
+    if not entry and leave_pages_folder_mode():
+        st.rerun()  # the entry file now runs first and routes to this same page
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+
+
+def leave_pages_folder_mode() -> bool:
+    """Switch Streamlit out of its old pages/-folder mode; True when it was in it.
+
+    Streamlit treats an app with a pages/ folder beside its entry file as an old-style multipage app
+    (each file a page, run alone) until the entry file first calls st.navigation in this server
+    process. A fresh server's first visitor who opens a page's own URL (a shared link) would get that
+    page run alone, with the wrong menu. Streamlit (1.67) has no public API or config option for this:
+    the mode is the class attribute PagesManager.uses_pages_directory, set from the folder's existence,
+    so this sets it as st.navigation would. tests/test_streamlit_internals.py fails, naming this
+    function, when an upgrade removes or renames it; without it, only a shared link's first visit is
+    wrong (the entry file itself runs before st.navigation, when the flag is still up, and does not
+    call this)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if not getattr(PagesManager, "uses_pages_directory", None):
+        return False
+    PagesManager.uses_pages_directory = False
+    return True
 
 
 def _stamp(path: str) -> float:

@@ -1,14 +1,54 @@
-"""Builders for tiny datasets written inside a test's tmp_path (unit tests never touch ../shared)."""
+"""What several test files share: builders for tiny datasets written inside a test's tmp_path (unit tests
+never touch ../shared), a run folder written from a known confusion, model files a visitor might upload,
+stand-ins for the Python interpreter, and a real `streamlit run` server for browser tests."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import zipfile
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 from PIL import Image
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def tests_home(tmp_path_factory) -> Path:
+    """The FER_HOME conftest gives every test: one per test run, under pytest's base temporary folder."""
+    return tmp_path_factory.getbasetemp() / "fer-home"
+
+
+def home_beside(tmp_path_factory, name: str) -> Path:
+    """A FER_HOME of its own (its own runs and uploads) that shares the demo dataset and the face
+    cache of the tests' FER_HOME, so neither is built twice. For tests whose runs must not meet
+    another file's: the run store lists every run of a home, and pages show the runs going in it."""
+    from fer import demo
+
+    shared = tests_home(tmp_path_factory)
+    home = tmp_path_factory.getbasetemp() / name
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FER_HOME", str(shared))
+        dataset = demo.ensure()
+    (shared / "cache").mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    for link, target in ((demo.NAME, dataset), ("cache", shared / "cache")):
+        if not (home / link).exists():
+            (home / link).symlink_to(target)
+    return home
 
 
 def photo(path: Path, size: tuple[int, int] = (96, 80), seed: int = 0, value: int | None = None) -> Path:
@@ -107,3 +147,196 @@ def zip_of(path: Path, members: dict[str, bytes]) -> Path:
         for name, data in members.items():
             archive.writestr(name, data)
     return path
+
+
+def held_python(folder: Path) -> tuple[Path, Path]:
+    """A stand-in for the Python interpreter that waits until a file exists and then becomes the real
+    one (exec, same process), and that file: a run started through it (monkeypatch sys.executable) stays
+    queued, whatever the machine's speed, until the test creates the file."""
+    go = folder / "go"
+    fake = folder / "python"
+    fake.write_text(
+        f"#!/bin/sh\nwhile [ ! -e {shlex.quote(str(go))} ]; do sleep 0.1; done\n"
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    fake.chmod(0o755)
+    return fake, go
+
+
+# A run folder written by hand from a known confusion ----------------------------------------------
+
+EVIL = "<script>alert('x')</script>"
+KNOWN_LABELS = ["happy", "sad", EVIL]
+# Rows: true label, columns: predicted. 25 faces, 16 right.
+CONFUSION = np.array([[8, 1, 1], [2, 5, 3], [0, 2, 3]])
+
+
+def known_run(run_dir: Path, *, dataset: str = "/nowhere/moved-dataset") -> Path:
+    """A finished run folder with the files a training writes, for the CONFUSION above, whose third
+    label is markup (EVIL); its dataset no longer exists, so it has no face images."""
+    from fer import evaluate as E
+    from fer import runs as R
+    from fer.config import TrainConfig
+
+    y_true = np.repeat(np.arange(3), CONFUSION.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(np.arange(3), row) for row in CONFUSION])
+    config = TrainConfig(datasets=(dataset,), arch="seed", epochs=3)
+    model = config.model_config(num_classes=3)
+    R.write_json(
+        run_dir / "config.json",
+        {
+            "train": asdict(config),
+            "model": asdict(model),
+            "command": "python -m fer train",
+            "labels": KNOWN_LABELS,
+        },
+    )
+    R.write_json(run_dir / "labels.json", KNOWN_LABELS)
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "loss": [1.5, 1.1, 0.9],
+            "accuracy": [0.4, 0.55, 0.62],
+            "val_loss": [1.4, 1.2, 1.15],
+            "val_accuracy": [0.45, 0.58, 0.6],
+            "learning_rate": [1e-3] * 3,
+            "seconds": [3.0] * 3,
+        }
+    )
+    R.write_csv(run_dir / "history.csv", history)
+    metrics = E.metrics(y_true, y_pred, KNOWN_LABELS)
+    metrics.update(split="test", best_epoch=3)
+    R.write_json(run_dir / "metrics.json", metrics)
+    probabilities = np.full((len(y_true), 3), 0.1)
+    probabilities[np.arange(len(y_true)), y_pred] = 0.8
+    faces = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "photo": [f"img/{i}.jpg" for i in range(len(y_true))],
+            "face": 0,
+            "split": "test",
+            "label": [KNOWN_LABELS[i] for i in y_true],
+        }
+    )
+    R.write_csv(run_dir / "predictions.csv", E.predictions_table(faces, KNOWN_LABELS, probabilities))
+    R.set_status(run_dir, "done", error=None, best_epoch=3)
+    return run_dir
+
+
+# Model files ---------------------------------------------------------------------------------------
+
+
+def lambda_model(path: Path) -> Path:
+    """A model file saved the way training saves one, but with a Lambda layer (Python code inside)."""
+    import keras
+
+    from fer.modelfile import save_model
+
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Lambda(lambda t: t / 255.0)(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    save_model(
+        keras.Model(inputs, outputs), path, {"labels": ["happy", "sad"], "image_size": 48, "margin": 0.0}
+    )
+    return path
+
+
+# A real server and a real browser ------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+LOAD_MS = 180_000  # first page view imports TensorFlow and may build the demo dataset
+
+
+def require_browser() -> None:
+    """Skip (or, where FER_REQUIRE_BROWSER is set, fail) without Chromium and Playwright."""
+    missing = not CHROMIUM.is_file()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = True
+    if missing:
+        message = "Debian's chromium (/usr/bin/chromium) and the playwright package are needed"
+        if os.environ.get("FER_REQUIRE_BROWSER"):
+            pytest.fail(f"{message}, and FER_REQUIRE_BROWSER is set (CI must run browser tests)")
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(home: Path):
+    """`streamlit run streamlit_app.py` on a free localhost port with FER_HOME=home; yields its URL."""
+    port = _free_port()
+    env = {**os.environ, "FER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(home / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "streamlit_app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+            ],  # fmt: skip
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 300  # a loaded machine starts it slowly
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                        if response.read() == b"ok":
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def fake_camera(path: Path, photo: Image.Image) -> Path:
+    """A Y4M video of one still photo, for Chromium's fake webcam."""
+    width, height = 640, 480
+    frame = Image.new("RGB", (width, height), "white")
+    photo = photo.convert("RGB")
+    photo.thumbnail((width, height))
+    frame.paste(photo, ((width - photo.width) // 2, (height - photo.height) // 2))
+    y, cb, cr = frame.convert("YCbCr").split()
+    half = (width // 2, height // 2)
+    planes = (
+        np.asarray(y).tobytes()
+        + np.asarray(cb.resize(half)).tobytes()
+        + np.asarray(cr.resize(half)).tobytes()
+    )
+    with open(path, "wb") as stream:
+        stream.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(10):
+            stream.write(b"FRAME\n" + planes)
+    return path
+
+
+def face_photo() -> Path | None:
+    """A real photo of a face from the ExpW sample beside the project, where it is present."""
+    photo = PROJECT.parent / "shared" / "datasets" / "expw-sample" / "image" / "afraid_man_208.jpg"
+    return photo if photo.is_file() else None

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
+from helpers import lambda_model
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -113,8 +114,6 @@ def test_real_photos_uploaded_together_and_a_webcam_snapshot_are_labelled(expw_s
 @pytest.fixture(scope="module")
 def own_models(tmp_path_factory) -> dict[str, bytes]:
     """Model files a visitor might upload: a good one with labels of its own, and one with a Lambda."""
-    from test_bad_input import lambda_model
-
     from fer.config import ModelConfig
     from fer.modelfile import save_model
     from fer.models import build

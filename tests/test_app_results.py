@@ -1,4 +1,5 @@
-"""The Results page, driven headless by Streamlit's AppTest: no run yet, a finished tiny run, a failed run."""
+"""The Results page, driven headless by Streamlit's AppTest: no run yet, a finished tiny run (conftest's
+tiny_run), a failed run."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import EVIL, known_run
 from streamlit.testing.v1 import AppTest
-from test_report import EVIL, known_run, tiny_training
 
 from fer import paths, results
 from fer import runs as R
@@ -25,18 +26,6 @@ def results_page(run: Path | None = None) -> AppTest:
     if run is not None:
         at.session_state[common.RUN] = str(run)
     return at.switch_page(PAGE).run()
-
-
-@pytest.fixture(scope="module")
-def results_home(tmp_path_factory) -> Path:
-    """A FER_HOME holding one finished tiny run (shared with test_report when both run)."""
-    return tiny_training(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def tiny_run(results_home, monkeypatch) -> Path:
-    monkeypatch.setenv("FER_HOME", str(results_home))
-    return paths.runs_dir() / "tiny-report"
 
 
 def test_no_runs_says_how_to_make_one(tmp_path, monkeypatch):

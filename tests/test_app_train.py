@@ -3,11 +3,12 @@ cancelling and deleting. The runs are real `python -m fer train` processes on a 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import expw_faces
+from helpers import expw_faces, held_python, home_beside
 from streamlit.testing.v1 import AppTest
 
 from fer import launch
@@ -19,6 +20,17 @@ TIMEOUT = 300.0  # seconds for a one-epoch run on 42 faces, with the machine loa
 
 
 @pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """This file's own FER_HOME: a tab shows the run going in its home, which must be this file's."""
+    return home_beside(tmp_path_factory, "app-train-home")
+
+
+@pytest.fixture(autouse=True)
+def _own_home(home, monkeypatch):
+    monkeypatch.setenv("FER_HOME", str(home))
+
+
+@pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     """42 faces, one per photo, labels cycling through all seven: 28 train, 7 val, 7 test."""
     return expw_faces(tmp_path_factory.mktemp("app-train-data") / "expw", 42)
@@ -26,7 +38,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 def open_train_page(dataset: Path | str | None = None) -> AppTest:
     """A new browser tab on the Train page (a new session: nothing carried over but the run store)."""
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=180)
     if dataset is not None:
         at.session_state["dataset"] = str(dataset)
     at.run()
@@ -93,7 +105,11 @@ def test_an_unreadable_dataset_ends_the_page_politely(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_started_on_the_page_is_watched_from_two_tabs_until_done(tiny_dataset):
+def test_a_run_started_on_the_page_is_watched_from_two_tabs_until_done(tiny_dataset, tmp_path, monkeypatch):
+    # The run's process waits for `go` before it trains, so both tabs see it still going, however
+    # quickly a one-epoch run would otherwise end.
+    python, go = held_python(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(python))
     at = open_train_page(tiny_dataset)
     run_dir = start_run(
         at, arch="seed", epochs=1, batch_size=8, augment=False, max_faces=20, seed=5, learning_rate=3e-3
@@ -109,7 +125,8 @@ def test_a_run_started_on_the_page_is_watched_from_two_tabs_until_done(tiny_data
     assert f"**Run {run_dir.name}**" in texts(second)
     assert "cancel" in [b.key for b in second.button]
 
-    assert wait_until_ended(run_dir)["state"] == "done"
+    go.touch()
+    assert wait_until_ended(run_dir)["state"] == "done", launch.log_tail(run_dir)
     for tab in (at.run(), second.run()):
         assert not tab.exception, tab.exception
         message = tab.success[0].value
@@ -124,9 +141,17 @@ def test_a_run_started_on_the_page_is_watched_from_two_tabs_until_done(tiny_data
     assert [m.value for m in at.metric][0] == f"{metrics['accuracy']:.1%}"
 
 
-def test_a_run_cancelled_on_the_page_shows_a_note_and_can_then_be_deleted(tiny_dataset):
+def test_a_run_cancelled_on_the_page_shows_a_note_and_can_then_be_deleted(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """The run's process never trains (it waits for a file no one creates), so it is still going when
+    Cancel is clicked, on any machine. Cancelling a run in the middle of training is
+    tests/test_launch.py's."""
+    python, _ = held_python(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(python))
     at = open_train_page(tiny_dataset)
     run_dir = start_run(at, arch="seed", epochs=200, batch_size=8)
+    assert launch.status(run_dir)["state"] == "queued"
     at.button(key="cancel").click().run()
     assert not at.exception, at.exception
     assert wait_until_ended(run_dir)["state"] == "cancelled"

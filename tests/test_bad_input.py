@@ -1,5 +1,5 @@
-"""Every bad input of issue 6 ("Bad input"), one test or parametrized case each, on tiny generated
-files: each gets a clear message, and nothing else is lost.
+"""Every bad input the README's "Bad input" section lists, one test or parametrized case each, on tiny
+generated files: each gets a clear message, and nothing else is lost.
 
 Many of these are also covered in depth by the module's own tests (test_datasets, test_preprocess,
 test_predict, test_uploads, test_report); this file is the one list a reader checks against the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import expw, folders, photo, write_csv, zip_of
+from helpers import EVIL, expw, folders, known_run, lambda_model, photo, write_csv, zip_of
 from PIL import Image
 
 from fer import cli, images, modelfile, predict, report
@@ -431,18 +431,6 @@ def test_an_uploaded_zip_with_unsafe_members_is_refused_and_nothing_written(tmp_
 # Uploaded model files ---------------------------------------------------------------------------------
 
 
-def lambda_model(path: Path) -> Path:
-    import keras
-
-    inputs = keras.Input((48, 48, 1))
-    x = keras.layers.Lambda(lambda t: t / 255.0)(inputs)
-    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
-    save_model(
-        keras.Model(inputs, outputs), path, {"labels": ["happy", "sad"], "image_size": 48, "margin": 0.0}
-    )
-    return path
-
-
 def plain_keras_model(path: Path) -> Path:
     """A good Keras model saved by Keras alone, without the fer.json that says its labels."""
     build(ModelConfig(arch="seed", image_size=48, num_classes=2)).save(path)
@@ -541,8 +529,6 @@ def test_a_good_uploaded_model_is_kept_under_its_hash_and_predicts(tmp_path, mod
 
 
 def test_labels_containing_html_are_escaped_in_the_report(tmp_path):
-    from test_report import EVIL, known_run
-
     page = report.build_report(known_run(tmp_path / "run"))
     assert EVIL not in page and "<script" not in page.lower()
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page

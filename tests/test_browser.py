@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright against a real server.
 
-The server is `streamlit run streamlit_app.py` started by the fixture on a free localhost port, with
-its own FER_HOME, so it uses the demo dataset and the bundled model exactly as on first launch.
+The server is `streamlit run streamlit_app.py` started by the fixture (helpers.serving) on a free
+localhost port, with its own FER_HOME, so it uses the demo dataset and the bundled model exactly as on
+first launch. The browser is conftest's.
 Screenshots go to $FER_SCREENSHOTS when set (scripts/screenshots.sh points it at docs/screenshots
 for the README), else to the test's temporary folder.
 
@@ -10,144 +11,22 @@ Kept few and robust: each waits for text a person would wait for, never for a fi
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import LOAD_MS, require_browser, serving
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-PROJECT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-LOAD_MS = 180_000  # first page view imports TensorFlow and may build the demo dataset
-
-
-def _require_browser() -> None:
-    missing = not CHROMIUM.is_file()
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing = True
-    if missing:
-        message = "Debian's chromium (/usr/bin/chromium) and the playwright package are needed"
-        if os.environ.get("FER_REQUIRE_BROWSER"):
-            pytest.fail(f"{message}, and FER_REQUIRE_BROWSER is set (CI must run browser tests)")
-        pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serving(home: Path):
-    """`streamlit run streamlit_app.py` on a free localhost port with FER_HOME=home; yields its URL."""
-    port = _free_port()
-    env = {**os.environ, "FER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with open(home / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "streamlit_app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-            ],  # fmt: skip
-            cwd=PROJECT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.read() == b"ok":
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _require_browser()
+    require_browser()
     home = tmp_path_factory.mktemp("browser-home")
-    with _serving(home) as url:
+    with serving(home) as url:
         yield url, home
-
-
-def _fake_camera(path: Path, photo: Image.Image) -> Path:
-    """A Y4M video of one still photo, for Chromium's fake webcam."""
-    width, height = 640, 480
-    frame = Image.new("RGB", (width, height), "white")
-    photo = photo.convert("RGB")
-    photo.thumbnail((width, height))
-    frame.paste(photo, ((width - photo.width) // 2, (height - photo.height) // 2))
-    y, cb, cr = frame.convert("YCbCr").split()
-    half = (width // 2, height // 2)
-    planes = (
-        np.asarray(y).tobytes()
-        + np.asarray(cb.resize(half)).tobytes()
-        + np.asarray(cr.resize(half)).tobytes()
-    )
-    with open(path, "wb") as stream:
-        stream.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(10):
-            stream.write(b"FRAME\n" + planes)
-    return path
-
-
-def _face_photo() -> Path | None:
-    photo = PROJECT.parent / "shared" / "datasets" / "expw-sample" / "image" / "afraid_man_208.jpg"
-    return photo if photo.is_file() else None
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream"]  # fmt: skip
-    photo = _face_photo()
-    if photo:
-        video = _fake_camera(tmp_path_factory.mktemp("camera") / "face.y4m", Image.open(photo))
-        args.append(f"--use-file-for-fake-video-capture={video}")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -247,7 +126,7 @@ def test_a_webcam_snapshot_of_a_face_is_classified(server, page, tmp_path, expw_
 
 def test_a_shared_link_to_a_page_opens_it_with_the_menu_on_a_fresh_server(browser, tmp_path):
     # The first visitor of a new server arrives by a page's own URL (a link a colleague shared).
-    with _serving(tmp_path) as url:
+    with serving(tmp_path) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(LOAD_MS)
@@ -266,7 +145,10 @@ def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_pa
     page.goto(f"{url}/train")
     page.get_by_text("Start training").first.wait_for()
     _settle(page)
-    for label, value in (("Epochs", "4"), ("Quick trial: use at most this many faces (0 = all)", "0")):
+    # Two epochs on 300 faces draw both curves; the README's screenshots ($FER_SCREENSHOTS) get a
+    # longer run on every face, so their curves show it learning.
+    epochs, faces = ("4", "0") if os.environ.get("FER_SCREENSHOTS") else ("2", "300")
+    for label, value in (("Epochs", epochs), ("Quick trial: use at most this many faces (0 = all)", faces)):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Enter")

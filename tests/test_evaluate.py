@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import expw_faces, folders
+from helpers import folders
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from fer import cli
+from fer import datasets as D
 from fer import runs as R
-from fer import train as T
-from fer.config import TrainConfig
 from fer.evaluate import evaluate, metrics, predictions_table
 from fer.labels import LABELS
 
@@ -107,18 +106,12 @@ def test_predictions_table_has_a_probability_per_label():
 # A trained model on other data --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A one-epoch model trained on a tiny ExpW dataset (all seven labels), and its run folder."""
-    dataset = expw_faces(tmp_path_factory.mktemp("evaluate-data") / "expw", 42)
-    config = TrainConfig(
-        datasets=(str(dataset),), arch="vgg-small", width=4, image_size=48, epochs=1, batch_size=8
-    )
-    run_dir = tmp_path_factory.mktemp("evaluate-run") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FER_HOME", str(tmp_path_factory.getbasetemp() / "fer-home"))
-        T.train(config, run_dir)
-    return dataset, config, run_dir
+@pytest.fixture
+def trained(tiny_run):
+    """conftest's tiny run (one epoch on the demo dataset, all seven labels): its dataset, config and
+    folder."""
+    config = R.read_json(tiny_run / "config.json")["train"]
+    return config["datasets"][0], config, tiny_run
 
 
 @pytest.fixture
@@ -127,6 +120,7 @@ def other_spelling(tmp_path) -> Path:
     return folders(tmp_path / "faces", {"Happiness": 3, "surprised": 3, "contempt": 2})
 
 
+@pytest.mark.slow
 def test_evaluate_matches_labels_by_name(trained, other_spelling):
     _, _, run_dir = trained
     result, predictions = evaluate(str(other_spelling), run_dir / "best.keras", split="all")
@@ -146,17 +140,19 @@ def test_evaluate_matches_labels_by_name(trained, other_spelling):
     assert right == int(np.trace(matrix))
 
 
+@pytest.mark.slow
 def test_evaluate_on_the_training_dataset_scores_the_runs_test_faces(trained):
     dataset, config, run_dir = trained
-    result, _ = evaluate(str(dataset), run_dir / "best.keras", batch_size=config.batch_size)
+    result, _ = evaluate(dataset, run_dir / "best.keras", batch_size=config["batch_size"])
     saved = R.read_json(run_dir / "metrics.json")
     assert result["unscored"] == 0
     for field in ("n", "accuracy", "f1", "confusion_matrix"):
         assert result[field] == saved[field], field
-    every, _ = evaluate(str(dataset), run_dir / "best.keras", split="all")
-    assert every["n"] == 42
+    every, _ = evaluate(dataset, run_dir / "best.keras", split="all")
+    assert every["n"] == len(D.load(dataset).faces)
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_data_without_a_known_label(trained, tmp_path):
     from fer.datasets import DatasetError
 
@@ -168,6 +164,7 @@ def test_evaluate_refuses_data_without_a_known_label(trained, tmp_path):
         evaluate(str(only_unknown), run_dir / "best.keras", split="train")
 
 
+@pytest.mark.slow
 def test_cli_evaluate_prints_json(trained, other_spelling, tmp_path, capsys):
     _, _, run_dir = trained
     predictions = tmp_path / "predictions.csv"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import expw_faces
+from helpers import expw_faces, home_beside
 
 from fer import cli, launch, paths
 from fer import runs as R
@@ -62,10 +62,29 @@ def stop(run_dir: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def long_run(dataset: Path) -> TrainConfig:
+    """A run that is still training whenever a test acts on it, however slow the machine: 28 batches
+    an epoch for 200 epochs, and never stopped early (its patience is all its epochs), so it ends only
+    when a test stops it."""
+    epochs = 200
+    return TrainConfig(
+        datasets=(str(dataset),),
+        epochs=epochs,
+        patience=epochs,
+        lr_patience=epochs,
+        **{**QUICK, "batch_size": 1},
+    )
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    """The FER_HOME of conftest's autouse fixture, for the module-scoped fixture that runs before it."""
-    return tmp_path_factory.getbasetemp() / "fer-home"
+    """This file's own FER_HOME: its runs are never among another file's runs, nor theirs among its."""
+    return home_beside(tmp_path_factory, "launch-home")
+
+
+@pytest.fixture(autouse=True)
+def _own_home(home, monkeypatch):
+    monkeypatch.setenv("FER_HOME", str(home))
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +95,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(home, tiny_dataset, tmp_path_factory):
-    """Four runs started at once: one to finish, two long ones (to cancel, to kill), one bad dataset."""
+    """Four runs started at once: one to finish, two long ones (to cancel, to kill), one bad dataset.
+    The tests that stop the long ones come first, so the one that finishes does not share the
+    processor with them for long."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FER_HOME", str(home))
         started = {
             "done": launch.start(TrainConfig(datasets=(str(tiny_dataset),), epochs=1, **QUICK)),
-            # batch size 1: 28 batches an epoch, for 200 epochs: minutes, unless stopped
-            **{
-                name: launch.start(
-                    TrainConfig(datasets=(str(tiny_dataset),), epochs=200, **{**QUICK, "batch_size": 1})
-                )
-                for name in ("cancel", "kill")
-            },
+            **{name: launch.start(long_run(tiny_dataset)) for name in ("cancel", "kill")},
             "bad": launch.start(
                 TrainConfig(datasets=(str(tmp_path_factory.mktemp("empty") / "missing"),), epochs=1, **QUICK)
             ),
@@ -126,23 +141,6 @@ def test_started_runs_are_listed_at_once_under_the_runs_folder(runs):
 
 
 @pytest.mark.slow
-def test_a_run_finishes_with_its_model_and_metrics(runs):
-    run_dir = runs["done"]
-    status = wait_until_ended(run_dir)
-    assert status["state"] == "done", status
-    assert (run_dir / "best.keras").is_file()
-    metrics = R.read_json(run_dir / "metrics.json")
-    assert metrics["n"] == 7 and 0 <= metrics["accuracy"] <= 1
-    assert len(R.read_history(run_dir)) == 1
-    assert run_dir not in launch.active_runs()
-    # the recorded command is the command line's own, and names the architecture chosen
-    assert "--arch seed" in R.read_json(run_dir / "config.json")["command"]
-    # the watcher thread reaped the process: no zombie is left behind
-    pid = int(status["pid"])
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the finished process to be reaped", run_dir, 10)
-
-
-@pytest.mark.slow
 def test_a_cancelled_run_stops_after_its_current_batch(runs):
     run_dir = runs["cancel"]
     wait_for_a_batch(run_dir)
@@ -152,7 +150,7 @@ def test_a_cancelled_run_stops_after_its_current_batch(runs):
     launch.cancel(run_dir)
     status = wait_until_ended(run_dir)
     assert status["state"] == "cancelled", status
-    assert finished_epochs(run_dir) < 200
+    assert finished_epochs(run_dir) < R.read_json(run_dir / "config.json")["train"]["epochs"]
     launch.delete(run_dir)  # once it has stopped it can go
     assert not run_dir.exists()
 
@@ -167,6 +165,23 @@ def test_a_killed_run_reads_as_interrupted(runs):
     assert status["state"] == "interrupted", status
     assert "killed" in status["error"]
     assert run_dir not in launch.active_runs()
+
+
+@pytest.mark.slow
+def test_a_run_finishes_with_its_model_and_metrics(runs):
+    run_dir = runs["done"]
+    status = wait_until_ended(run_dir)
+    assert status["state"] == "done", status
+    assert (run_dir / "best.keras").is_file()
+    metrics = R.read_json(run_dir / "metrics.json")
+    assert metrics["n"] == 7 and 0 <= metrics["accuracy"] <= 1
+    assert len(R.read_history(run_dir)) == 1
+    assert run_dir not in launch.active_runs()
+    # the recorded command is the command line's own, and names the architecture chosen
+    assert "--arch seed" in R.read_json(run_dir / "config.json")["command"]
+    # the watcher thread reaped the process: no zombie is left behind
+    pid = int(status["pid"])
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the finished process to be reaped", run_dir)
 
 
 @pytest.mark.slow

@@ -52,6 +52,7 @@ def test_a_pack_holds_the_train_and_val_faces_training_would_use_and_no_test_fac
     assert set(unpacked["train"].faces["dataset"]) == {str(dataset)}
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_a_pack_records_the_datasets_and_is_scored_on_their_test_part(
     tmp_path, packed, dataset, capsys
 ):

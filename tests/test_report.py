@@ -1,5 +1,5 @@
 """The run report (fer.report) and `python -m fer report`: on a run folder written by hand from a known
-confusion, and on one real tiny training of the demo dataset."""
+confusion, and on a real tiny training of the demo dataset (conftest's tiny_run)."""
 
 from __future__ import annotations
 
@@ -8,62 +8,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from helpers import CONFUSION, EVIL, known_run
 
-from fer import cli, paths, report, results
+from fer import cli, report, results
 from fer import evaluate as E
 from fer import runs as R
-from fer import train as T
 from fer.config import TrainConfig
-
-EVIL = "<script>alert('x')</script>"
-LABELS = ["happy", "sad", EVIL]
-# Rows: true label, columns: predicted. 25 faces, 16 right.
-CONFUSION = np.array([[8, 1, 1], [2, 5, 3], [0, 2, 3]])
-
-
-def known_run(run_dir: Path, *, dataset: str = "/nowhere/moved-dataset") -> Path:
-    """A finished run folder with the files fer.train._train writes, for the CONFUSION above; its
-    dataset no longer exists, so it has no face images."""
-    y_true = np.repeat(np.arange(3), CONFUSION.sum(axis=1))
-    y_pred = np.concatenate([np.repeat(np.arange(3), row) for row in CONFUSION])
-    config = TrainConfig(datasets=(dataset,), arch="seed", epochs=3)
-    model = config.model_config(num_classes=3)
-    R.write_json(
-        run_dir / "config.json",
-        {"train": asdict(config), "model": asdict(model), "command": "python -m fer train", "labels": LABELS},
-    )
-    R.write_json(run_dir / "labels.json", LABELS)
-    history = pd.DataFrame(
-        {
-            "epoch": [1, 2, 3],
-            "loss": [1.5, 1.1, 0.9],
-            "accuracy": [0.4, 0.55, 0.62],
-            "val_loss": [1.4, 1.2, 1.15],
-            "val_accuracy": [0.45, 0.58, 0.6],
-            "learning_rate": [1e-3] * 3,
-            "seconds": [3.0] * 3,
-        }
-    )
-    R.write_csv(run_dir / "history.csv", history)
-    metrics = E.metrics(y_true, y_pred, LABELS)
-    metrics.update(split="test", best_epoch=3)
-    R.write_json(run_dir / "metrics.json", metrics)
-    probabilities = np.full((len(y_true), 3), 0.1)
-    probabilities[np.arange(len(y_true)), y_pred] = 0.8
-    faces = pd.DataFrame(
-        {
-            "dataset": dataset,
-            "photo": [f"img/{i}.jpg" for i in range(len(y_true))],
-            "face": 0,
-            "split": "test",
-            "label": [LABELS[i] for i in y_true],
-        }
-    )
-    R.write_csv(run_dir / "predictions.csv", E.predictions_table(faces, LABELS, probabilities))
-    R.set_status(run_dir, "done", error=None, best_epoch=3)
-    return run_dir
 
 
 @pytest.fixture
@@ -164,31 +115,7 @@ def test_cli_report_fails_cleanly_on_a_folder_that_is_not_a_run(tmp_path, capsys
 # A real tiny training -----------------------------------------------------------------------------
 
 
-def tiny_training(base: Path) -> Path:
-    """A FER_HOME under `base` (pytest's basetemp) holding runs/tiny-report: one epoch of the seed
-    model on 300 demo faces. A finished one already there is reused, so the modules that need it
-    share one training; it is kept out of conftest's FER_HOME, where other pages' tests list runs."""
-    home = base / "results-home"
-    config = TrainConfig(datasets=("demo",), arch="seed", epochs=1, image_size=48, max_faces=300,
-                           batch_size=32, augment=False)  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FER_HOME", str(home))
-        run_dir = paths.runs_dir() / "tiny-report"
-        if R.read_status(run_dir).get("state") != "done":
-            T.train(config, run_dir)
-    return home
-
-
-@pytest.fixture(scope="module")
-def trained_home(tmp_path_factory) -> Path:
-    return tiny_training(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def tiny_run(trained_home, monkeypatch) -> Path:
-    """The tiny run, with FER_HOME set to its home (where the demo dataset it read is)."""
-    monkeypatch.setenv("FER_HOME", str(trained_home))
-    return paths.runs_dir() / "tiny-report"
+# (The run is conftest's tiny_run: one epoch on the demo dataset, shared with other files.)
 
 
 @pytest.mark.slow
@@ -207,8 +134,8 @@ def test_faces_and_counts_of_a_real_run(tiny_run):
     faces = results.run_faces(tiny_run)
     counts = faces.split_counts()
     metrics = R.read_metrics(tiny_run)
-    # The counts reproduce the run: its 300-face training cap, and its test faces per label.
-    assert counts["train"].sum() == 300
+    # The counts reproduce the run: its training cap, and its test faces per label.
+    assert counts["train"].sum() == R.read_json(tiny_run / "config.json")["train"]["max_faces"]
     assert {label: int(counts.loc[label, "test"]) for label in metrics["labels"]} == {
         label: row["support"] for label, row in metrics["per_class"].items()
     }

@@ -356,6 +356,14 @@ def test_a_file_being_rewritten_is_always_the_old_or_the_new_one_whole(tmp_path,
                 seen.append(version())
             finally:
                 process.send_signal(signal.SIGCONT)
+        while seen[-1] < 2:  # the kill must come after a rewrite, however slowly the writer goes
+            assert process.poll() is None and time.monotonic() < deadline, "the writer never rewrote"
+            time.sleep(0.1)
+            process.send_signal(signal.SIGSTOP)
+            try:
+                seen.append(version())
+            finally:
+                process.send_signal(signal.SIGCONT)
         time.sleep(rng.uniform(0.0, 0.3))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
@@ -406,6 +414,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_run_with_a_message_and_leaves_other_runs_alone(
     small_disk, tiny_dataset, capsys
 ):
@@ -466,7 +475,7 @@ def test_a_run_folder_that_is_a_file_fails_with_a_message(tmp_path, tiny_dataset
 
 def _open(dataset: Path) -> AppTest:
     """A new browser session on the Train page, with `dataset` chosen (the demo would take seconds)."""
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["dataset"] = str(dataset)
     at.run()
     at.switch_page("pages/train.py").run()

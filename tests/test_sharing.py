@@ -8,7 +8,7 @@ visitors classify at once (the server log says "loaded model" once).
 
 The path rules are unit tests of `fer.paths`; the sessions are AppTest instances sharing one
 process (and so Streamlit's caches and the pages' modules, as on a server); the rest runs against
-a real `streamlit run` server (tests/test_browser.py's `_serving`) with eight Chromium sessions.
+a real `streamlit run` server (helpers.serving) with eight Chromium sessions.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import expw_faces
+from helpers import LOAD_MS, expw_faces, known_run, require_browser, serving
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-from test_browser import LOAD_MS, _require_browser, _serving, browser  # noqa: F401 - a fixture
-from test_report import known_run
 
 from fer import demo, paths
 from fer import runs as R
@@ -352,12 +350,12 @@ def test_no_page_changes_state_that_every_session_shares():
 def server(tmp_path_factory):
     """One `streamlit run` with its own FER_HOME and a 1 MB upload cap (Streamlit reads the cap from
     STREAMLIT_SERVER_MAX_UPLOAD_SIZE, over config.toml): the log shows each model load."""
-    _require_browser()
+    require_browser()
     home = tmp_path_factory.mktemp("sharing-server")
     with contextlib.ExitStack() as stack:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("STREAMLIT_SERVER_MAX_UPLOAD_SIZE", str(CAP_MB))
-            url = stack.enter_context(_serving(home))
+            url = stack.enter_context(serving(home))
         yield url, home
 
 
@@ -369,7 +367,7 @@ def grey_crop(path: Path, shade: int) -> Path:
     return path
 
 
-def open_classify(browser, url: str):  # noqa: F811 - the browser fixture, passed on
+def open_classify(browser, url: str):
     context = browser.new_context(viewport={"width": 1100, "height": 1400})
     page = context.new_page()
     page.set_default_timeout(LOAD_MS)
@@ -394,7 +392,7 @@ def upload(page, photo: Path) -> None:
 @pytest.mark.slow
 def test_eight_visitors_classifying_at_once_all_get_their_answer_from_one_loaded_model(
     server,
-    browser,  # noqa: F811 - the fixture
+    browser,
     tmp_path,
 ):
     from fer.predict import Predictor
@@ -472,7 +470,7 @@ def xsrf_cookie(url: str) -> str:
 @pytest.mark.slow
 def test_uploads_over_the_cap_and_without_the_xsrf_token_are_refused(
     server,
-    browser,  # noqa: F811 - the fixture
+    browser,
     tmp_path,
 ):
     url, _ = server
