@@ -86,6 +86,7 @@ def test_gpu_train_time_limit_stops_the_run_cleanly(packs, tmp_path):
     runs = tmp_path / "elsewhere"
     done = gpu_train(
         packs, "--arch", "vgg-small", "--width", "4", "--epochs", "500", "--batch-size", "8",
+        "--patience", "500", "--lr-patience", "500",  # long by construction: only the limit ends it
         options=("--time-limit", "1"), RUNS=str(runs),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
