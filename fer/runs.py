@@ -306,7 +306,8 @@ def wait_for_slot(run_dir: Path, poll_seconds: float = 0.5) -> IO[str] | None:
     set_status(run_dir, "queued")  # this process's pid: a waiting run whose process died is out of line
     beat = time.monotonic()
     while not (run_dir / CANCEL).exists():
-        if place_in_line(run_dir) in (1, None):
+        place = place_in_line(run_dir) or 1
+        if place == 1:
             for slot in range(limit):
                 stream = _try_lock(slots / str(slot))
                 if stream is not None:
@@ -315,7 +316,7 @@ def wait_for_slot(run_dir: Path, poll_seconds: float = 0.5) -> IO[str] | None:
         if time.monotonic() - beat > HEARTBEAT_SECONDS:
             set_status(run_dir, "queued")
             beat = time.monotonic()
-        time.sleep(poll_seconds)
+        time.sleep(poll_seconds * min(place, 10))  # far down a long line, look less often
     return None
 
 

@@ -103,7 +103,7 @@ def test_two_trainings_on_one_new_run_dir_one_succeeds_the_other_is_refused(tmp_
     seeds = {4: None, 5: None}
     for seed in seeds:
         seeds[seed] = fer_train(
-            str(tiny_dataset), "--run-dir", str(run_dir), *QUICK, "--epochs", "3", "--seed", str(seed)
+            str(tiny_dataset), "--run-dir", str(run_dir), *QUICK, "--epochs", "6", "--seed", str(seed)
         )
     ended = {seed: (process, *process.communicate(timeout=TIMEOUT)) for seed, process in seeds.items()}
     winners = [seed for seed, (process, _, _) in ended.items() if process.returncode == 0]
@@ -122,7 +122,7 @@ def test_two_trainings_on_one_new_run_dir_one_succeeds_the_other_is_refused(tmp_
     assert status["state"] == "done" and status["pid"] == seeds[winner].pid, status
     assert R.read_json(run_dir / R.CONFIG)["train"]["seed"] == winner
     assert R.read_metrics(run_dir)["n"] == 7
-    assert len(R.read_history(run_dir)) == 3
+    assert len(R.read_history(run_dir)) == 6
 
 
 def test_a_run_killed_by_kill_9_can_be_resumed_its_lock_file_left_behind_locks_nothing(
