@@ -10,6 +10,12 @@ output in `train.log` (fer.runs.LOG) in the run folder. A thread in the starting
 reaps it (no zombie) and covers the one thing the run cannot record itself: dying before or
 outside `fer.train.train` (a bad argument, an import error) leaves "queued" or "running" behind,
 so the thread records "failed" with the end of the log as the error.
+
+Trainings started here wait in line (fer.runs.wait_for_slot): at most fer.runs.max_trainings() of
+one runs folder train at once (FER_MAX_TRAININGS, default one per two cores); the others read
+"queued", with their place in line, and start in the order they were started. A waiting run can be
+cancelled like any other and then never trains. `fer train` typed by a person does not queue: it
+is the machine owner's own command, and starts at once.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
 
     `run_dir` defaults to a fresh folder under fer.paths.runs_dir(); a given one must be new or empty.
     """
+    runs.max_trainings()  # a bad FER_MAX_TRAININGS is the server's: say so here, not in a failed run
     if run_dir is None:
         run_dir = runs.new_run_dir(paths.runs_dir())  # spelled as the run store lists it, for the pages
     else:
@@ -63,6 +70,7 @@ def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
     runs.set_status(run_dir, "queued", epoch=0, epochs=config.epochs, command=line, error=None)
 
     env = dict(os.environ)  # FER_HOME, FER_DATA_ROOTS and KERAS_BACKEND pass through
+    env[runs.QUEUE_ENV] = "1"  # wait for a training slot before preparing the faces
     env["PYTHONUNBUFFERED"] = "1"  # the log shows where the run is, not where its buffer was
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info lines would bury the error at the end
     try:
@@ -97,17 +105,19 @@ def _watch(process: subprocess.Popen, run_dir: Path) -> None:
     """Wait for the run's process (which reaps it) and record how it ended if it could not."""
     code = process.wait()
     try:
-        _record_end(run_dir, code)
+        _record_end(run_dir, code, process.pid)
     finally:
         _watchers.pop(run_dir.resolve(), None)
 
 
-def _record_end(run_dir: Path, code: int) -> None:
+def _record_end(run_dir: Path, code: int, process_pid: int) -> None:
     if not run_dir.is_dir():
         return
     status = runs.read_json(run_dir / runs.STATUS, {}) or {}
     if status.get("state") not in ACTIVE:
         return  # it recorded its own end: done, failed, cancelled
+    if status.get("pid") not in (process_pid, os.getpid()):
+        return  # another process writes this folder (this one was refused its lock): its status stands
     if (run_dir / runs.CANCEL).exists():
         runs.set_status(run_dir, "cancelled", error=None, exit_code=code)
     elif code > 0:
@@ -123,7 +133,8 @@ def _record_end(run_dir: Path, code: int) -> None:
 
 def status(run_dir: Path) -> dict:
     """fer.runs.read_status, plus: a run stopped on request reads "cancelled" even when its process had to
-    be killed, and a run that failed or was interrupted carries the end of its log as `log`."""
+    be killed, a run that failed or was interrupted carries the end of its log as `log`, and a queued
+    run its place in line as `place` (1: the next to start; None once it has left the line)."""
     run_dir = Path(run_dir)
     result = runs.read_status(run_dir)
     watcher = _watchers.get(run_dir.resolve()) if result["state"] == "interrupted" else None
@@ -134,6 +145,8 @@ def status(run_dir: Path) -> dict:
         result.update(state="cancelled", error=None)
     if result["state"] in ("failed", "interrupted"):
         result["log"] = log_tail(run_dir)
+    if result["state"] == "queued":
+        result["place"] = runs.place_in_line(run_dir)
     return result
 
 
@@ -157,6 +170,11 @@ def active_runs(runs_dir: Path | None = None) -> list[Path]:
         for run in runs.list_runs(runs_dir or paths.runs_dir())
         if runs.read_status(run)["state"] in ACTIVE
     ]
+
+
+def queue(runs_dir: Path | None = None) -> list[Path]:
+    """Runs waiting for a training slot, first in line first (fer.runs.queue)."""
+    return runs.queue(runs_dir or paths.runs_dir())
 
 
 # Stopping and deleting ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ A run folder holds:
     state.json        epoch, best validation accuracy and the like, to resume from
     metrics.json      final test metrics (the fields of `python -m fer evaluate --json`)
     predictions.csv   one row per test face: photo, face, label, predicted, a probability per label
+    lock              locked (fcntl.flock) by the process writing the run, for as long as it lives
 
 A run whose status says running but whose process is gone (killed, even by kill -9, or the machine
 restarted) reads as "interrupted"; its last checkpoint is whole, because nothing is ever written
@@ -19,12 +20,23 @@ in place: files are written beside their target and renamed over it. A kill can 
 hidden temporary file behind (".best.k2j4x9.tmp.keras"); no reader looks at hidden files, and a
 resumed run sweeps them.
 
+One process writes a run folder at a time: `lock_run` takes the folder's `lock` file, and a second
+process (a second `train` on the same --run-dir, a resume of a run still going) is refused, naming the
+process that holds it. The kernel drops the lock when its process ends, however it ends, so the file a
+kill -9 leaves behind locks nothing and the run can be resumed.
+
+Runs started from the dashboard queue for a training slot (`wait_for_slot`): at most
+`max_trainings()` of a runs folder train at once (FER_MAX_TRAININGS), the others wait as "queued", in
+the order they were started, and a cancelled one leaves the line without ever training. A slot is a
+locked file in the runs folder's `.slots/`, so it too is free again the moment its process dies.
+
 `load_run` reads a folder whole into a `Run`, the one reader behind the Results page, the HTML
 report and run comparison.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -34,6 +46,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -50,6 +63,11 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 LOG = "train.log"  # the training process's output, when the dashboard started it
 CANCEL = "cancel"  # present: the run is asked to stop after its current batch
+LOCK = "lock"  # flock'ed by the process writing the run; holds its pid and host, for the refusal message
+SLOTS = ".slots"  # in a runs folder: the lock files of its training slots, 0 .. max_trainings() - 1
+# Set (to "1") in the environment of the trainings the dashboard starts: wait in line for a slot.
+QUEUE_ENV = "FER_TRAINING_QUEUE"
+MAX_TRAININGS_ENV = "FER_MAX_TRAININGS"
 # The entry inside a saved model (best.keras, last.keras) holding its metadata: labels, preprocessing,
 # dataset roots, split counts. fer.modelfile writes it under this name; reading a run needs neither
 # that module nor Keras.
@@ -189,6 +207,117 @@ def read_status(run_dir: Path) -> dict:
             status["state"] = "interrupted"
             status.setdefault("error", "the training process stopped without finishing (killed or crashed)")
     return status
+
+
+# One writer per run, a capped number of trainings per runs folder ----------------------------------
+
+
+class RunBusy(ValueError):
+    """The run folder is being written by another live process."""
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    """`path` opened and locked (exclusive, without waiting), or None when another process holds it.
+    Opened to append, so a refused opener never empties the holder's file."""
+    stream = open(path, "a+")  # held open, and so locked, until the caller closes it
+    try:
+        fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        stream.close()
+        return None
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
+def _sign(stream: IO[str], text: str) -> None:
+    stream.seek(0)
+    stream.truncate()
+    stream.write(text)
+    stream.flush()
+
+
+def lock_run(run_dir: Path) -> IO[str]:
+    """Lock `run_dir` for this process: returns the open lock file, which holds the lock until it is
+    closed or the process ends. RunBusy (a ValueError) names the live process that holds it."""
+    run_dir = Path(run_dir)
+    stream = _try_lock(run_dir / LOCK)
+    if stream is None:
+        try:
+            holder = (run_dir / LOCK).read_text().split()
+        except OSError:
+            holder = []
+        who = f"process {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
+        raise RunBusy(
+            f"run folder {run_dir} is being written by {who}; choose another --run-dir, or wait for it "
+            "to end (or cancel it) and then use --resume"
+        )
+    _sign(stream, f"{os.getpid()} {socket.gethostname()}\n")
+    return stream
+
+
+def max_trainings() -> int:
+    """How many trainings of one runs folder may run at once: FER_MAX_TRAININGS, else one per two
+    cores (at least 1). Each training uses every core it is given, so more only slows each one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    default = max(1, cores // 2)
+    value = os.environ.get(MAX_TRAININGS_ENV, "").strip()
+    if not value:
+        return default
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(
+            f"{MAX_TRAININGS_ENV} must be a whole number of trainings, at least 1, got {value!r}; "
+            f"unset it for the default ({default} here: one per two cores)"
+        )
+    return limit
+
+
+def queue(runs_dir: Path) -> list[Path]:
+    """The runs of `runs_dir` waiting for a training slot, first in line first: queued, their process
+    alive, not asked to stop; in the order they were started."""
+    waiting = []
+    for run in list_runs(runs_dir):
+        status = read_status(run)
+        if status["state"] == "queued" and not (run / CANCEL).exists():
+            waiting.append((float(status.get("created") or 0), run.name, run))
+    return [run for *_, run in sorted(waiting)]
+
+
+def place_in_line(run_dir: Path) -> int | None:
+    """1 for the next run to start, 2 for the one after it...; None for a run not waiting."""
+    run_dir = Path(run_dir)
+    line = [run.resolve() for run in queue(run_dir.parent)]
+    return line.index(run_dir.resolve()) + 1 if run_dir.resolve() in line else None
+
+
+def wait_for_slot(run_dir: Path, poll_seconds: float = 0.5) -> IO[str] | None:
+    """Wait until `run_dir` is first in its runs folder's line and a slot is free, then take the slot:
+    returns its open lock file (held until closed or the process ends). None: the run was cancelled
+    while it waited. Meanwhile the run reads "queued", with this process's pid."""
+    run_dir = Path(run_dir)
+    slots = run_dir.parent / SLOTS
+    slots.mkdir(exist_ok=True)
+    limit = max_trainings()
+    set_status(run_dir, "queued")  # this process's pid: a waiting run whose process died is out of line
+    beat = time.monotonic()
+    while not (run_dir / CANCEL).exists():
+        place = place_in_line(run_dir) or 1
+        if place == 1:
+            for slot in range(limit):
+                stream = _try_lock(slots / str(slot))
+                if stream is not None:
+                    _sign(stream, f"{os.getpid()} {socket.gethostname()} {run_dir.resolve()}\n")
+                    return stream
+        if time.monotonic() - beat > HEARTBEAT_SECONDS:
+            set_status(run_dir, "queued")
+            beat = time.monotonic()
+        time.sleep(poll_seconds * min(place, 10))  # far down a long line, look less often
+    return None
 
 
 def list_runs(runs_dir: Path | None = None) -> list[Path]:

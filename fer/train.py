@@ -223,6 +223,16 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: 
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OSError(_folder_problem(error, run_dir)) from error
+    try:  # before anything is written: a second process on this folder changes nothing in it
+        lock = runs.lock_run(run_dir)  # RunBusy (a ValueError) when another live process holds it
+    except OSError as error:
+        raise OSError(_storage_problem(error, run_dir) or _folder_problem(error, run_dir)) from error
+    with lock:
+        return _train_locked(config, run_dir, resume=resume, command=command)
+
+
+def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, command: str | None) -> dict:
+    """train(), in a run folder this process has locked."""
     if resume:
         saved = runs.read_json(run_dir / runs.CONFIG)
         if not saved:
@@ -236,7 +246,13 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: 
         config = TrainConfig.from_dict(saved["train"])
         command = command or saved.get("command")  # the command that made the run, not "--resume"
     command = command or f"fer.train.train({config!r})"
+    slot = None
     try:
+        if os.environ.get(runs.QUEUE_ENV) and not resume:  # started by the dashboard: wait in line
+            slot = runs.wait_for_slot(run_dir)
+            if slot is None:
+                runs.set_status(run_dir, "cancelled", error=None)
+                return {}
         (run_dir / runs.CANCEL).unlink(missing_ok=True)
         if resume:
             runs.sweep_temporary(run_dir)  # what killed writers left; no other process writes this run now
@@ -258,6 +274,9 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: 
         if problem:
             raise OSError(problem) from error
         raise
+    finally:
+        if slot is not None:
+            slot.close()
 
 
 def _folder_problem(error: OSError, run_dir: Path) -> str:

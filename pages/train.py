@@ -78,7 +78,9 @@ def curves(run: Path) -> None:
 
 def show_progress(run: Path, status: dict) -> None:
     progress = runs.read_json(run / runs.PROGRESS, {}) or {}
-    if status["state"] == "queued" or not progress:
+    if status["state"] == "queued" and status.get("place"):
+        st.progress(0.0, text=f"Waiting for a free training slot: place {status['place']} in line.")
+    elif status["state"] == "queued" or not progress:
         st.progress(0.0, text="Starting the training process...")
     elif progress.get("stage") == "preparing faces":
         done, total = int(progress.get("done", 0)), max(int(progress.get("total", 1)), 1)
@@ -127,6 +129,46 @@ def live(run_dir: str) -> None:
         launch.cancel(run)
         st.rerun()
     curves(run)
+
+
+def at_once() -> str:
+    """How many trainings this server runs at once, in words ("" when its setting cannot be read)."""
+    try:
+        return f"at most {runs.max_trainings()} at once"
+    except ValueError:  # the server's own misconfiguration: starting a run says what is wrong with it
+        return ""
+
+
+def cancel_queued(name: str) -> None:
+    """A waiting run's Cancel button: it leaves the line at once and never trains."""
+    try:
+        launch.cancel(paths.runs_dir() / name)
+    except ValueError:  # deleted meanwhile: nothing left to cancel
+        pass
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def waiting_line() -> None:
+    """The runs waiting for a training slot, each with its place and a Cancel button; redrawn as it moves."""
+    line = launch.queue()
+    if not line:
+        return
+    st.subheader("Waiting to start")
+    st.caption(
+        f"This server trains {at_once() or 'a limited number of runs at once'}; the others wait here and "
+        "start in the order they were started."
+    )
+    for place, run in enumerate(line, start=1):
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.markdown(f"**Place {place}:** {run.name}")
+        right.button(
+            "Cancel",
+            key=f"cancel_queued_{run.name}",
+            icon=":material/close:",
+            on_click=cancel_queued,
+            args=(run.name,),
+            help="Take this run out of the line: it never starts.",
+        )
 
 
 def outcome(run: Path, status: dict) -> None:
@@ -324,9 +366,10 @@ max_faces = third.number_input(
 
 active = launch.active_runs()
 if active:
+    waiting = len(launch.queue())
     st.caption(
-        f"{len(active)} run(s) already going on this server. Another one shares the processor and both "
-        "go slower."
+        f"{len(active) - waiting} run(s) training and {waiting} waiting on this server, which trains "
+        f"{at_once() or 'a limited number at once'}: a run started beyond that waits its turn."
     )
 if st.button("Start training", key="start", type="primary", icon=":material/play_arrow:"):
     try:
@@ -384,6 +427,8 @@ if watching:
     else:
         outcome(run, status)
 
+waiting_line()
+
 # Past runs -----------------------------------------------------------------------------------------
 st.subheader("Past runs")
 message = st.session_state.pop(DELETED, None)
@@ -402,7 +447,8 @@ for run in run_dirs:
     rows.append(
         {
             "run": run.name,
-            "state": runs.STATE_WORDS.get(status["state"], status["state"]),
+            "state": runs.STATE_WORDS.get(status["state"], status["state"])
+            + (f" (place {status['place']} in line)" if status.get("place") else ""),
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
             "network": train.get("arch"),
             "epochs": f"{finished_epochs(run)} of {train.get('epochs', '?')}",

@@ -47,8 +47,9 @@ TIMEOUT = 300.0  # seconds for one tiny training process, with the machine loade
 QUICK = ["--arch", "seed", "--image-size", "48", "--batch-size", "7", "--no-augment", "--seed", "4"]
 EPOCHS = 4
 STEPS = 4
-# What a run folder may hold (fer.runs lists them; train.log and cancel come from fer.launch).
-RUN_FILES = {*FINISHED_RUN_FILES, "train.log", "cancel"}
+# What a run folder may hold (fer.runs lists them; train.log and cancel come from fer.launch; lock is
+# the writing process's).
+RUN_FILES = {*FINISHED_RUN_FILES, "train.log", "cancel", "lock"}
 # fer.runs.write_atomic's temporary files: hidden, ".<stem>.<random>.tmp<suffix>".
 TEMPORARY = re.compile(r"\.[\w-]+\.\w+\.tmp(\.\w+)?")
 
