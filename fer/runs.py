@@ -16,8 +16,12 @@ A run folder holds:
 A run whose status says running but whose process is gone (killed, even by kill -9, or the machine
 restarted) reads as "interrupted"; its last checkpoint is whole, because nothing is ever written
 in place: files are written beside their target and renamed over it. A kill can leave such a
-hidden temporary file behind (".best.k2j4x9.tmp.keras"); no reader looks at hidden files, and a
+hidden temporary file behind (".best.3fa2c1d9_4242_k2j4x9.tmp.keras": host, pid, random); no reader
+looks at hidden files, the next write of the same file removes those whose writer is gone, and a
 resumed run sweeps them.
+
+The CSV files people download (predictions.csv among them) are safe to open in a spreadsheet: see
+`csv_text`, whose rule `read_csv` undoes.
 
 `load_run` reads a folder whole into a `Run`, the one reader behind the Results page, the HTML
 report and run comparison.
@@ -25,8 +29,10 @@ report and run comparison.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -79,18 +85,53 @@ def default_runs_dir() -> Path:
 # Atomic writes ------------------------------------------------------------------------------------
 
 
+def _host_tag() -> str:
+    """This host in a temporary file's name: a pid means something only on the host that gave it."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+# A temporary file's name: ".<stem>.<host>_<pid>_<random>.tmp<suffix>" (see write_atomic).
+TEMPORARY_NAME = re.compile(r"\..*\.(?P<host>[0-9a-f]{8})_(?P<pid>[1-9][0-9]*)_\w+\.tmp(\..*)?", re.DOTALL)
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid of the process on this host that is writing, or was writing, the temporary file `name`;
+    None for any other name, another host's temporary files included."""
+    match = TEMPORARY_NAME.fullmatch(name)
+    return int(match["pid"]) if match and match["host"] == _host_tag() else None
+
+
+def _sweep_dead_writers(path: Path) -> None:
+    """Remove the temporary files of `path` left by writers on this host that no longer run (killed
+    while writing it). A live writer's file, this process's own included, is its write in progress."""
+    prefix, suffix = f".{path.stem}.{_host_tag()}_", f".tmp{path.suffix}"
+    try:
+        names = [
+            e.name for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(suffix)
+        ]
+    except OSError:
+        return
+    for name in names:
+        pid = _writer_pid(name)
+        if pid is not None and not _alive(pid):
+            (path.parent / name).unlink(missing_ok=True)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(temporary path)` then rename it over `path`: readers see the old file or the new one.
 
-    The temporary file is hidden beside the target (".<stem>.<random>.tmp<suffix>", see
-    `is_temporary`); a process killed while writing leaves it behind, never a half-written target.
-    An OSError names the target, not the temporary file: "[Errno 28] No space left on device:
-    '.../best.keras'" (Keras' own save names no file at all)."""
+    The temporary file is hidden beside the target, named after it, this host and this process
+    (".<stem>.<host>_<pid>_<random>.tmp<suffix>", see `is_temporary`); a process killed while writing
+    leaves it behind, never a half-written target, and the next write of the same target on this host
+    removes it once its writer is gone (never while it runs). An OSError names the target, not the
+    temporary file: "[Errno 28] No space left on device: '.../best.keras'" (Keras' own save names no
+    file at all)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_writers(path)
     try:
         handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+            dir=path.parent, prefix=f".{path.stem}.{_host_tag()}_{os.getpid()}_", suffix=f".tmp{path.suffix}"
         )
     except OSError as error:  # a read-only or full disk: name the file that was to be written
         raise OSError(error.errno, error.strerror, str(path)) from error
@@ -115,10 +156,13 @@ def is_temporary(name: str) -> bool:
 
 def sweep_temporary(folder: Path) -> list[str]:
     """Remove the temporary files killed writers left in `folder`; returns their names. Only for a
-    folder no live process is writing: its temporary files are someone's write in progress."""
+    folder no other process is writing; even so, a file whose writer still runs on this host is kept."""
     removed = []
     for path in Path(folder).iterdir():
         if path.is_file() and is_temporary(path.name):
+            pid = _writer_pid(path.name)
+            if pid is not None and _alive(pid):
+                continue
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
