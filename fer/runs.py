@@ -176,8 +176,63 @@ def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda p: p.write_text(text))
 
 
+# CSV files people open ------------------------------------------------------------------------------
+
+# The CSV files the product writes for people (a run's predictions.csv, `fer evaluate --predictions`,
+# the Classify and Results downloads, the faces.csv of the Data page's zip) get opened in spreadsheets,
+# and their text comes from uploads: a photo named =HYPERLINK(...) or a label +cmd|... would be taken
+# for a formula there. The rule, here only: a text cell that starts with one of FORMULA_STARTS, or with
+# TEXT_MARK itself, is written with one TEXT_MARK in front (a spreadsheet then takes it as text);
+# reading takes exactly one TEXT_MARK off the front of a text cell that has one, so what was written
+# reads back as it was, apostrophes of its own included. Numbers, negative ones too, stay numbers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+TEXT_MARK = "'"
+
+
+def _marked(value: object) -> object:
+    if isinstance(value, str) and value.startswith((*FORMULA_STARTS, TEXT_MARK)):
+        return TEXT_MARK + value
+    return value
+
+
+def _unmarked(value: object) -> object:
+    return value[1:] if isinstance(value, str) and value.startswith(TEXT_MARK) else value
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """`frame` as CSV text (no index) that is safe to open in a spreadsheet: see FORMULA_STARTS."""
+    safe = frame.rename(columns=_marked)
+    for column in range(safe.shape[1]):
+        if not pd.api.types.is_numeric_dtype(safe.dtypes.iloc[column]):
+            safe.isetitem(column, safe.iloc[:, column].map(_marked))
+    return safe.to_csv(index=False, lineterminator="\r\n")
+
+
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    write_atomic(path, lambda p: frame.to_csv(p, index=False))
+    """Write `csv_text(frame)` atomically."""
+    text = csv_text(frame)
+    write_atomic(path, lambda p: p.write_text(text, encoding="utf-8", newline=""))
+
+
+def read_csv(path: Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV that `csv_text` or `write_csv` wrote, every text cell as it was before writing. The
+    `text_columns` stay text whatever they hold (a photo called "nan", a label "NA" or "007" is not a
+    missing value or a number); in the others an empty cell is a missing value."""
+    frame = pd.read_csv(
+        path,
+        dtype={column: str for column in text_columns},
+        keep_default_na=False,
+        na_values=[""],
+    )
+    frame = frame.rename(columns=_unmarked)
+    for column in range(frame.shape[1]):
+        values = frame.iloc[:, column]
+        if frame.columns[column] in text_columns:
+            values = values.fillna("")  # only an empty cell reads as missing; in a text column it is ""
+        if not pd.api.types.is_numeric_dtype(values.dtype):
+            values = values.map(_unmarked)
+        frame.isetitem(column, values)
+    return frame
 
 
 def read_json(path: Path, default: object = None) -> object:
@@ -280,12 +335,12 @@ def read_metrics(run_dir: Path) -> dict | None:
 
 
 def read_predictions(run_dir: Path) -> pd.DataFrame:
-    """The run's per-face test predictions (predictions.csv); empty before it has any. Names stay text:
-    a photo called "nan" or a label "NA" is not a missing value."""
+    """The run's per-face test predictions (predictions.csv, through `read_csv`: labels and photo names
+    as they were, whatever they start with); empty before it has any. Names stay text: a photo called
+    "nan" or a label "NA" is not a missing value."""
     path = Path(run_dir) / PREDICTIONS
-    text_columns = ("dataset", "photo", "split", "label", "predicted")
     try:
-        return pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False)
+        return read_csv(path, ("dataset", "photo", "split", "label", "predicted"))
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return pd.DataFrame()
 
