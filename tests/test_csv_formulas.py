@@ -272,7 +272,7 @@ def test_the_classify_download_is_neutralised(downloads):
         [(name, _png(value=60 + 40 * i), "image/png") for i, name in enumerate(names)]
     ).run()
     assert not at.exception
-    [(file_name, data)] = [(n, d) for n, d in downloads if n == "expressions.csv"][-1:]
+    [data] = [d for n, d in downloads if n == "expressions.csv"][-1:]
     rows = assert_neutral(data.decode(), ("photo", "label"))
     assert [row["photo"] for row in rows] == ["'" + names[0], "'" + names[1], names[2]]
     assert all(0 <= float(row["probability"]) <= 1 for row in rows)
@@ -320,6 +320,9 @@ def test_the_results_predictions_download_is_neutralised(downloads, tmp_path, mo
     (tmp_path / "download.csv").write_bytes(data)
     back = R.read_csv(tmp_path / "download.csv", ("dataset", "photo", "split", "label", "predicted"))
     assert list(back["label"]) == list(table["label"]) and list(back["predicted"]) == list(table["predicted"])
+    # The faces of the worst cell (-sad called happy) are found by their label names.
+    [shown] = [frame.value for frame in at.dataframe if "photo" in frame.value.columns]
+    assert list(shown["photo"]) == ["@a.jpg"]
     if write is R.write_csv:  # what the product wrote, it offers as it was
         assert [row["photo"] for row in rows] == ["'" + p for p in table["photo"]]
         assert back.equals(table)
