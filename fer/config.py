@@ -93,6 +93,11 @@ class TrainConfig:
         _need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _need(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
         _need(
+            self.lr_patience >= 1,
+            "lr_patience must be at least 1 (epochs without a better validation accuracy before the "
+            f"learning rate is halved), got {self.lr_patience}",
+        )
+        _need(
             self.strategy in STRATEGIES,
             f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
         )

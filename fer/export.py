@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import datasets, preprocess
+from fer import datasets, preprocess, runs
 
 
 def _safe_name(text: str) -> str:
@@ -139,7 +139,7 @@ def export_zip(
         table.insert(0, "file", names)
         # PNGs are compressed already: storing them is as small and much faster than deflating again.
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.writestr("faces.csv", table.to_csv(index=False), compress_type=zipfile.ZIP_DEFLATED)
+            archive.writestr("faces.csv", runs.csv_text(table), compress_type=zipfile.ZIP_DEFLATED)
             for path, name in zip(written, names):
                 archive.write(path, name)
         os.replace(partial, zip_path)

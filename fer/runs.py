@@ -17,7 +17,8 @@ A run folder holds:
 A run whose status says running but whose process is gone (killed, even by kill -9, or the machine
 restarted) reads as "interrupted"; its last checkpoint is whole, because nothing is ever written
 in place: files are written beside their target and renamed over it. A kill can leave such a
-hidden temporary file behind (".best.k2j4x9.tmp.keras"); no reader looks at hidden files, and a
+hidden temporary file behind (".best.3fa2c1d9_4242_k2j4x9.tmp.keras": host, pid, random); no reader
+looks at hidden files, the next write of the same file removes those whose writer is gone, and a
 resumed run sweeps them.
 
 One process writes a run folder at a time: `lock_run` takes the folder's `lock` file, and a second
@@ -30,6 +31,9 @@ Runs started from the dashboard queue for a training slot (`wait_for_slot`): at 
 the order they were started, and a cancelled one leaves the line without ever training. A slot is a
 locked file in the runs folder's `.slots/`, so it too is free again the moment its process dies.
 
+The CSV files people download (predictions.csv among them) are safe to open in a spreadsheet: see
+`csv_text`, whose rule `read_csv` undoes.
+
 `load_run` reads a folder whole into a `Run`, the one reader behind the Results page, the HTML
 report and run comparison.
 """
@@ -37,8 +41,10 @@ report and run comparison.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -97,18 +103,53 @@ def default_runs_dir() -> Path:
 # Atomic writes ------------------------------------------------------------------------------------
 
 
+def _host_tag() -> str:
+    """This host in a temporary file's name: a pid means something only on the host that gave it."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+# A temporary file's name: ".<stem>.<host>_<pid>_<random>.tmp<suffix>" (see write_atomic).
+TEMPORARY_NAME = re.compile(r"\..*\.(?P<host>[0-9a-f]{8})_(?P<pid>[1-9][0-9]*)_\w+\.tmp(\..*)?", re.DOTALL)
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid of the process on this host that is writing, or was writing, the temporary file `name`;
+    None for any other name, another host's temporary files included."""
+    match = TEMPORARY_NAME.fullmatch(name)
+    return int(match["pid"]) if match and match["host"] == _host_tag() else None
+
+
+def _sweep_dead_writers(path: Path) -> None:
+    """Remove the temporary files of `path` left by writers on this host that no longer run (killed
+    while writing it). A live writer's file, this process's own included, is its write in progress."""
+    prefix, suffix = f".{path.stem}.{_host_tag()}_", f".tmp{path.suffix}"
+    try:
+        names = [
+            e.name for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(suffix)
+        ]
+    except OSError:
+        return
+    for name in names:
+        pid = _writer_pid(name)
+        if pid is not None and not _alive(pid):
+            (path.parent / name).unlink(missing_ok=True)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(temporary path)` then rename it over `path`: readers see the old file or the new one.
 
-    The temporary file is hidden beside the target (".<stem>.<random>.tmp<suffix>", see
-    `is_temporary`); a process killed while writing leaves it behind, never a half-written target.
-    An OSError names the target, not the temporary file: "[Errno 28] No space left on device:
-    '.../best.keras'" (Keras' own save names no file at all)."""
+    The temporary file is hidden beside the target, named after it, this host and this process
+    (".<stem>.<host>_<pid>_<random>.tmp<suffix>", see `is_temporary`); a process killed while writing
+    leaves it behind, never a half-written target, and the next write of the same target on this host
+    removes it once its writer is gone (never while it runs). An OSError names the target, not the
+    temporary file: "[Errno 28] No space left on device: '.../best.keras'" (Keras' own save names no
+    file at all)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_writers(path)
     try:
         handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+            dir=path.parent, prefix=f".{path.stem}.{_host_tag()}_{os.getpid()}_", suffix=f".tmp{path.suffix}"
         )
     except OSError as error:  # a read-only or full disk: name the file that was to be written
         raise OSError(error.errno, error.strerror, str(path)) from error
@@ -133,10 +174,13 @@ def is_temporary(name: str) -> bool:
 
 def sweep_temporary(folder: Path) -> list[str]:
     """Remove the temporary files killed writers left in `folder`; returns their names. Only for a
-    folder no live process is writing: its temporary files are someone's write in progress."""
+    folder no other process is writing; even so, a file whose writer still runs on this host is kept."""
     removed = []
     for path in Path(folder).iterdir():
         if path.is_file() and is_temporary(path.name):
+            pid = _writer_pid(path.name)
+            if pid is not None and _alive(pid):
+                continue
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
@@ -150,8 +194,63 @@ def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda p: p.write_text(text))
 
 
+# CSV files people open ------------------------------------------------------------------------------
+
+# The CSV files the product writes for people (a run's predictions.csv, `fer evaluate --predictions`,
+# the Classify and Results downloads, the faces.csv of the Data page's zip) get opened in spreadsheets,
+# and their text comes from uploads: a photo named =HYPERLINK(...) or a label +cmd|... would be taken
+# for a formula there. The rule, here only: a text cell that starts with one of FORMULA_STARTS, or with
+# TEXT_MARK itself, is written with one TEXT_MARK in front (a spreadsheet then takes it as text);
+# reading takes exactly one TEXT_MARK off the front of a text cell that has one, so what was written
+# reads back as it was, apostrophes of its own included. Numbers, negative ones too, stay numbers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+TEXT_MARK = "'"
+
+
+def _marked(value: object) -> object:
+    if isinstance(value, str) and value.startswith((*FORMULA_STARTS, TEXT_MARK)):
+        return TEXT_MARK + value
+    return value
+
+
+def _unmarked(value: object) -> object:
+    return value[1:] if isinstance(value, str) and value.startswith(TEXT_MARK) else value
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """`frame` as CSV text (no index) that is safe to open in a spreadsheet: see FORMULA_STARTS."""
+    safe = frame.rename(columns=_marked)
+    for column in range(safe.shape[1]):
+        if not pd.api.types.is_numeric_dtype(safe.dtypes.iloc[column]):
+            safe.isetitem(column, safe.iloc[:, column].map(_marked))
+    return safe.to_csv(index=False, lineterminator="\r\n")
+
+
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    write_atomic(path, lambda p: frame.to_csv(p, index=False))
+    """Write `csv_text(frame)` atomically."""
+    text = csv_text(frame)
+    write_atomic(path, lambda p: p.write_text(text, encoding="utf-8", newline=""))
+
+
+def read_csv(path: Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV that `csv_text` or `write_csv` wrote, every text cell as it was before writing. The
+    `text_columns` stay text whatever they hold (a photo called "nan", a label "NA" or "007" is not a
+    missing value or a number); in the others an empty cell is a missing value."""
+    frame = pd.read_csv(
+        path,
+        dtype={column: str for column in text_columns},
+        keep_default_na=False,
+        na_values=[""],
+    )
+    frame = frame.rename(columns=_unmarked)
+    for column in range(frame.shape[1]):
+        values = frame.iloc[:, column]
+        if frame.columns[column] in text_columns:
+            values = values.fillna("")  # only an empty cell reads as missing; in a text column it is ""
+        if not pd.api.types.is_numeric_dtype(values.dtype):
+            values = values.map(_unmarked)
+        frame.isetitem(column, values)
+    return frame
 
 
 def read_json(path: Path, default: object = None) -> object:
@@ -365,12 +464,12 @@ def read_metrics(run_dir: Path) -> dict | None:
 
 
 def read_predictions(run_dir: Path) -> pd.DataFrame:
-    """The run's per-face test predictions (predictions.csv); empty before it has any. Names stay text:
-    a photo called "nan" or a label "NA" is not a missing value."""
+    """The run's per-face test predictions (predictions.csv, through `read_csv`: labels and photo names
+    as they were, whatever they start with); empty before it has any. Names stay text: a photo called
+    "nan" or a label "NA" is not a missing value."""
     path = Path(run_dir) / PREDICTIONS
-    text_columns = ("dataset", "photo", "split", "label", "predicted")
     try:
-        return pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False)
+        return read_csv(path, ("dataset", "photo", "split", "label", "predicted"))
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return pd.DataFrame()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import images, modelfile, predict
+from fer import images, modelfile, predict, runs
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -196,7 +196,7 @@ if results:
     st.dataframe(table, hide_index=True, width="stretch")
     st.download_button(
         "Download the results (CSV)",
-        table.to_csv(index=False).encode(),
+        runs.csv_text(table).encode(),  # safe to open in a spreadsheet, whatever the photos are called
         file_name="expressions.csv",
         mime="text/csv",
         key="download_csv",

@@ -120,7 +120,8 @@ def downloads(run: runs.Run) -> None:
     )
     middle.download_button(
         "Predictions (CSV)",
-        data=predictions.read_bytes,
+        # Written again through the spreadsheet rule, so a run saved before it was kept is safe too.
+        data=functools.partial(runs.csv_text, run.predictions),
         file_name=f"{run.name}-predictions.csv",
         mime="text/csv",
         on_click="ignore",
