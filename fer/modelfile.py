@@ -179,7 +179,16 @@ def _size(value: object, what: str) -> int:
 
 def _layer_weights(kind: str, config: dict, input_shape: list) -> list[tuple[int, ...]]:
     """The shapes of the weights Keras creates for a layer of `kind` built for `input_shape`, in
-    the order model.weights.h5 keeps them. ValueError where the config makes no sense."""
+    the order model.weights.h5 keeps them. ValueError where the config makes no sense, or asks
+    for weights of other kinds (LoRA, quantized), which Keras adds at build time too."""
+    if config.get("lora_rank") or config.get("quantization_config") is not None:
+        raise ValueError("it asks for LoRA or quantized weights, which this check does not know")
+    policy = config.get("dtype")
+    if isinstance(policy, dict) and policy.get("class_name") != "DTypePolicy":
+        raise ValueError(
+            f"its dtype policy is a {str(policy.get('class_name'))[:80]}, not a DTypePolicy (quantized "
+            "weights are not known to this check)"
+        )
     if kind in _CONVOLUTIONS:
         first = config.get("data_format", "channels_last") == "channels_first"
         channels = _size(input_shape[1] if first else input_shape[-1], "the input's channels")

@@ -58,8 +58,9 @@ def small_model(path: Path, extra_layer=None) -> Path:
     return path
 
 
-def edited(source: Path, target: Path, units: int) -> Path:
-    """`source` with the hidden Dense layer's units changed in config.json, every other byte kept."""
+def edited(source: Path, target: Path, units: int, **changes) -> Path:
+    """`source` with the hidden Dense layer's units (and any `changes` to its config) changed in
+    config.json, every other byte kept."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
         for info in old.infolist():
             data = old.read(info)
@@ -70,7 +71,7 @@ def edited(source: Path, target: Path, units: int) -> Path:
                     for layer in config["config"]["layers"]
                     if layer["class_name"] == "Dense" and layer["config"]["units"] == HIDDEN_UNITS
                 ]
-                layer["config"]["units"] = units
+                layer["config"].update(units=units, **changes)
                 data = json.dumps(config).encode()
             new.writestr(info, data)
     return target
@@ -145,6 +146,13 @@ def test_a_layer_whose_weights_the_check_does_not_know_is_refused(models, tmp_pa
         models["prelu"].read_bytes(), tmp_path / "kept", "is a PReLU, a kind of layer whose weights"
     )
     assert "rebuild the model from them" in message
+
+
+def test_weights_that_keras_adds_on_top_of_those_a_layer_declares_are_refused(models, tmp_path):
+    """A Dense layer's LoRA rank makes Keras build two more kernels, of (inputs, rank) and (rank, units)."""
+    lora = edited(models["good"], tmp_path / "lora.keras", HIDDEN_UNITS, lora_rank=HUGE)
+    message = refused(lora.read_bytes(), tmp_path / "kept", "asks for LoRA or quantized weights")
+    assert "layer 'dense' (Dense)" in message
 
 
 def test_the_parameter_cap_is_read_from_its_setting(models, tmp_path, monkeypatch):
