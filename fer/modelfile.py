@@ -8,8 +8,10 @@ module does not import Keras at the top, as a module of Keras models otherwise w
 `load_model` imports it, when a model is really loaded (TensorFlow's import takes seconds).
 
 Model files can come from visitors too (`check_model_file`): a .keras file is a zip holding a
-config that Keras turns into objects, so it is checked as an upload (size, members) and loaded in
-Keras' safe mode with Python code refused, and kept only once it has classified a face.
+config that Keras turns into objects, so it is checked as an upload (size, members); the weights
+its config declares are compared with those it holds and capped before Keras builds anything; it
+is loaded in Keras' safe mode with Python code refused, in a process of its own under a memory and
+a time limit, and kept only once it has classified a face there.
 """
 
 from __future__ import annotations
@@ -450,11 +452,11 @@ def _check_model_zip(data: bytes) -> None:
 # whatever it declares, the server's own process never builds it, and a check that runs out of
 # memory or time ends only itself. The limit is on the memory the process writes (RLIMIT_DATA):
 # TensorFlow's import alone reserves about 2 GB of address space it never touches, so a cap on
-# address space would be a guess, while a normal check writes about 0.5 GB.
+# address space would be a guess, while checking the bundled model writes about 0.5 GB.
 CHECK_MB_VARIABLE = "FER_MODEL_CHECK_MB"
-CHECK_MB = 2048  # memory one check may write (the bundled model's check: about 0.5 GB)
+CHECK_MB = 2048  # memory one check may write (the bundled model's: 0.5 GB written, 0.85 GB resident)
 CHECK_SECONDS_VARIABLE = "FER_MODEL_CHECK_SECONDS"
-CHECK_SECONDS = 120  # one check, TensorFlow's import included (the bundled model's: 4 to 10 s)
+CHECK_SECONDS = 120  # one check, TensorFlow's import included (the bundled model's: 4 s idle, 20 s busy)
 CHECKS_AT_ONCE = 2  # checks one server runs at the same time; more visitors wait their turn
 _CHECKS = threading.BoundedSemaphore(CHECKS_AT_ONCE)
 # Signs in a check's own report or its last words that it ran out of the memory it may use.
