@@ -33,14 +33,15 @@ model_box = st.container()  # the model list goes here, above the upload that ma
 with st.expander("Use your own model file"):
     st.write(
         "A `.keras` file saved by `python -m fer train` (a run's model, as the Results page downloads "
-        "it). It is checked before it is used: models holding Python code (Lambda layers) are refused."
+        "it). It is checked before it is used: models holding Python code (Lambda layers) are refused, "
+        "and so are models bigger than this server allows."
     )
     upload = st.file_uploader("Model file", type=MODEL_TYPES, key="model_upload")
     if upload is not None:
         last = st.session_state.get(LAST_UPLOAD)
         if last is None or last[0] != upload.file_id:
             try:
-                with st.spinner(f"Checking {upload.name}..."):
+                with st.spinner(f"Checking {upload.name} (loading a model takes a few seconds)..."):
                     kept = str(modelfile.check_model_file(upload.getvalue()))
             except (ValueError, OSError) as error:
                 last = (upload.file_id, None, str(error))
