@@ -210,7 +210,7 @@ def cancel(run_dir: Path) -> None:
 
 def _process(run_dir: Path, current: dict) -> int | None:
     """The pid of the run's own process group leader, or None: a recorded pid is only trusted when that
-    process is, on this machine, the training command of this very folder (pids get reused)."""
+    process is, on the same host, the training command of this very folder (pids get reused)."""
     pid = int(current.get("pid") or 0)
     if pid <= 0:
         return None

@@ -1,5 +1,5 @@
-"""The training code on other Keras setups, each in its own process: the JAX backend (what the lent GPU
-machines have) and TensorFlow's MirroredStrategy over two logical CPU devices (stand-ins for GPUs)."""
+"""The training code on other Keras setups, each in its own process: the JAX backend (what a GPU machine
+with JAX alone has) and TensorFlow's MirroredStrategy over two logical CPU devices (stand-ins for GPUs)."""
 
 from __future__ import annotations
 
