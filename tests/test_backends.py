@@ -156,7 +156,7 @@ import sys
 
 
 class _NoTensorFlow:
-    # The lent GPU machines have JAX but no TensorFlow (and so no mtcnn).
+    # A GPU machine set up with JAX alone has no TensorFlow (and so no mtcnn).
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("tensorflow", "mtcnn"):
             raise ImportError(f"{name} is not installed here")
