@@ -160,11 +160,12 @@ def chosen_cell(metrics: dict) -> tuple[str, str]:
     return st.session_state[TRUE], st.session_state[PREDICTED]
 
 
-def picked_cell() -> None:
+def picked_cell(labels: list[str]) -> None:
     """A click on the confusion matrix moves the two cell pickers to that cell."""
     points = st.session_state[CHART].selection.points
     if points and points[0].get("customdata"):
-        st.session_state[TRUE], st.session_state[PREDICTED] = points[0]["customdata"][:2]
+        true, predicted = points[0]["customdata"][:2]
+        st.session_state[TRUE], st.session_state[PREDICTED] = labels[int(true)], labels[int(predicted)]
 
 
 def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go.Figure:
@@ -199,7 +200,11 @@ def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go
             mode="markers",
             marker={"size": 30, "opacity": 0, "symbol": "square"},
             showlegend=False,
-            customdata=[[t, p, int(counts.loc[t, p]), float(share.loc[t, p])] for t, p in cells],
+            # The cell's label positions, not the labels: the chart holds no label but as text.
+            customdata=[
+                [labels.index(t), labels.index(p), int(counts.loc[t, p]), float(share.loc[t, p])]
+                for t, p in cells
+            ],
             hovertemplate="true %{y}, predicted %{x}<br>"
             "%{customdata[2]:,} faces (%{customdata[3]:.0%} of the row)<extra>click to see them</extra>",
         )
@@ -399,7 +404,7 @@ if run.finished:
     st.plotly_chart(
         confusion_figure(metrics, shares, chosen_cell(metrics)),
         width="stretch",
-        on_select=picked_cell,
+        on_select=functools.partial(picked_cell, list(metrics["labels"])),
         selection_mode="points",
         key=CHART,
     )
