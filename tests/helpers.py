@@ -1,14 +1,25 @@
-"""Builders for tiny datasets written inside a test's tmp_path (unit tests never touch ../shared)."""
+"""Builders for tiny datasets written inside a test's tmp_path (unit tests never touch ../shared), and a
+dashboard server for browser tests."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def photo(path: Path, size: tuple[int, int] = (96, 80), seed: int = 0, value: int | None = None) -> Path:
@@ -107,3 +118,37 @@ def zip_of(path: Path, members: dict[str, bytes]) -> Path:
         for name, data in members.items():
             archive.writestr(name, data)
     return path
+
+
+@contextlib.contextmanager
+def streamlit_server(home: Path):
+    """`streamlit run streamlit_app.py` on a free localhost port with FER_HOME=home (its output in
+    home/server.log); yields the URL once the server answers its health check."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "FER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true"]  # fmt: skip
+    with open(home / "server.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
