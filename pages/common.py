@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-import string
 import threading
 from pathlib import Path
 
@@ -44,27 +43,31 @@ if log.level == logging.NOTSET:
 # (links, images that the browser fetches, :icons:, LaTeX), and Plotly renders a subset of HTML in
 # every text of a chart (<a href>, <b>, <br>), so such a string goes through md() or plot_text() first.
 
-_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
 _JOINER = "\u2060"  # a word joiner: invisible, it only keeps the characters around it from forming a pattern
-# What Streamlit's renderer finds in the text after the Markdown escapes are resolved: :emoji:,
-# :material_icon: and :streamlit: shortcodes, www. and e-mail autolinks, -> and >= turned into arrows.
-_PATTERNS = re.compile(r":(?=[\w+-])|(?i:\bw)(?=ww\.)|(?=@)|[-<>=~](?=[-<>=~])")
+# Characters that start markup wherever they stand: links and images ([ ]), HTML and autolinks (< >),
+# entities (&), emphasis (* ~, and _ at a word's edge), code (`), maths ($), tables (|), headings (#),
+# directives' attributes ({ }).
+_MARKUP = re.compile(r"[\\`*\[\]<>#|~$&{}]|(?<![^\W_])_|_(?![^\W_])")
+# What Streamlit's renderer still finds in plain text: :emoji:, :material/icon:, :streamlit: and
+# :color[...] directives, http:// www. and e-mail autolinks, -> and >= turned into arrows.
+_PATTERNS = re.compile(r":(?=[\w+\-/:])|(?i:\bw)(?=ww\.)|(?=@)|[-<>=~](?=[-<>=~])")
 
 
 def md(value: object, code: bool = False) -> str:
-    """`value` as Markdown that shows it exactly as it is, on one line: every punctuation character
-    backslash-escaped (links, images, HTML, emphasis, $ maths, :directives:) and the shortcodes and
-    autolinks Streamlit's renderer would still find broken by an invisible joiner. With `code`, a code
-    span holding it instead (backslashes do nothing inside one, so its fence outnumbers its backticks)."""
+    """`value` as Markdown that shows it exactly as it is, on one line: the characters that start markup
+    backslash-escaped, a list marker at its start too, and the shortcodes and autolinks Streamlit's
+    renderer finds in plain text broken by an invisible joiner. With `code`, a code span holding it
+    instead (backslashes do nothing inside one, so its fence outnumbers its backticks)."""
     text = " ".join(str(value).split())
     if code:
         text = text.replace(":material/", ":" + _JOINER + "material/")  # an icon even in a code span
         fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-        return (
-            f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else fence + text + fence
-        )
+        padded = text.startswith("`") or text.endswith("`")
+        return f"{fence} {text} {fence}" if padded else fence + text + fence
     text = _PATTERNS.sub(lambda match: match.group() + _JOINER if match.group() else _JOINER, text)
-    return _PUNCTUATION.sub(r"\\\1", text)
+    text = _MARKUP.sub(lambda match: "\\" + match.group(), text)
+    list_marker = r"^([-+])(?=\s|$)|^(\d+)([.)])(?=\s|$)"
+    return re.sub(list_marker, lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", text)
 
 
 def plot_text(value: object) -> str:
