@@ -151,8 +151,8 @@ def outcome(run: Path, status: dict) -> None:
         st.info(f"Run {name} was cancelled after {finished_epochs(run)} finished epoch(s).")
     else:
         st.warning(
-            f"Run {name} stopped without finishing ({error}). Its last finished epoch is saved; resume it "
-            f"with {common.md(f'python -m fer train --resume --run-dir {run}', code=True)}."
+            f"Run {name} stopped without finishing ({error or 'its process ended'}). Its last finished epoch "
+            f"is saved; resume it with {common.md(f'python -m fer train --resume --run-dir {run}', code=True)}."
         )
     if status.get("log") and state != "failed":
         with st.expander("End of the training log"):
