@@ -196,10 +196,15 @@ def test_results_show_hostile_labels_as_text(hostile_run):
 
 
 @pytest.mark.slow
-def test_train_data_and_classify_show_hostile_names_as_text(hostile_run):
+def test_train_home_data_and_classify_show_hostile_names_as_text(hostile_run):
     csv = str(paths.data_dir() / DATASET / "faces.csv")
     at = page("train", **{common.DATASET: csv})
     assert any(plain(s.value).startswith(f"Run {RUN} finished") for s in at.success)
+    assert_shown_as_text(at)
+
+    at = page("home", **{common.DATASET: csv})
+    [bars] = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
+    assert sorted(bars["x"]) == sorted(common.plot_text(label) for label in LABELS)
     assert_shown_as_text(at)
 
     at = page("data", **{common.DATASET: csv})
