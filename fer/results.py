@@ -45,13 +45,14 @@ def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def sentences(metrics: dict) -> dict[str, str]:
+def sentences(metrics: dict, name: Callable[[str], str] = str) -> dict[str, str]:
     """One sentence per metric (keys of METRICS), built from the run's own confusion matrix.
 
     Each sentence says what its metric measures: precision / recall / F1 are averaged over labels
-    weighted by how many test faces each label has; macro F1 counts every label the same.
+    weighted by how many test faces each label has; macro F1 counts every label the same. `name`
+    writes a label as the sentence shows it (the Results page escapes labels for Markdown).
     """
-    labels = list(metrics["labels"])
+    labels = [name(label) for label in metrics["labels"]]
     cm = np.asarray(metrics["confusion_matrix"], dtype=int)
     n, correct = int(cm.sum()), int(np.trace(cm))
     hits, called, actual = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
@@ -82,7 +83,7 @@ def sentences(metrics: dict) -> dict[str, str]:
         else f"The model found {metrics['recall']:.1%} of the {labels[top]} faces, the only label in the test set."
     )
 
-    per_f1 = {label: row["f1"] for label, row in metrics["per_class"].items()}
+    per_f1 = {name(label): row["f1"] for label, row in metrics["per_class"].items()}
     ranked = sorted((labels[i] for i in present), key=lambda label: per_f1[label])
     result["f1"] = (
         f"F1 balances the two (per label, the harmonic mean of precision and recall): averaged over labels, "

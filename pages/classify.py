@@ -41,7 +41,9 @@ with st.expander("Use your own model file"):
         last = st.session_state.get(LAST_UPLOAD)
         if last is None or last[0] != upload.file_id:
             try:
-                with st.spinner(f"Checking {upload.name} (loading a model takes a few seconds)..."):
+                with st.spinner(
+                    f"Checking {common.md(upload.name)} (loading a model takes a few seconds)..."
+                ):
                     kept = str(modelfile.check_model_file(upload.getvalue()))
             except (ValueError, OSError) as error:
                 last = (upload.file_id, None, str(error))
@@ -53,11 +55,11 @@ with st.expander("Use your own model file"):
             st.session_state[LAST_UPLOAD] = last
         if last[2]:
             st.error(
-                f"{upload.name} cannot be used as a model: {last[2]}. Train a model on the Train page, "
-                "or upload a .keras file saved by `python -m fer train`."
+                f"{common.md(upload.name)} cannot be used as a model: {common.md(last[2])}. Train a model "
+                "on the Train page, or upload a .keras file saved by `python -m fer train`."
             )
         else:
-            st.success(f"{upload.name} is checked and can be chosen in the model list.")
+            st.success(f"{common.md(upload.name)} is checked and can be chosen in the model list.")
 
 choices = common.model_choices()
 for path, name in st.session_state[UPLOADED].items():
@@ -98,7 +100,10 @@ flip = right.toggle(
 try:
     model = common.predictor(model_path)
 except Exception as error:  # noqa: BLE001 - a broken model file must not take the page down
-    st.error(f"The model {Path(model_path).name} could not be loaded ({error}). Choose another one.")
+    st.error(
+        f"The model {common.md(Path(model_path).name)} could not be loaded ({common.md(error)}). "
+        "Choose another one."
+    )
     st.stop()
 labels = model.labels
 
@@ -121,7 +126,7 @@ def probability_chart(face: predict.Face) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=values,
-            y=labels,
+            y=[common.plot_text(label) for label in labels],
             orientation="h",
             marker_color=colours,
             text=[f"{v:.0%}" for v in values],
@@ -161,18 +166,19 @@ progress = st.progress(0.0, text="Reading faces...") if len(photos) > 1 else Non
 for number, (name, data) in enumerate(photos, start=1):
     if progress:
         progress.progress(
-            (number - 1) / len(photos), text=f"Reading faces in {name} ({number} of {len(photos)})"
+            (number - 1) / len(photos),
+            text=f"Reading faces in {common.md(name)} ({number} of {len(photos)})",
         )
-    st.subheader(name)
+    st.subheader(common.md(name))
     try:
         result, annotated = classify(data, model_path, whole, flip)
     except images.PhotoError as error:
-        st.error(f"{name}: {error}")
+        st.error(f"{common.md(name)}: {common.md(error)}")
         continue
     results.append((name, result))
     if not result.faces:
         st.warning(
-            f"No face found in {name}. Try a photo where the face is larger, facing the camera and "
+            f"No face found in {common.md(name)}. Try a photo where the face is larger, facing the camera and "
             "evenly lit, or switch on 'Photos are already cropped to one face' for a close-up."
         )
         st.image(data, width=320)
@@ -181,7 +187,7 @@ for number, (name, data) in enumerate(photos, start=1):
     picture.image(annotated, width="stretch")
     for index, face in enumerate(result.faces, start=1):
         sure = face.probabilities[face.label]
-        charts.markdown(f"**Face {index}: {face.label}** ({sure:.0%} sure)")
+        charts.markdown(f"**Face {index}: {common.md(face.label)}** ({sure:.0%} sure)")
         charts.plotly_chart(
             probability_chart(face),
             width="stretch",

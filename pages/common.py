@@ -8,7 +8,9 @@ models (one per server, shared by every session, used under a lock).
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -33,6 +35,74 @@ if not log.handlers and not logging.getLogger().handlers:  # unless the host con
     log.addHandler(_handler)
 if log.level == logging.NOTSET:
     log.setLevel(logging.INFO)
+
+
+# Showing data as text -----------------------------------------------------------------------------
+# Labels, dataset folders, photo and file names, run names and error messages come from files anyone
+# can make. Streamlit renders every body, caption, alert, widget label and image caption as Markdown
+# (links, images that the browser fetches, :icons:, LaTeX), and Plotly renders a subset of HTML in
+# every text of a chart (<a href>, <b>, <br>), so such a string goes through md() or plot_text() first.
+
+_JOINER = "\u2060"  # a word joiner: invisible, it only keeps the characters around it from forming a pattern
+# Characters that start markup wherever they stand: links and images ([ ]), HTML and autolinks (< >),
+# entities (&), emphasis (* ~, and _ at a word's edge), code (`), maths ($), tables (|), headings (#),
+# directives' attributes ({ }).
+_MARKUP = re.compile(r"[\\`*\[\]<>#|~$&{}]|(?<![^\W_])_|_(?![^\W_])")
+# What Streamlit's renderer still finds in plain text: :emoji:, :material/icon:, :streamlit: and
+# :color[...] directives, http:// www. and e-mail autolinks, -> and >= turned into arrows.
+_PATTERNS = re.compile(r":(?=[\w+\-/:])|(?i:\bw)(?=ww\.)|(?=@)|[-<>=~](?=[-<>=~])")
+
+
+def md(value: object, code: bool = False) -> str:
+    """`value` as Markdown that shows it exactly as it is, on one line: the characters that start markup
+    backslash-escaped, a list marker at its start too, and the shortcodes and autolinks Streamlit's
+    renderer finds in plain text broken by an invisible joiner. With `code`, a code span holding it
+    instead (backslashes do nothing inside one, so its fence outnumbers its backticks)."""
+    text = " ".join(str(value).split())
+    if code:
+        text = text.replace(":material/", ":" + _JOINER + "material/")  # an icon even in a code span
+        fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+        padded = text.startswith("`") or text.endswith("`")
+        return f"{fence} {text} {fence}" if padded else fence + text + fence
+    text = _PATTERNS.sub(lambda match: match.group() + _JOINER if match.group() else _JOINER, text)
+    text = _MARKUP.sub(lambda match: "\\" + match.group(), text)
+    list_marker = r"^([-+])(?=\s|$)|^(\d+)([.)])(?=\s|$)"
+    return re.sub(list_marker, lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", text)
+
+
+def plot_text(value: object) -> str:
+    """`value` as text for a Plotly chart (axis ticks, titles, legend, hover), shown as it is."""
+    return html.escape(str(value), quote=False)
+
+
+_TRACEBACK = re.compile(
+    r'Traceback \(most recent call last\)|\bFile "[^"]*", line \d+|^During handling of|^The above exception'
+)
+
+
+def error_line(error: object) -> str:
+    """A recorded error as the one line a visitor sees: whatever traceback it quotes is left out (the
+    run folder and the server's log keep it)."""
+    lines = [_TRACEBACK.split(line)[0] for line in str(error).splitlines() if not line[:1].isspace()]
+    text = " ".join(" ".join(lines).split()).rstrip(":")
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _log_failure(run_dir: str, stamp: float) -> None:
+    status = runs.read_status(Path(run_dir))
+    detail = status.get("traceback") or f"no traceback recorded; see {Path(run_dir) / runs.LOG}"
+    log.error("run %s failed: %s\n%s", run_dir, status.get("error"), detail)
+
+
+def log_failure(run_dir: Path | str) -> None:
+    """Write a failed run's error and traceback to the server's log, once per server (and again only if
+    the run fails anew), however many visitors look at it."""
+    try:
+        stamp = (Path(run_dir) / runs.STATUS).stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    _log_failure(str(run_dir), stamp)
 
 
 def init_session(entry: bool = False) -> None:

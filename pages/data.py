@@ -56,17 +56,23 @@ def switch_to(candidate: str) -> bool:
     except datasets.DatasetError as error:
         if candidate.lower().endswith(".csv"):
             return ask_for_columns(candidate, error)
-        st.error(f"{error}. Still using {common.dataset_label(st.session_state[common.DATASET])}.")
+        st.error(
+            f"{common.md(error)}. Still using {common.md(common.dataset_label(st.session_state[common.DATASET]))}."
+        )
         return False
     except Exception as error:  # noqa: BLE001 - a visitor's file can be anything; never a traceback
-        st.error(f"{candidate} could not be read ({type(error).__name__}: {error}). Choose another dataset.")
+        st.error(
+            f"{common.md(candidate)} could not be read ({type(error).__name__}: {common.md(error)}). "
+            "Choose another dataset."
+        )
         return False
     outside = uploads.photos_outside(dataset, paths.data_roots())
     if outside:
         files = "1 of its files resolves" if len(outside) == 1 else f"{len(outside):,} of its files resolve"
         st.error(
-            f"{Path(candidate).name} is refused: {files} outside the folders this server serves datasets "
-            f"from, through a symbolic link or a path (first: {', '.join(outside[:3])}). Keep the photos "
+            f"{common.md(Path(candidate).name)} is refused: {files} outside the folders this server serves "
+            f"datasets from, through a symbolic link or a path (first: {common.md(', '.join(outside[:3]))}). "
+            "Keep the photos "
             "inside the dataset's folder, as files, with relative paths."
         )
         return False
@@ -81,7 +87,7 @@ def switch_to(candidate: str) -> bool:
 def ask_for_columns(csv_path: str, error: Exception) -> bool:
     """A CSV whose columns could not be guessed: show why and take a mapping such as image=file,label=mood."""
     why = st.empty()  # cleared once a mapping works, so the page does not show a problem it solved
-    why.error(str(error))
+    why.error(common.md(error))
     text = st.text_input(
         "Column mapping (field=column, comma-separated)",
         key=COLUMNS_INPUT,
@@ -93,7 +99,7 @@ def ask_for_columns(csv_path: str, error: Exception) -> bool:
     try:
         mapped = uploads.remap_csv(csv_path, datasets.parse_columns(text))
     except (datasets.DatasetError, ValueError, OSError) as problem:
-        st.error(f"The mapping does not work: {problem}")
+        st.error(f"The mapping does not work: {common.md(problem)}")
         return False
     mapped = mapped.resolve()
     st.session_state.setdefault(MAPPED, {})[csv_path] = str(mapped)
@@ -127,7 +133,7 @@ def choose_dataset() -> None:
             try:
                 candidate = str(paths.check_dataset_path(text))
             except (ValueError, OSError, RuntimeError) as error:  # PathError, or a path the OS refuses
-                st.error(f"{error}. Still using {common.dataset_label(current)}.")
+                st.error(f"{common.md(error)}. Still using {common.md(common.dataset_label(current))}.")
     else:
         file = st.file_uploader(
             "Dataset as a .zip (ExpW folder, image folders per label, FER2013 CSV, or a CSV with images)",
@@ -137,7 +143,7 @@ def choose_dataset() -> None:
         if file is not None:
             done = st.session_state.get(ZIP_DONE)
             if not done or done["id"] != file.file_id:
-                with st.spinner(f"Checking and extracting {file.name}..."):
+                with st.spinner(f"Checking and extracting {common.md(file.name)}..."):
                     try:
                         done = {
                             "id": file.file_id,
@@ -151,7 +157,9 @@ def choose_dataset() -> None:
                         done = {"id": file.file_id, "root": None, "error": str(error)}
                 st.session_state[ZIP_DONE] = done
             if done["error"]:
-                st.error(f"{done['error']}. Still using {common.dataset_label(current)}.")
+                st.error(
+                    f"{common.md(done['error'])}. Still using {common.md(common.dataset_label(current))}."
+                )
             candidate = done["root"]
         elif under(current, paths.uploads_dir()):
             st.caption("Using an earlier upload; upload another zip to replace it.")
@@ -173,12 +181,15 @@ try:
     dataset = common.load_dataset(path)
     facts = common.dataset_summary(path)
 except (datasets.DatasetError, ValueError, OSError) as error:
-    st.error(f"The dataset {path} could not be read: {error}. Choose another one above.")
+    st.error(
+        f"The dataset {common.md(path)} could not be read: {common.md(error)}. Choose another one above."
+    )
     st.stop()
 
 st.caption(
-    f"Using **{common.dataset_label(path)}**: {facts['format']} format, {facts['faces']:,} faces in "
-    f"{facts['photos']:,} photos" + ("" if path == "demo" else f" — `{path}`")
+    f"Using **{common.md(common.dataset_label(path))}**: {common.md(facts['format'])} format, "
+    f"{facts['faces']:,} faces in {facts['photos']:,} photos"
+    + ("" if path == "demo" else f" — {common.md(path, code=True)}")
 )
 
 # Threshold and counts -------------------------------------------------------------------------------
@@ -213,7 +224,7 @@ faces_col.metric("Faces", f"{facts['faces']:,}")
 
 counts = pd.DataFrame(
     [
-        (label, status, row[key] if key == "kept" else row["faces"] - row["kept"])
+        (common.plot_text(label), status, row[key] if key == "kept" else row["faces"] - row["kept"])
         for label, row in facts["per_label"].items()
         for status, key in (("kept", "kept"), ("dropped", "dropped"))
     ],
@@ -226,11 +237,11 @@ figure = px.bar(
     color="faces are",
     barmode="stack",
     color_discrete_map={"kept": "#3b6fd8", "dropped": "#c9ced6"},
-    category_orders={"label": facts["labels"]},
+    category_orders={"label": [common.plot_text(label) for label in facts["labels"]]},
 )
 st.plotly_chart(figure, width="stretch")
 split_counts = " · ".join(f"{name} {facts['per_split'][name]['kept']:,}" for name in splits.SPLITS)
-st.caption(f"Kept faces per split: {split_counts} (split: {facts['split_source']}).")
+st.caption(f"Kept faces per split: {split_counts} (split: {common.md(facts['split_source'])}).")
 
 if confidence is None:
     st.info("This dataset records no detector confidence, so there is nothing to filter: every face is kept.")
@@ -261,9 +272,11 @@ st.caption(
 )
 for label, faces in sample_faces(path, threshold, facts["faces"]).items():
     name_col, faces_col = st.columns([1, 7], vertical_alignment="center")
-    name_col.markdown(f"**{label}**")
+    name_col.markdown(f"**{common.md(label)}**")
     if faces:
-        faces_col.image([image for image, _ in faces], caption=[text for _, text in faces], width=SAMPLE_SIZE)
+        faces_col.image(  # image captions are Markdown too
+            [image for image, _ in faces], caption=[common.md(text) for _, text in faces], width=SAMPLE_SIZE
+        )
     else:
         faces_col.caption("no kept face could be cropped")
 
@@ -331,7 +344,7 @@ if st.session_state.pop(EXPORT_REQUESTED, False):
             export.export_zip(prepared, target, progress=writing)
     except (datasets.DatasetError, ValueError, OSError) as error:
         bar.empty()
-        st.error(f"The faces could not be processed: {error}")
+        st.error(f"The faces could not be processed: {common.md(error)}")
         st.stop()
     bar.progress(1.0, text=f"Done: {len(prepared.faces):,} faces")
     known = pd.MultiIndex.from_frame(dataset.skipped[datasets.SKIPPED_COLUMNS].astype(str))

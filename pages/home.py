@@ -22,14 +22,14 @@ model_path = st.session_state[common.MODEL]
 try:
     facts = common.dataset_summary(path)
 except (datasets.DatasetError, ValueError) as error:
-    st.error(f"The dataset could not be read: {error}. Choose another one on the Data page.")
+    st.error(f"The dataset could not be read: {common.md(error)}. Choose another one on the Data page.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/dataset:")
     st.stop()
 
 data_column, model_column = st.columns(2)
 with data_column:
     st.subheader("Dataset")
-    st.markdown(f"**{common.dataset_label(path)}**")
+    st.markdown(f"**{common.md(common.dataset_label(path))}**")
     if path == "demo":
         st.caption("Synthetic: cartoon faces the app draws itself, so every page works with no download.")
     left, right = st.columns(2)
@@ -41,14 +41,18 @@ with data_column:
 with model_column:
     st.subheader("Model")
     if model_path and Path(model_path).is_file():
-        st.markdown(f"**{common.model_label(model_path)}**")
+        st.markdown(f"**{common.md(common.model_label(model_path))}**")
         try:
             metadata = common.predictor(model_path).metadata
             scores = metadata.get("test_metrics") or {}
             for name, score in scores.items() if "accuracy" not in scores else [("test", scores)]:
-                st.caption(f"Accuracy on {name}: {score['accuracy']:.1%} of {score['n']:,} held-out faces")
+                st.caption(
+                    f"Accuracy on {common.md(name)}: {score['accuracy']:.1%} of {score['n']:,} held-out faces"
+                )
         except Exception as error:  # noqa: BLE001 - a broken model must not take the home page down
-            st.warning(f"The model could not be loaded ({error}); choose another on the Classify page.")
+            st.warning(
+                f"The model could not be loaded ({common.md(error)}); choose another on the Classify page."
+            )
     else:
         st.info("No model yet: train one on the Train page.")
     st.page_link(
@@ -58,6 +62,9 @@ with model_column:
 
 counts = {label: row["faces"] for label, row in facts["per_label"].items()}
 figure = px.bar(
-    x=list(counts), y=list(counts.values()), labels={"x": "label", "y": "faces"}, title="Faces per label"
+    x=[common.plot_text(label) for label in counts],
+    y=list(counts.values()),
+    labels={"x": "label", "y": "faces"},
+    title="Faces per label",
 )
 st.plotly_chart(figure, width="stretch")

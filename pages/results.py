@@ -69,23 +69,22 @@ def percent_column(title: str) -> st.column_config.NumberColumn:
 
 def status(run: runs.Run) -> None:
     """Say plainly where a run that has not finished stands."""
-    state, error = run.state, run.status.get("error")
-    resume = f"`python -m fer train --resume --run-dir {run.path}`"
+    state, error = run.state, common.md(common.error_line(run.status.get("error") or ""))
+    resume = common.md(f"python -m fer train --resume --run-dir {run.path}", code=True)
     if state in ("running", "queued"):
         epoch, epochs = run.status.get("epoch") or 0, run.status.get("epochs") or run.train.get("epochs")
         st.info(
-            f"This run is {runs.STATE_WORDS[state]}: epoch {epoch} of {epochs}. Its test results appear "
-            "here when it finishes.",
+            f"This run is {runs.STATE_WORDS[state]}: epoch {common.md(epoch)} of {common.md(epochs)}. Its test "
+            "results appear here when it finishes.",
             icon=":material/hourglass_top:",
         )
         if epochs:
             st.progress(min(int(epoch) / int(epochs), 1.0))
         st.button("Refresh", key="results_refresh")
     elif state == "failed":
+        # The traceback stays in the run folder and goes to the server's log, never to the page.
         st.error(f"This run failed: {error or 'no error was recorded'}", icon=":material/error:")
-        if run.status.get("traceback"):
-            with st.expander("Technical details"):
-                st.code(run.status["traceback"], language=None)
+        common.log_failure(run.path)
     elif state == "cancelled":
         st.warning(
             f"This run was cancelled before it finished. Resume it with {resume}.", icon=":material/cancel:"
@@ -143,7 +142,7 @@ def downloads(run: runs.Run) -> None:
 
 
 def metric_cards(metrics: dict) -> None:
-    said = results.sentences(metrics)
+    said = results.sentences(metrics, name=common.md)
     for column, (key, title) in zip(st.columns(len(results.METRICS)), results.METRICS.items()):
         with column.container(border=True):
             st.metric(title, f"{metrics[key]:.1%}")
@@ -162,17 +161,19 @@ def chosen_cell(metrics: dict) -> tuple[str, str]:
     return st.session_state[TRUE], st.session_state[PREDICTED]
 
 
-def picked_cell() -> None:
+def picked_cell(labels: list[str]) -> None:
     """A click on the confusion matrix moves the two cell pickers to that cell."""
     points = st.session_state[CHART].selection.points
     if points and points[0].get("customdata"):
-        st.session_state[TRUE], st.session_state[PREDICTED] = points[0]["customdata"][:2]
+        true, predicted = points[0]["customdata"][:2]
+        st.session_state[TRUE], st.session_state[PREDICTED] = labels[int(true)], labels[int(predicted)]
 
 
 def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go.Figure:
     """The confusion matrix as a heatmap (true label rows, predicted columns), the chosen cell outlined."""
     counts, share = results.confusion(metrics), results.confusion(metrics, shares=True)
     labels = list(counts.index)
+    names = [common.plot_text(label) for label in labels]  # the axes' categories, shown as text
     text = [
         [f"{share.iloc[i, j]:.0%}" if shares else f"{counts.iloc[i, j]:,}" for j in range(len(labels))]
         for i in range(len(labels))
@@ -180,8 +181,8 @@ def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go
     figure = go.Figure(
         go.Heatmap(
             z=(share if shares else counts).to_numpy().tolist(),
-            x=labels,
-            y=labels,
+            x=names,
+            y=names,
             text=text,
             texttemplate="%{text}",
             colorscale="Blues",
@@ -195,13 +196,17 @@ def confusion_figure(metrics: dict, shares: bool, chosen: tuple[str, str]) -> go
     cells = [(t, p) for t in labels for p in labels]
     figure.add_trace(
         go.Scatter(
-            x=[p for _, p in cells],
-            y=[t for t, _ in cells],
+            x=[common.plot_text(p) for _, p in cells],
+            y=[common.plot_text(t) for t, _ in cells],
             mode="markers",
             marker={"size": 30, "opacity": 0, "symbol": "square"},
             showlegend=False,
-            customdata=[[t, p, int(counts.loc[t, p]), float(share.loc[t, p])] for t, p in cells],
-            hovertemplate="true %{customdata[0]}, predicted %{customdata[1]}<br>"
+            # The cell's label positions, not the labels: the chart holds no label but as text.
+            customdata=[
+                [labels.index(t), labels.index(p), int(counts.loc[t, p]), float(share.loc[t, p])]
+                for t, p in cells
+            ],
+            hovertemplate="true %{y}, predicted %{x}<br>"
             "%{customdata[2]:,} faces (%{customdata[3]:.0%} of the row)<extra>click to see them</extra>",
         )
     )
@@ -235,30 +240,31 @@ def cell_faces(run: runs.Run) -> None:
         st.info("This run has no predictions.csv, so the faces of a cell cannot be listed.")
         return
     rows = results.cell_faces(run.predictions, true, predicted)
-    what = "labelled correctly" if true == predicted else f"called {predicted}"
+    what = "labelled correctly" if true == predicted else f"called {common.md(predicted)}"
     if rows.empty:
-        st.info(f"No {true} test face was {what}.")
+        st.info(f"No {common.md(true)} test face was {what}.")
         return
     shown = rows.head(MAX_FACES)
-    st.write(
-        f"**{len(rows):,}** {true} test face{'s' if len(rows) != 1 else ''} {what}"
+    st.markdown(
+        f"**{len(rows):,}** {common.md(true)} test face{'s' if len(rows) != 1 else ''} {what}"
         + (f" (the {MAX_FACES} the model was surest about first):" if len(rows) > MAX_FACES else ":")
     )
     try:
         crops = run_faces(str(run.path)).crops(shown)
     except results.FacesUnavailable as error:
         st.warning(
-            f"The faces cannot be shown: {error}. The table lists them by photo.",
+            f"The faces cannot be shown: {common.md(error)}. The table lists them by photo.",
             icon=":material/image_not_supported:",
         )
         crops = []
-    found = [(crop, row) for crop, row in zip(crops, shown.itertuples(index=False)) if crop is not None]
+    # Rows as dicts: a label need not be a Python name, so itertuples would rename its column.
+    found = [(crop, row) for crop, row in zip(crops, shown.to_dict("records")) if crop is not None]
     if found:
         st.image(
             [crop for crop, _ in found],
-            caption=[
-                f"{predicted} {getattr(r, f'p_{predicted}'):.0%}"
-                + ("" if true == predicted else f", {true} {getattr(r, f'p_{true}'):.0%}")
+            caption=[  # image captions are Markdown too
+                f"{common.md(predicted)} {r[f'p_{predicted}']:.0%}"
+                + ("" if true == predicted else f", {common.md(true)} {r[f'p_{true}']:.0%}")
                 for _, r in found
             ],
             width=96,
@@ -320,7 +326,10 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
         history = _run(run, _stamp(run)).history
         if "val_accuracy" in history:
             figure.add_scatter(
-                x=history["epoch"], y=history["val_accuracy"], mode="lines+markers", name=Path(run).name
+                x=history["epoch"],
+                y=history["val_accuracy"],
+                mode="lines+markers",
+                name=common.plot_text(Path(run).name),
             )
     figure.update_layout(
         title="Validation accuracy per epoch",
@@ -359,20 +368,21 @@ st.session_state[common.RUN] = chosen
 try:
     run = _run(chosen, _stamp(chosen))
 except ValueError as error:
-    st.error(f"This run folder cannot be read: {error}. Choose another run.")
+    st.error(f"This run folder cannot be read: {common.md(error)}. Choose another run.")
     st.stop()
 
 train = run.train
 st.caption(
-    f"{', '.join(results.dataset_title(d) for d in train.get('datasets', []))} · {train.get('arch')} · "
-    f"{train.get('image_size')} px faces · {len(run.history)} of {train.get('epochs')} epochs"
+    common.md(", ".join(results.dataset_title(d) for d in train.get("datasets", [])))
+    + f" · {common.md(train.get('arch'))} · {common.md(train.get('image_size'))} px faces · "
+    f"{len(run.history)} of {common.md(train.get('epochs'))} epochs"
 )
 status(run)
 downloads(run)
 
 if run.finished:
     metrics = run.metrics
-    st.subheader(f"How well it does on {metrics['n']:,} {metrics.get('split', 'test')} faces")
+    st.subheader(f"How well it does on {metrics['n']:,} {common.md(metrics.get('split', 'test'))} faces")
     metric_cards(metrics)
 
     st.subheader("Per label")
@@ -395,7 +405,7 @@ if run.finished:
     st.plotly_chart(
         confusion_figure(metrics, shares, chosen_cell(metrics)),
         width="stretch",
-        on_select=picked_cell,
+        on_select=functools.partial(picked_cell, list(metrics["labels"])),
         selection_mode="points",
         key=CHART,
     )

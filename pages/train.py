@@ -121,7 +121,7 @@ def live(run_dir: str) -> None:
     status = launch.status(run)
     if status["state"] not in launch.ACTIVE:
         st.rerun()  # it has ended: the whole page redraws with the outcome and stops polling
-    st.markdown(f"**Run {run.name}** is {runs.STATE_WORDS[status['state']]}.")
+    st.markdown(f"**Run {common.md(run.name)}** is {runs.STATE_WORDS[status['state']]}.")
     show_progress(run, status)
     if st.button(
         "Cancel", key="cancel", icon=":material/stop:", help="Stop this run after its current batch."
@@ -172,28 +172,31 @@ def waiting_line() -> None:
 
 
 def outcome(run: Path, status: dict) -> None:
-    state = status["state"]
+    state, name = status["state"], common.md(run.name)
+    error = common.md(common.error_line(status.get("error") or ""))
     if state == "done":
         metrics = runs.read_json(run / runs.METRICS, {}) or {}
         accuracy, faces = metrics.get("accuracy"), metrics.get("n")
         score = (
             f"test accuracy {accuracy:.1%} on {faces:,} faces it never saw" if accuracy is not None else ""
         )
-        st.success(f"Run {run.name} finished: {score}.", icon=":material/check_circle:")
+        st.success(f"Run {name} finished: {score}.", icon=":material/check_circle:")
         if st.session_state.get(ANNOUNCED) != str(run):
             st.session_state[common.RUN] = str(run)
             st.session_state[ANNOUNCED] = str(run)
         st.page_link("pages/results.py", label="See its results", icon=":material/insights:")
     elif state == "failed":
-        st.error(f"Run {run.name} failed: {status.get('error') or 'no error was recorded'}")
+        # Its traceback (and the log that holds it) stays in the run folder and goes to the server's log.
+        st.error(f"Run {name} failed: {error or 'no error was recorded'}")
+        common.log_failure(run)
     elif state == "cancelled":
-        st.info(f"Run {run.name} was cancelled after {finished_epochs(run)} finished epoch(s).")
+        st.info(f"Run {name} was cancelled after {finished_epochs(run)} finished epoch(s).")
     else:
         st.warning(
-            f"Run {run.name} stopped without finishing ({status.get('error')}). Its last finished epoch "
-            f"is saved; resume it with `python -m fer train --resume --run-dir {run}`."
+            f"Run {name} stopped without finishing ({error or 'its process ended'}). Its last finished epoch "
+            f"is saved; resume it with {common.md(f'python -m fer train --resume --run-dir {run}', code=True)}."
         )
-    if status.get("log"):
+    if status.get("log") and state != "failed":
         with st.expander("End of the training log"):
             st.code(status["log"], language=None)
     curves(run)
@@ -214,13 +217,13 @@ def delete_run(name: str) -> None:
     try:
         launch.delete(run)
     except ValueError as error:
-        st.session_state[DELETED] = ("error", f"Run {name} was not deleted: {error}")
+        st.session_state[DELETED] = ("error", f"Run {common.md(name)} was not deleted: {common.md(error)}")
         return
     for key in (WATCHING, common.RUN):
         if st.session_state.get(key) == str(run):
             st.session_state[key] = "" if key == common.RUN else None
     st.session_state["delete_confirm"] = False
-    st.session_state[DELETED] = ("success", f"Run {name} was deleted.")
+    st.session_state[DELETED] = ("success", f"Run {common.md(name)} was deleted.")
 
 
 st.title("Train")
@@ -235,7 +238,10 @@ threshold = float(st.session_state[common.MIN_CONFIDENCE] or 0.0)
 try:
     facts = common.dataset_summary(dataset, threshold or None)
 except (datasets.DatasetError, ValueError) as error:
-    st.error(f"The dataset {common.dataset_label(dataset)} could not be read: {error}. Choose another one.")
+    st.error(
+        f"The dataset {common.md(common.dataset_label(dataset))} could not be read: {common.md(error)}. "
+        "Choose another one."
+    )
     st.page_link("pages/data.py", label="Choose a dataset on the Data page", icon=":material/dataset:")
     st.stop()
 with st.container(border=True):
@@ -245,7 +251,7 @@ with st.container(border=True):
         if threshold
         else f"all {facts['faces']:,} faces"
     )
-    left.markdown(f"**Dataset:** {common.dataset_label(dataset)}, {kept}")
+    left.markdown(f"**Dataset:** {common.md(common.dataset_label(dataset))}, {kept}")
     right.page_link("pages/data.py", label="Change on the Data page", icon=":material/dataset:")
 
 # The settings --------------------------------------------------------------------------------------
@@ -265,11 +271,13 @@ if init_from:
     try:
         start_model = read_metadata(Path(init_from)).get("model") or {}
     except ValueError as error:
-        st.error(f"{start_label} cannot be used to start from: {error}. Choose another model.")
+        st.error(
+            f"{common.md(start_label)} cannot be used to start from: {common.md(error)}. Choose another model."
+        )
         st.stop()
     st.caption(
         f"The network and image size are the starting model's: {ARCH_LABELS.get(start_model.get('arch'), '?')}, "
-        f"{start_model.get('image_size', '?')} pixels. A lower learning rate (such as 0.0003) keeps more of what "
+        f"{common.md(start_model.get('image_size', '?'))} pixels. A lower learning rate (such as 0.0003) keeps more of what "
         "it learned."
     )
 first, second, third = st.columns(3)
@@ -391,12 +399,12 @@ if st.button("Start training", key="start", type="primary", icon=":material/play
             max_faces=int(max_faces) or None,
         )
     except ValueError as error:
-        st.error(f"These settings cannot be used: {error}.")
+        st.error(f"These settings cannot be used: {common.md(error)}.")
         st.stop()
     try:
         run = launch.start(config)
     except (OSError, ValueError) as error:
-        st.error(f"The run could not be started: {error}")
+        st.error(f"The run could not be started: {common.md(error)}")
         st.stop()
     st.session_state[WATCHING] = str(run)
     active = launch.active_runs()
