@@ -160,7 +160,7 @@ def waiting_line() -> None:
     )
     for place, run in enumerate(line, start=1):
         left, right = st.columns([4, 1], vertical_alignment="center")
-        left.markdown(f"**Place {place}:** {run.name}")
+        left.markdown(f"**Place {place}:** {common.md(run.name)}")
         right.button(
             "Cancel",
             key=f"cancel_queued_{run.name}",
