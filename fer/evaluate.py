@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from fer import datasets, images, modelfile, preprocess, runs, splits
+from fer import calibration, datasets, images, modelfile, preprocess, runs, splits
 from fer.faces import dataset_root
 
 
@@ -77,8 +77,9 @@ def evaluate(
     min_confidence: float | None = None,
     batch_size: int = 256,
     detector: str | None = None,
+    calibrated: bool = True,
 ) -> tuple[dict, pd.DataFrame]:
-    """Score a saved model on a dataset's split ("test") or on every face ("all").
+    """Score a saved model on a dataset's split ("test", or "val") or on every face ("all").
 
     The model's own preprocessing (size, margin) is applied. Labels are matched by name, so a model
     trained on one dataset scores another; faces whose label the model does not know are left out
@@ -88,9 +89,13 @@ def evaluate(
     With `detector` ("mtcnn" or "haar") faces are found by the detector instead of taken from the
     dataset's boxes: a labelled face is scored on the detection that overlaps it best (IoU >= 0.3),
     and one with no such detection counts as wrong (predicted "(no face)").
+
+    Probabilities are the model's calibrated ones where its file carries a calibration (`calibrated`
+    False: the network's own, which is what a calibration is fitted on); the result's "calibration"
+    gives the calibration error of both on these faces.
     """
-    if split not in ("test", "all"):
-        raise ValueError(f"split must be 'test' or 'all', got {split!r}")
+    if split not in ("test", "val", "all"):
+        raise ValueError(f"split must be 'test', 'val' or 'all', got {split!r}")
     model, metadata = modelfile.load_model(Path(model_path))
     labels = list(metadata["labels"])
     dataset = datasets.load(dataset_path)
@@ -105,7 +110,7 @@ def evaluate(
         else splits.SplitSettings()
     )
     faces = faces.assign(split=splits.assign(faces, split_settings))
-    chosen = np.ones(len(faces), bool) if split == "all" else (faces["split"] == "test").to_numpy()
+    chosen = np.ones(len(faces), bool) if split == "all" else (faces["split"] == split).to_numpy()
     index = {label: i for i, label in enumerate(labels)}
     known = faces["label"].isin(index).to_numpy()
     unscored = int((chosen & ~known).sum())
@@ -117,16 +122,23 @@ def evaluate(
     rows = np.flatnonzero(chosen)
     if detector:
         crops, found = _detected_faces(dataset, faces.iloc[rows], settings, detector)
-        probabilities = np.zeros((len(rows), len(labels)), dtype=np.float32)
+        raw = np.zeros((len(rows), len(labels)), dtype=np.float32)
         if found.any():
-            probabilities[found] = modelfile.predict_probabilities(model, crops, batch_size)
-        y_pred = np.where(found, probabilities.argmax(axis=1), -1)
+            raw[found] = modelfile.predict_probabilities(model, crops, batch_size)
     else:
-        probabilities = modelfile.predict_probabilities(model, prepared.images[rows], batch_size)
-        y_pred = probabilities.argmax(axis=1)
+        found = np.ones(len(rows), bool)
+        raw = modelfile.predict_probabilities(model, prepared.images[rows], batch_size)
+    probabilities = raw.copy()
+    if calibrated and found.any():
+        probabilities[found] = calibration.apply(raw[found], metadata)
+    y_pred = np.where(found, probabilities.argmax(axis=1), -1)
     y_true = faces["label"].iloc[rows].map(index).to_numpy()
     result = metrics(y_true, y_pred, labels)
     result.update(split=split, unscored=unscored, model=str(model_path), dataset=str(dataset_path))
+    if found.any():  # over the faces the model saw (a face the detector missed has no probability)
+        result["calibration"] = calibration.summary(
+            raw[found], calibration.apply(raw[found], metadata), y_true[found], metadata
+        )
     table = predictions_table(faces.iloc[rows], labels, probabilities)
     if detector:
         missed = y_pred < 0
@@ -229,5 +241,30 @@ def export_model(
     metadata = {**metadata, "exported_from": str(model_path)}
     if scores:
         metadata["test_metrics"] = scores
+    modelfile.save_model(model, Path(out), metadata)
+    return metadata
+
+
+def calibrate_model(source: Path, dataset_paths: tuple[str, ...], out: Path, *, progress=None) -> dict:
+    """Fit a temperature on the val faces of `dataset_paths` (the model's own split of a dataset it
+    was trained on) and write the model to `out` with it in its metadata, without optimizer state.
+    The network is unchanged: only the probabilities it shows are. Returns the metadata."""
+    if not dataset_paths:
+        raise ValueError("calibrating a model needs at least one dataset to take val faces from")
+    model_path = Path(source)
+    model, metadata = modelfile.load_model(model_path)
+    labels = list(metadata["labels"])
+    probabilities, y, counts = [], [], []
+    for name in dataset_paths:
+        if progress:
+            progress(f"scoring the val faces of {name}")
+        _, table = evaluate(name, model_path, split="val", calibrated=False)
+        probabilities.append(table[[f"p_{label}" for label in labels]].to_numpy(dtype=np.float64))
+        y.append(table["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=int))
+        counts.append(f"{Path(dataset_root(name)).name} ({len(table):,})")
+    entry = calibration.fit(
+        np.concatenate(probabilities), np.concatenate(y), "val faces of " + ", ".join(counts)
+    )
+    metadata = {**metadata, "calibration": entry}
     modelfile.save_model(model, Path(out), metadata)
     return metadata

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer import logs, paths, preprocess, runs
+from fer import calibration, logs, paths, preprocess, runs
 from fer.config import MAX_SIZE, MIN_SIZE
 
 METADATA = runs.MODEL_METADATA  # the entry added to a saved .keras file: labels, preprocessing, config
@@ -375,8 +375,19 @@ def load_model(path: Path, compile: bool = False):
     return model, metadata
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities for (n, size, size) uint8 faces, in batches."""
+def predict_probabilities(
+    model, images: np.ndarray, batch_size: int = 256, *, metadata: dict | None = None, flip: bool = False
+) -> np.ndarray:
+    """Class probabilities for (n, size, size) uint8 faces, in batches. `flip` averages them with the
+    mirrored faces'; `metadata` (the model's fer.json) applies its calibration, which is how every
+    probability shown or written leaves a model (without it, the network's own outputs)."""
+    probabilities = _network_probabilities(model, images, batch_size)
+    if flip and len(images):
+        probabilities = (probabilities + _network_probabilities(model, images[:, :, ::-1], batch_size)) / 2
+    return calibration.apply(probabilities, metadata)
+
+
+def _network_probabilities(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     out = [
         np.asarray(
             model.predict_on_batch(np.asarray(images[i : i + batch_size], dtype=np.float32)[..., None])
@@ -409,6 +420,10 @@ def check_model(model, metadata: dict, path: Path) -> tuple[list[str], preproces
             f"{path}: its fer.json must give the image_size ({MIN_SIZE} to {MAX_SIZE}) and margin the model was trained "
             f"with ({type(error).__name__}: {error})"
         ) from error
+    try:
+        calibration.temperature_of(metadata)
+    except ValueError as error:
+        raise ModelFileError(f"{path}: {error}") from error
     size = settings.size
     try:
         inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)

@@ -47,6 +47,8 @@ class Predictor:
         self.model, self.metadata = modelfile.load_model(Path(model_path))
         self.labels, self.settings = modelfile.check_model(self.model, self.metadata, Path(model_path))
         self.detector_name = detector
+        # The fitted calibration (None: the network's own, uncalibrated probabilities).
+        self.calibration: dict | None = self.metadata.get("calibration")
         self._detector = None
 
     @property
@@ -58,13 +60,9 @@ class Predictor:
         return self._detector
 
     def classify(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
-        """Probabilities for (n, size, size) uint8 faces; `flip` averages with the mirrored faces."""
-        probabilities = modelfile.predict_probabilities(self.model, faces)
-        if flip and len(faces):
-            probabilities = (
-                probabilities + modelfile.predict_probabilities(self.model, faces[:, :, ::-1])
-            ) / 2
-        return probabilities
+        """Probabilities for (n, size, size) uint8 faces, calibrated where the model file carries a
+        calibration; `flip` averages with the mirrored faces."""
+        return modelfile.predict_probabilities(self.model, faces, metadata=self.metadata, flip=flip)
 
     def predict(self, source, *, whole: bool = False, flip: bool = False) -> PhotoResult:
         """Every face in the photo with its box, label and probabilities; no face, an empty list."""
@@ -122,7 +120,7 @@ def label_colour(label: str, labels: list[str]) -> str:
 
 
 def annotate(photo: Image.Image, result: PhotoResult, labels: list[str]) -> Image.Image:
-    """A copy of the photo with each face boxed and labelled ("1 happy 87%"), sized for a screen."""
+    """A copy of the photo with each face boxed and labelled ("1 happy 62% likely"), sized for a screen."""
     from PIL import ImageDraw, ImageFont
 
     image = photo.convert("RGB").copy()
@@ -136,7 +134,7 @@ def annotate(photo: Image.Image, result: PhotoResult, labels: list[str]) -> Imag
         top, left, bottom, right = (v * scale for v in face.box)
         colour = label_colour(face.label, labels)
         draw.rectangle((left, top, right, bottom), outline=colour, width=line)
-        text = f"{number} {face.label} {face.probabilities[face.label]:.0%}"
+        text = f"{number} {face.label} {face.probabilities[face.label]:.0%} likely"
         x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
         height = y1 - y0 + 2 * line
         y = top - height if top - height >= 0 else bottom

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer import augment, faces, modelfile, models, runs
+from fer import augment, calibration, faces, modelfile, models, runs
 from fer.config import ModelConfig, TrainConfig
 from fer.evaluate import metrics, predictions_table
 
@@ -487,15 +487,23 @@ def _score(
     metadata: dict,
     state: dict,
 ) -> dict:
-    """The best model on the test faces (the val faces where there are none): metrics.json,
-    predictions.csv, the scores in best.keras, and the run done."""
+    """The best model calibrated on the val faces, then scored on the test faces (the val faces where
+    there are none): metrics.json, predictions.csv, the calibration and scores in best.keras, and
+    the run done."""
     runs.write_json(run_dir / runs.PROGRESS, {"stage": "testing", "updated": time.time()})
     best, _ = modelfile.load_model(run_dir / runs.BEST)
-    test = data["test"] if len(data["test"].y) else data["val"]
-    probabilities = modelfile.predict_probabilities(best, test.images, config.batch_size)
+    val = data["val"]
+    if len(val.y):
+        raw_val = modelfile.predict_probabilities(best, val.images, config.batch_size)
+        metadata["calibration"] = calibration.fit(raw_val, val.y, f"this run's val faces ({len(val.y):,})")
+    test = data["test"] if len(data["test"].y) else val
+    raw = modelfile.predict_probabilities(best, test.images, config.batch_size)
+    probabilities = calibration.apply(raw, metadata)
     result = metrics(test.y, probabilities.argmax(axis=1), labels)
     result["split"] = "test" if len(data["test"].y) else "val (no test faces)"
     result["best_epoch"] = state.get("best_epoch")
+    if len(test.y):
+        result["calibration"] = calibration.summary(raw, probabilities, test.y, metadata)
     runs.write_json(run_dir / runs.METRICS, result)
     runs.write_csv(run_dir / runs.PREDICTIONS, predictions_table(test.faces, labels, probabilities))
     metadata["test_metrics"] = {
