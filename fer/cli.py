@@ -15,7 +15,7 @@ from fer import datasets, logs
 from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, STRATEGIES, TrainConfig
 
 # The commands that load a model or train one, and so TensorFlow.
-KERAS_COMMANDS = ("train", "evaluate", "predict", "export")
+KERAS_COMMANDS = ("train", "evaluate", "predict", "export", "calibrate")
 
 
 class ProgressBar:
@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATASET",
         help="score on its test part with faces found by the detector (repeatable)",
     )
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit the model's probabilities to how often it is right, on datasets' val faces; write it with that",
+    )
+    calibrate.add_argument("model", type=Path, help="a .keras model saved by train")
+    calibrate.add_argument("datasets", nargs="+", help="datasets whose val faces to fit on")
+    calibrate.add_argument("--out", required=True, type=Path, help="the .keras file to write")
+
     packer = commands.add_parser(
         "pack",
         help="prepare datasets' faces into one small file to train on elsewhere (a GPU machine)",
@@ -304,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "report": _report,
             "export": _export,
+            "calibrate": _calibrate,
             "pack": _pack,
         }
         return handler[args.command](args)
@@ -473,6 +482,21 @@ def _export(args: argparse.Namespace) -> int:
             f"  {name}: {score['n']:,} faces, accuracy {score['accuracy']:.4f}, weighted F1 {score['f1']:.4f}, "
             f"macro F1 {score['macro_f1']:.4f}"
         )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from fer.evaluate import calibrate_model
+
+    metadata = calibrate_model(
+        args.model, tuple(args.datasets), args.out, progress=lambda what: print(what, file=sys.stderr)
+    )
+    entry = metadata["calibration"]
+    print(f"wrote {args.out}")
+    print(
+        f"  temperature {entry['temperature']:.4f}, fitted on the {entry['fitted_on']}: calibration error "
+        f"{entry['ece_before']:.3f} before, {entry['ece_after']:.3f} after"
+    )
     return 0
 
 
