@@ -128,6 +128,58 @@ def svg_chart(
     return "".join(parts)
 
 
+def reliability_svg(frame: pd.DataFrame) -> str:
+    """The reliability diagram as inline SVG: accuracy against mean top probability per confidence
+    bin, before (grey) and after (blue) calibration, with the diagonal a calibrated model follows."""
+    size, left, top, right, bottom = 300, 50, 30, 110, 40
+    width, height = size + left + right, size + top + bottom
+
+    def sx(x: float) -> float:
+        return left + x * size
+
+    def sy(y: float) -> float:
+        return top + (1 - y) * size
+
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             'class="reliability"><text x="50" y="18" font-size="14" font-weight="600">'
+             "How often it is right, by how sure it says it is</text>",
+             f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#bcccdc"/>',
+             f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}" stroke="#9fb3c8" '
+             'stroke-dasharray="4 3"/>']  # fmt: skip
+    for tick in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(f'<text x="{left - 6}" y="{sy(tick) + 4:.1f}" font-size="10" text-anchor="end" '
+                     f'fill="#627d98">{tick:.0%}</text><text x="{sx(tick):.1f}" y="{top + size + 14}" '
+                     f'font-size="10" text-anchor="middle" fill="#627d98">{tick:.0%}</text>')  # fmt: skip
+    parts.append(f'<text x="{left + size / 2}" y="{height - 6}" font-size="11" text-anchor="middle" '
+                 'fill="#627d98">probability of its answer</text>')  # fmt: skip
+    for k, (kind, colour) in enumerate((("before", "#9aa5b1"), ("after", "#2563eb"))):
+        rows = frame[frame["kind"] == kind] if len(frame) else frame
+        points = [(sx(r.confidence), sy(r.accuracy)) for r in rows.itertuples() if _finite(r.confidence)]
+        if len(points) > 1:
+            coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in points]
+        ly = top + 12 + 18 * k
+        name = "as trained" if kind == "before" else "calibrated"
+        parts.append(f'<line x1="{left + size + 10}" x2="{left + size + 28}" y1="{ly}" y2="{ly}" '
+                     f'stroke="{colour}" stroke-width="2"/><text x="{left + size + 32}" y="{ly + 4}" '
+                     f'font-size="11">{name}</text>')  # fmt: skip
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _calibration_html(metrics: dict) -> str:
+    said = results.calibration_sentence(metrics)
+    if said is None:
+        return '<p class="note">This run recorded no calibration (it was trained before runs calibrated themselves).</p>'
+    return (
+        "<p>A probability is honest when, of the faces given about 60%, about 6 in 10 are right: then the "
+        "points lie on the dashed diagonal. Each point is the test faces whose top probability fell in one "
+        "band, at their mean probability (across) and the share labelled correctly (up).</p>"
+        f"<p>{escape(said)}</p>{reliability_svg(results.reliability_frame(metrics))}"
+    )
+
+
 def _ticks(low: float, high: float) -> list[float]:
     """Round tick values between low and high: steps of 1, 2, 2.5 or 5 times a power of ten."""
     raw = (high - low) / 4
@@ -340,6 +392,8 @@ def build_report(
             "<p>Rows are the true labels, columns what the model said; each cell shows how many test faces "
             "and what share of the row. The diagonal holds the correct answers.</p>",
             _confusion_html(metrics),
+            "<h2>How far to trust its percentages</h2>",
+            _calibration_html(metrics),
             "<h2>Example faces</h2>",
             "<p>For each label, the test faces the model was most sure about: labelled correctly (green) "
             "and mistakes (red), with the model's answer and its probability.</p>",

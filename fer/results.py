@@ -116,6 +116,40 @@ def _or(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def calibration_sentence(metrics: dict) -> str | None:
+    """What the run's calibration did to its test probabilities, in one plain paragraph; None for a
+    run that recorded none (trained before runs calibrated themselves)."""
+    entry = metrics.get("calibration")
+    if not isinstance(entry, dict) or "ece_before" not in entry:
+        return None
+    before, after, temperature = entry["ece_before"], entry.get("ece_after"), entry.get("temperature")
+    if temperature is None:
+        return (
+            f"The model's top probability is off from how often it is right by {before * 100:.1f} points on "
+            f"average over the {metrics.get('n', 0):,} test faces (calibration error {before:.3f}); it has no "
+            "calibration, so its percentages are the network's own."
+        )
+    return (
+        f"Straight from the network, the top probability was off from how often the model is right by "
+        f"{before * 100:.1f} points on average over the {metrics.get('n', 0):,} test faces (calibration "
+        f"error {before:.3f}); fitted on the validation faces (temperature {temperature:.2f}), it is off by "
+        f"{after * 100:.1f} points ({after:.3f}). So a face given about 60% is right about 6 times in 10."
+    )
+
+
+def reliability_frame(metrics: dict) -> pd.DataFrame:
+    """The reliability diagram of the run's test faces: one row per non-empty confidence bin and
+    kind ("before" / "after" calibration) with its bounds, faces, mean top probability and accuracy."""
+    entry = metrics.get("calibration") or {}
+    rows = [
+        {"kind": kind, **row}
+        for kind in ("before", "after")
+        for row in entry.get(f"reliability_{kind}") or []
+        if row.get("count")
+    ]
+    return pd.DataFrame(rows, columns=["kind", "low", "high", "count", "confidence", "accuracy"])
+
+
 def per_class_table(metrics: dict) -> pd.DataFrame:
     """One row per label: precision, recall, F1 (shares 0-1) and support (test faces)."""
     rows = [{"label": label, **metrics["per_class"][label]} for label in metrics["labels"]]

@@ -300,6 +300,59 @@ def curves_figure(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
     return figure
 
 
+def reliability_figure(metrics: dict) -> go.Figure:
+    """Accuracy against mean top probability per confidence bin, before and after calibration, with
+    the diagonal an honest model's points lie on."""
+    frame = results.reliability_frame(metrics)
+    figure = go.Figure()
+    figure.add_scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="honest", line={"dash": "dash", "color": "#9fb3c8"}
+    )
+    for kind, name, colour in (("before", "as trained", "#9aa5b1"), ("after", "calibrated", "#2563eb")):
+        rows = frame[frame["kind"] == kind]
+        if len(rows):
+            figure.add_scatter(
+                x=rows["confidence"],
+                y=rows["accuracy"],
+                mode="lines+markers",
+                name=name,
+                line={"color": colour},
+                customdata=rows["count"],
+                hovertemplate="said %{x:.0%}, right %{y:.0%} of %{customdata:,} faces<extra></extra>",
+            )
+    figure.update_layout(
+        title="How often it is right, by how sure it says it is",
+        xaxis_title="probability of its answer",
+        yaxis_title="share right",
+        height=380,
+        margin={"t": 50, "b": 10},
+    )
+    figure.update_xaxes(range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(range=[0, 1], tickformat=".0%")
+    return figure
+
+
+def calibration_section(metrics: dict) -> None:
+    st.subheader("How far to trust its percentages")
+    said = results.calibration_sentence(metrics)
+    if said is None:
+        st.info("This run recorded no calibration: it was trained before runs calibrated themselves.")
+        return
+    before, after = metrics["calibration"]["ece_before"], metrics["calibration"]["ece_after"]
+    left, right = st.columns(2)
+    left.metric("Calibration error, as trained", f"{before:.3f}")
+    right.metric(
+        "Calibration error, calibrated", f"{after:.3f}", delta=f"{after - before:+.3f}", delta_color="inverse"
+    )
+    st.markdown(common.md(said))
+    st.caption(
+        "Each point is the test faces whose top probability fell in one band: across, their mean "
+        "probability; up, the share labelled correctly. On the dashed diagonal, a face given about 60% "
+        "is right about 6 times in 10."
+    )
+    st.plotly_chart(reliability_figure(metrics), width="stretch", key="results_reliability")
+
+
 def compare(run_dirs: list[Path], current: runs.Run) -> None:
     finished = [str(p) for p in run_dirs if (p / runs.METRICS).is_file()]
     if len(finished) < 2:
@@ -410,6 +463,7 @@ if run.finished:
         key=CHART,
     )
     cell_faces(run)
+    calibration_section(metrics)
 
 if len(run.history):
     st.subheader("Training curves")
