@@ -19,7 +19,7 @@ PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 st.title("Classify photos")
 st.write(
     "Take a webcam snapshot or upload photos: every face found is boxed on the picture with the "
-    "expression the model reads, and how sure it is of each one."
+    "expression the model reads, and how likely each reading is."
 )
 
 MODEL_TYPES = ["keras"]
@@ -106,6 +106,18 @@ except Exception as error:  # noqa: BLE001 - a broken model file must not take t
     )
     st.stop()
 labels = model.labels
+calibrated = model.metadata.get("calibration")  # None: the network's own percentages
+if calibrated:
+    st.caption(
+        "Percentages are calibrated: of faces given about 60%, about 6 in 10 are right, measured on "
+        f"held-out photos ({common.md(calibrated.get('fitted_on', 'validation faces'))}). In-the-wild photos "
+        "unlike those are read less well than the percentages say."
+    )
+else:
+    st.warning(
+        "This model has no calibration: its percentages are the network's own, which run higher than how "
+        "often it is right. `python -m fer calibrate` fits them on held-out faces."
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -131,6 +143,7 @@ def probability_chart(face: predict.Face) -> go.Figure:
             marker_color=colours,
             text=[f"{v:.0%}" for v in values],
             textposition="outside",
+            hovertemplate="%{y}: %{x:.0%} likely<extra></extra>",
         )
     )
     figure.update_layout(
@@ -186,8 +199,8 @@ for number, (name, data) in enumerate(photos, start=1):
     picture, charts = st.columns([3, 2])
     picture.image(annotated, width="stretch")
     for index, face in enumerate(result.faces, start=1):
-        sure = face.probabilities[face.label]
-        charts.markdown(f"**Face {index}: {common.md(face.label)}** ({sure:.0%} sure)")
+        likely = face.probabilities[face.label]
+        charts.markdown(f"**Face {index}: {common.md(face.label)}** — {likely:.0%} likely")
         charts.plotly_chart(
             probability_chart(face),
             width="stretch",

@@ -411,7 +411,7 @@ def test_eight_visitors_classifying_at_once_all_get_their_answer_from_one_loaded
             heading = page.locator("p", has_text="Face 1:").first
             heading.wait_for()
             face = expected.predict(photo.read_bytes(), whole=True).faces[0]
-            answer = f"Face 1: {face.label} ({face.probabilities[face.label]:.0%} sure)"
+            answer = f"Face 1: {face.label} — {face.probabilities[face.label]:.0%} likely"
             assert heading.inner_text().strip() == answer, photo.name
             shown = [p.name for p in photos if page.get_by_role("heading", name=p.name).count()]
             assert shown == [photo.name]
