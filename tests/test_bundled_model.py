@@ -41,6 +41,14 @@ def test_bundled_model_is_small_and_its_metadata_matches_the_network(bundled):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_bundled_model_carries_a_calibration_that_lowers_its_calibration_error(bundled):
+    _, metadata = bundled
+    entry = metadata["calibration"]
+    assert entry["method"] == "temperature" and entry["temperature"] > 1  # it was over-confident
+    assert entry["faces"] == 3589 + 283  # FER2013 val and expw-sample val
+    assert entry["ece_after"] < entry["ece_before"]
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_bundled_model_scores_what_it_records_on_fer2013_test(bundled, fer2013, capsys):

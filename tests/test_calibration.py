@@ -1,0 +1,209 @@
+"""Honest probabilities: temperature scaling fitted on held-out faces, kept in the model file, applied
+wherever a probability is shown or written, and shown on the Results page, the report and Classify."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import known_run
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from fer import calibration, cli, modelfile, report, results
+from fer import runs as R
+from fer.evaluate import evaluate
+from fer.paths import BUNDLED_MODEL
+from fer.predict import Predictor
+from pages import common
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# The module ---------------------------------------------------------------------------------------
+
+
+def test_fitting_recovers_the_temperature_of_over_confident_probabilities():
+    """Labels drawn from softmax(z); the model reports softmax(2.5 z): too sure by a temperature of 2.5."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.2, (20_000, 7))
+    honest = softmax(logits)
+    y = np.array([rng.choice(7, p=row) for row in honest])
+    over_confident = softmax(2.5 * logits)
+    temperature = calibration.fit_temperature(over_confident, y)
+    assert temperature == pytest.approx(2.5, rel=0.05)
+    scaled = calibration.scale(over_confident, temperature)
+    assert np.array_equal(scaled.argmax(axis=1), over_confident.argmax(axis=1))  # the order is kept
+    assert calibration.ece(scaled, y) < calibration.ece(over_confident, y) / 3
+    entry = calibration.fit(over_confident, y, "synthetic faces")
+    assert entry["method"] == "temperature" and entry["faces"] == 20_000
+    assert entry["ece_after"] < entry["ece_before"]
+
+
+def test_ece_and_reliability_of_a_hand_computed_case():
+    # Two faces at 0.9 (one right), two at 0.6 (both right): gaps 0.4 and 0.4, each half the faces.
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    y = np.array([0, 1, 0, 0])
+    assert calibration.ece(probabilities, y) == pytest.approx(0.4)
+    rows = calibration.reliability(probabilities, y)
+    assert len(rows) == calibration.BINS == 15
+    filled = [row for row in rows if row["count"]]
+    assert [(row["count"], row["confidence"], row["accuracy"]) for row in filled] == [
+        (2, pytest.approx(0.6), 1.0),
+        (2, pytest.approx(0.9), 0.5),
+    ]
+    assert filled[0]["low"] < 0.6 <= filled[0]["high"] and filled[1]["low"] < 0.9 <= filled[1]["high"]
+    # Perfectly honest: every face at 1.0 and right.
+    assert calibration.ece(np.eye(3), np.arange(3)) == 0.0
+
+
+def test_apply_without_a_calibration_is_the_identity():
+    probabilities = softmax(np.random.default_rng(1).normal(0, 2, (5, 4))).astype(np.float32)
+    for metadata in (None, {}, {"labels": list("abcd")}):
+        assert calibration.apply(probabilities, metadata) is probabilities
+    calibrated = calibration.apply(
+        probabilities, {"calibration": {"method": "temperature", "temperature": 2.0}}
+    )
+    np.testing.assert_allclose(calibrated, calibration.scale(probabilities, 2.0))
+    assert calibrated.max() < probabilities.max()  # softened
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"method": "temperature", "temperature": 0}, {"method": "temperature"}, {"method": "magic"}, "hot"],
+)
+def test_a_calibration_that_makes_no_sense_is_refused(entry):
+    with pytest.raises(ValueError, match="calibration"):
+        calibration.apply(np.full((1, 2), 0.5), {"calibration": entry})
+
+
+# A run calibrates itself ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_trained_run_is_calibrated_and_writes_calibrated_probabilities(tiny_run):
+    metadata = modelfile.read_metadata(tiny_run / R.BEST)
+    entry = metadata["calibration"]
+    assert entry["method"] == "temperature" and entry["temperature"] > 0
+    assert entry["faces"] == metadata["counts"]["val"] > 0  # fitted on the run's val faces
+    metrics = R.read_json(tiny_run / R.METRICS)
+    recorded = metrics["calibration"]
+    assert recorded["temperature"] == entry["temperature"]
+    assert 0 <= recorded["ece_after"] <= 1 and 0 <= recorded["ece_before"] <= 1
+    assert sum(row["count"] for row in recorded["reliability_after"]) == metrics["n"]
+    # predictions.csv holds the calibrated probabilities of the run's test faces.
+    dataset = R.read_json(tiny_run / "config.json")["train"]["datasets"][0]
+    _, raw = evaluate(dataset, tiny_run / R.BEST, calibrated=False)
+    written = pd.read_csv(tiny_run / R.PREDICTIONS)
+    key = ["photo", "face"]
+    raw, written = (
+        raw.sort_values(key).reset_index(drop=True),
+        written.sort_values(key).reset_index(drop=True),
+    )
+    assert raw[key].equals(written[key])
+    columns = [f"p_{label}" for label in metadata["labels"]]
+    expected = calibration.apply(raw[columns].to_numpy(), metadata)
+    np.testing.assert_allclose(written[columns].to_numpy(), expected, atol=1e-4)
+    assert not np.allclose(written[columns].to_numpy(), raw[columns].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(written["confidence"], expected.max(axis=1), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_fer_calibrate_writes_a_model_whose_predictor_gives_calibrated_probabilities(
+    tiny_run, tmp_path, capsys
+):
+    dataset = R.read_json(tiny_run / "config.json")["train"]["datasets"][0]
+    out = tmp_path / "calibrated.keras"
+    assert cli.main(["calibrate", str(tiny_run / R.BEST), dataset, "--out", str(out)]) == 0
+    assert "temperature" in capsys.readouterr().out
+    metadata = modelfile.read_metadata(out)
+    entry = metadata["calibration"]
+    assert entry["method"] == "temperature" and entry["faces"] > 0 and "val faces" in entry["fitted_on"]
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    model, _ = modelfile.load_model(out)
+    raw = modelfile.predict_probabilities(model, faces)
+    predictor = Predictor(out, detector="haar")
+    assert predictor.calibration == entry
+    np.testing.assert_allclose(
+        predictor.classify(faces), calibration.scale(raw, entry["temperature"]), atol=1e-5
+    )
+    # Without the entry, the network's own probabilities, exactly.
+    assert np.array_equal(modelfile.predict_probabilities(model, faces, metadata={}), raw)
+
+
+# Shown to people ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_results_page_shows_the_reliability_diagram_and_the_errors(tiny_run):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state[common.RUN] = str(tiny_run)
+    at.switch_page("pages/results.py").run()
+    assert not at.exception
+    assert "How far to trust its percentages" in [s.value for s in at.subheader]
+    recorded = R.read_metrics(tiny_run)["calibration"]
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Calibration error, calibrated"] == f"{recorded['ece_after']:.3f}"
+    assert labels["Calibration error, as trained"] == f"{recorded['ece_before']:.3f}"
+    assert any(results.calibration_sentence(R.read_metrics(tiny_run)) in m.value for m in at.markdown)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    names = {trace.get("name") for chart in charts for trace in chart["data"]}
+    assert {"as trained", "calibrated", "honest"} <= names
+
+
+def test_results_page_says_when_a_run_has_no_calibration(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_HOME", str(tmp_path / "home"))
+    run_dir = known_run(tmp_path / "home" / "runs" / "old")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state[common.RUN] = str(run_dir)
+    at.switch_page("pages/results.py").run()
+    assert not at.exception
+    assert any("no calibration" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_report_holds_the_reliability_diagram_self_contained(tiny_run, tmp_path):
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    page = report.build_report(run_dir)
+    assert "How far to trust its percentages" in page
+    assert 'class="reliability"' in page and "calibrated</text>" in page
+    assert "<script" not in page.lower() and "http://" not in page and "https://" not in page
+    metrics = R.read_metrics(run_dir)
+    assert f"({metrics['calibration']['ece_after']:.3f})" in page
+
+
+def test_report_of_a_run_without_calibration_says_so(tmp_path):
+    page = report.build_report(known_run(tmp_path / "old"))
+    assert "recorded no calibration" in page and 'class="reliability"' not in page
+
+
+@pytest.mark.slow
+def test_classify_says_likely_not_sure_and_explains_the_percentages_once():
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/classify.py").run()
+    assert not at.exception
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(buffer, format="PNG")
+    at.toggle(key="whole").set_value(True)
+    at.file_uploader(key="uploads").set_value(("calm.png", buffer.getvalue(), "image/png")).run()
+    assert not at.exception
+    [heading] = [m.value for m in at.markdown if m.value.startswith("**Face ")]
+    assert "sure" not in heading and heading.endswith("% likely")
+    explained = [c.value for c in at.caption if "about 6 in 10 are right" in c.value]
+    assert len(explained) == 1
+    # The shown percentage is the calibrated one.
+    face = (
+        Predictor(BUNDLED_MODEL, detector="haar").predict(Image.new("L", (64, 64), 128), whole=True).faces[0]
+    )
+    assert f"{face.probabilities[face.label]:.0%} likely" in heading
