@@ -338,12 +338,6 @@ def calibration_section(metrics: dict) -> None:
     if said is None:
         st.info("This run recorded no calibration: it was trained before runs calibrated themselves.")
         return
-    before, after = metrics["calibration"]["ece_before"], metrics["calibration"]["ece_after"]
-    left, right = st.columns(2)
-    left.metric("Calibration error, as trained", f"{before:.3f}")
-    right.metric(
-        "Calibration error, calibrated", f"{after:.3f}", delta=f"{after - before:+.3f}", delta_color="inverse"
-    )
     st.markdown(common.md(said))
     st.caption(
         "Each point is the test faces whose top probability fell in one band: across, their mean "
