@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from fer import calibration, cli, modelfile, report, results
 from fer import runs as R
-from fer.evaluate import evaluate
+from fer.evaluate import evaluate, export_model
 from fer.paths import BUNDLED_MODEL
 from fer.predict import Predictor
 from pages import common
@@ -117,6 +117,21 @@ def test_a_trained_run_is_calibrated_and_writes_calibrated_probabilities(tiny_ru
     np.testing.assert_allclose(written[columns].to_numpy(), expected, atol=1e-4)
     assert not np.allclose(written[columns].to_numpy(), raw[columns].to_numpy(), atol=1e-4)
     np.testing.assert_allclose(written["confidence"], expected.max(axis=1), atol=1e-4)
+    # fer evaluate writes the same calibrated probabilities, and its JSON the calibration error.
+    result, shown = evaluate(dataset, tiny_run / R.BEST)
+    shown = shown.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(shown[columns].to_numpy(), expected, atol=1e-4)
+    assert result["calibration"]["ece_after"] == pytest.approx(recorded["ece_after"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_export_keeps_the_calibration(tiny_run, tmp_path):
+    out = tmp_path / "shipped.keras"
+    export_model(tiny_run, out)
+    assert (
+        modelfile.read_metadata(out)["calibration"]
+        == modelfile.read_metadata(tiny_run / R.BEST)["calibration"]
+    )
 
 
 @pytest.mark.slow
