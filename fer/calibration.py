@@ -34,9 +34,8 @@ def scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     logits -= logits.max(axis=-1, keepdims=True)
     scaled = np.exp(logits)
     scaled /= scaled.sum(axis=-1, keepdims=True)
-    return scaled.astype(
-        np.asarray(probabilities).dtype if np.asarray(probabilities).dtype.kind == "f" else np.float32
-    )
+    kind = np.asarray(probabilities).dtype
+    return scaled.astype(kind if kind.kind == "f" else np.float32)  # the caller's float type
 
 
 def nll(probabilities: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
