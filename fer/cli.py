@@ -449,7 +449,7 @@ def _predict(args: argparse.Namespace) -> int:
             for face in photo["faces"]:
                 top, left, bottom, right = face["box"]
                 best = face["probabilities"][face["label"]]
-                print(f"{photo['photo']}: {face['label']} ({best:.0%}) at top={top:g} left={left:g} "
+                print(f"{photo['photo']}: {face['label']} ({best:.0%} likely) at top={top:g} left={left:g} "
                       f"bottom={bottom:g} right={right:g}")  # fmt: skip
     return 1 if failed else 0
 
@@ -477,7 +477,8 @@ def _export(args: argparse.Namespace) -> int:
         progress=lambda what: print(what, file=sys.stderr),
     )
     print(f"wrote {args.out}")
-    for name, score in (metadata.get("test_metrics") or {}).items():
+    scored = metadata.get("test_metrics") if args.score or args.detect else None  # else the run's own
+    for name, score in (scored or {}).items():
         print(
             f"  {name}: {score['n']:,} faces, accuracy {score['accuracy']:.4f}, weighted F1 {score['f1']:.4f}, "
             f"macro F1 {score['macro_f1']:.4f}"

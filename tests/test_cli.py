@@ -271,3 +271,13 @@ def test_export_command_writes_a_scored_model(tiny_run, tmp_path, capsys):
     assert set(read_metadata(out)["test_metrics"]) == {"demo"}
     assert cli.main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.keras")]) == 2
     assert "no best.keras" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_without_scoring_keeps_the_runs_own_scores(tiny_run, tmp_path, capsys):
+    from fer.modelfile import read_metadata
+
+    out = tmp_path / "model.keras"
+    assert cli.main(["export", str(tiny_run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    assert read_metadata(out)["test_metrics"]["n"] > 0  # the run's test scores, kept as they were
