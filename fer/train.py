@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import sys
+import tempfile
 import time
 import traceback
 from dataclasses import asdict
@@ -217,8 +220,67 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: 
 
     A run folder that cannot be written (a full disk, a read-only folder, a file in the way) raises an
     OSError whose message says so and what to do, after recording it as the run's error where the
-    status can still be written."""
+    status can still be written.
+
+    Under the multiworker strategy every worker runs this with the same arguments, and only the chief
+    (see `is_chief`) writes `run_dir`: the others train in a temporary folder of their own, removed at
+    the end, and never touch `run_dir`, which may be the chief's own folder when they share a disk."""
     run_dir = Path(run_dir)
+    saved = (runs.read_json(run_dir / runs.CONFIG, {}) or {}).get("train") or {} if resume else {}
+    if resume and saved.get("strategy") == "multiworker" and _cluster_size() > 1:
+        raise ValueError(
+            f"cannot resume {run_dir} on several workers: unset TF_CONFIG and resume it on the chief's "
+            "machine alone"
+        )
+    if config.strategy == "multiworker" and not is_chief():
+        with tempfile.TemporaryDirectory(prefix="fer-worker-") as scratch:
+            print(
+                f"worker {_task()}: not the chief, so it writes nothing to {run_dir}; the chief writes "
+                "the run folder",
+                file=sys.stderr,
+                flush=True,
+            )
+            return _train_in(config, Path(scratch) / "run", resume=False, command=command)
+    return _train_in(config, run_dir, resume=resume, command=command)
+
+
+def _tf_config() -> dict:
+    """TF_CONFIG, the cluster and this process's task in it, as TensorFlow reads it; {} when unset."""
+    value = os.environ.get("TF_CONFIG", "").strip()
+    try:
+        parsed = json.loads(value) if value else {}
+    except ValueError:
+        raise ValueError(f"TF_CONFIG must be JSON with a cluster and a task, got {value!r}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object with a cluster and a task, got {value!r}")
+    return parsed
+
+
+def _cluster_size() -> int:
+    cluster = _tf_config().get("cluster") or {}
+    return sum(len(cluster.get(kind) or []) for kind in ("chief", "worker"))
+
+
+def _task() -> str:
+    task = _tf_config().get("task") or {}
+    return f"{task.get('type', 'worker')} {task.get('index', 0)}"
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run folder of a multi-worker run: TensorFlow's chief, the task
+    of type "chief" where the cluster has one, else worker 0. A process without TF_CONFIG is alone,
+    so it is its own chief."""
+    config = _tf_config()
+    task, cluster = config.get("task") or {}, config.get("cluster") or {}
+    if not task:
+        return True
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def _train_in(config: TrainConfig, run_dir: Path, *, resume: bool, command: str | None) -> dict:
+    """train(), writing `run_dir`: made if need be and locked for this process."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -591,11 +653,25 @@ def _strategy(name: str):
         raise ValueError(f"strategy {name!r} needs the TensorFlow backend, not {keras.backend.backend()}")
     import tensorflow as tf
 
-    return (
-        tf.distribute.MirroredStrategy()
-        if name == "mirrored"
-        else tf.distribute.MultiWorkerMirroredStrategy()
-    )
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+
+    class MultiWorker(tf.distribute.MultiWorkerMirroredStrategy):
+        """The strategy as Keras' fit can use it. Keras reduces a nested value (its first (inputs,
+        labels) batch, to learn their shapes) and scalars along axis 0 (each step's loss and metrics)
+        across the workers; the plain strategy refuses both. This one reduces each element of a nest
+        on its own, and a scalar over the replicas alone."""
+
+        def reduce(self, reduce_op, value, axis):
+            parent = super()
+
+            def one(part):
+                scalar = self.experimental_local_results(part)[0].shape.rank == 0
+                return parent.reduce(reduce_op, part, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorker()
 
 
 def _compile(model, config: TrainConfig) -> None:
