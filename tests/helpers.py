@@ -267,52 +267,54 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def healthy(url: str) -> bool:
+    """Whether the server at `url` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=30) as response:
+            return response.read() == b"ok"
+    except OSError:
+        return False
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM), in kB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM")}
+
+
 @contextlib.contextmanager
-def serving(home: Path):
-    """`streamlit run streamlit_app.py` on a free localhost port with FER_HOME=home; yields its URL."""
+def server(home: Path, env: dict[str, str] | None = None):
+    """`streamlit run streamlit_app.py` on a free localhost port with FER_HOME=home (its output in
+    home/server.log); yields (url, pid) once it answers its health check."""
     port = _free_port()
-    env = {**os.environ, "FER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**(os.environ if env is None else env), "FER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true"]  # fmt: skip
     with open(home / "server.log", "wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "streamlit_app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-            ],  # fmt: skip
-            cwd=PROJECT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 300  # a loaded machine starts it slowly
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.read() == b"ok":
-                            break
-                except OSError:
-                    pass
+            while not healthy(url):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"the server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
                 time.sleep(0.5)
-            yield url
+            yield url, process.pid
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def serving(home: Path):
+    """The server of `server`, for tests that need only its URL."""
+    with server(home) as (url, _):
+        yield url
 
 
 def fake_camera(path: Path, photo: Image.Image) -> Path:

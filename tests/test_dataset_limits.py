@@ -12,22 +12,27 @@ once by Chromium against a real `streamlit run` server, with an upload that woul
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import expw, expw_faces, fer_pixels, folders, photo, pixel_text, write_csv
+from helpers import (
+    expw,
+    expw_faces,
+    fer_pixels,
+    folders,
+    healthy,
+    memory_kb,
+    photo,
+    pixel_text,
+    server,
+    write_csv,
+)
 from streamlit.testing.v1 import AppTest
 
 from fer import datasets, paths, uploads
@@ -389,54 +394,6 @@ HOSTILE_FACES = 4_000_000  # read uncapped: over a minute and about 3 GB in the 
 RSS_LIMIT = 1536 * 1024  # kB: the server's peak memory, TensorFlow and all, must stay under it
 
 
-def memory_kb(pid: int) -> dict[str, int]:
-    """The process's current (VmRSS) and peak (VmHWM) resident memory, from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=30) as response:
-            return response.read() == b"ok"
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def serving(home: Path):
-    """`streamlit run streamlit_app.py` on a free localhost port with FER_HOME=home; yields (url, pid)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "FER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("FER_MAX_FACES", None)  # the default cap
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]  # fmt: skip
-    with open(home / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while not healthy(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url, process.pid
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.mark.slow
 def test_a_hostile_upload_is_refused_while_the_server_keeps_answering_in_bounded_memory(tmp_path, browser):
     photo(tmp_path / "p.png", (64, 64))
@@ -448,7 +405,8 @@ def test_a_hostile_upload_is_refused_while_the_server_keeps_answering_in_bounded
     home = tmp_path / "home"
     home.mkdir()
     limit_ms = 300_000
-    with serving(home) as (url, pid):
+    env = {k: v for k, v in os.environ.items() if k != "FER_MAX_FACES"}  # the default cap
+    with server(home, env) as (url, pid):
         context = browser.new_context()  # the suite's one Chromium (conftest), a visitor of its own
         try:
             page = context.new_page()

@@ -11,21 +11,13 @@ and a real server keeps answering, its memory flat, while a visitor uploads one.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import h5py
 import pytest
-from helpers import expw_faces
+from helpers import expw_faces, healthy, memory_kb, server
 from streamlit.testing.v1 import AppTest
 
 from fer import modelfile
@@ -275,87 +267,30 @@ CHROMIUM = Path("/usr/bin/chromium")
 MODEL_INPUT = '.st-key-model_upload [data-testid="stFileUploaderDropzoneInput"]'
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as response:
-            return response.read() == b"ok"
-    except OSError:
-        return False
-
-
-def _memory_kb(pid: int) -> dict[str, int]:
-    """A process's resident memory now and at its peak (VmRSS, VmHWM), in kB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM")}
-
-
-@contextlib.contextmanager
-def _server(home: Path):
-    """`streamlit run streamlit_app.py` on a free localhost port with FER_HOME=home: (url, pid)."""
-    port = _free_port()
-    env = {**os.environ, "FER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]  # fmt: skip
-    with open(home / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while not _healthy(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url, process.pid
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.mark.slow
-def test_a_real_server_refuses_the_upload_keeps_answering_and_its_memory_stays_flat(models, tmp_path):
+def test_a_real_server_refuses_the_upload_keeps_answering_and_its_memory_stays_flat(
+    models, tmp_path, browser
+):
     """A model declaring a 1.3 GB layer (Keras would allocate it and more), uploaded in a browser."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if sync_playwright is None or not CHROMIUM.is_file():
-        if os.environ.get("FER_REQUIRE_BROWSER"):
-            pytest.fail(
-                "Debian's chromium and the playwright package are needed, and FER_REQUIRE_BROWSER is set"
-            )
-        pytest.skip("Debian's chromium (/usr/bin/chromium) and the playwright package are needed")
     upload = edited(models["good"], tmp_path / "big.keras", 2**19 + 2**18)  # 576 x 786,432 numbers
     (tmp_path / "home").mkdir()
-    with _server(tmp_path / "home") as (url, pid), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
+    with server(tmp_path / "home") as (url, pid):
+        context = browser.new_context(viewport={"width": 1100, "height": 1400})  # conftest's Chromium
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page = context.new_page()
             page.set_default_timeout(180_000)
             page.goto(f"{url}/classify")
             page.get_by_text("upload a photo to see what the model reads").wait_for()  # the model is loaded
-            before = _memory_kb(pid)
+            before = memory_kb(pid)
             page.get_by_text("Use your own model file").click()
             page.locator(MODEL_INPUT).set_input_files(str(upload))
             error = page.get_by_text("big.keras cannot be used as a model")
             error.wait_for()
-            assert _healthy(url)
-            after = _memory_kb(pid)
+            assert healthy(url)
+            after = memory_kb(pid)
             text = error.inner_text()
         finally:
-            browser.close()
+            context.close()
     # The server held the bundled model before; the refusal added nothing that counts (a build of the
     # declared layer alone would take 1.8 GB).
     assert after["VmHWM"] - before["VmRSS"] < 300 * 1024, (before, after)

@@ -72,7 +72,9 @@ shown=1
 stopped=""
 while kill -0 "$trainer" 2>/dev/null; do
   sleep 2
-  if [ -n "$time_limit" ] && [ $((SECONDS - started)) -ge "$time_limit" ] && [ -z "$stopped" ]; then
+  # The cancel file is left only once the run is running: a new run clears any it finds at its start.
+  if [ -n "$time_limit" ] && [ $((SECONDS - started)) -ge "$time_limit" ] && [ -z "$stopped" ] &&
+     grep -q '"state": "running"' "$run/status.json" 2>/dev/null; then
     echo "stopping: the time limit of ${time_limit}s is reached"
     touch "$run/cancel"
     stopped=1
