@@ -200,8 +200,8 @@ def choose_dataset() -> None:
             placeholder=str(paths.data_dir() / "my-dataset"),
             help="A folder (ExpW with label.lst, or image folders per label, optionally under train/ val/ "
             "test/) or a CSV (FER2013's, or image paths with labels), under one of: "
-            + ", ".join(str(r) for r in paths.data_roots())
-            + f". A relative path is read from {paths.PROJECT}.",
+            + ", ".join(common.md(r) for r in paths.data_roots())
+            + f". A relative path is read from {common.md(paths.PROJECT)}.",
         )
         if text.strip():
             try:
