@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, help="folder to write <label>/<photo>_<face>.png into"
     )
     prepare.add_argument(
-        "--size", type=int, default=224, help=f"output side in pixels, {MIN_SIZE}-{MAX_SIZE} (default 224)"
+        "--size",
+        type=int,
+        default=None,
+        help=f"output side in pixels, {MIN_SIZE}-{MAX_SIZE} (default: the faces' own size, e.g. 48 for "
+        "FER2013, or the median face box of photos with boxes; 224 where it cannot be told)",
     )
     prepare.add_argument(
         "--margin", type=float, default=0.0, help="share of the box added on each side (0-1)"
@@ -341,7 +345,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from fer import export, preprocess, splits
 
     dataset = _load(args)
-    settings = preprocess.PrepSettings(size=args.size, margin=args.margin)
+    size = export.default_size(dataset) if args.size is None else args.size
+    settings = preprocess.PrepSettings(size=size, margin=args.margin)
     prepared = preprocess.prepare(
         dataset,
         settings,

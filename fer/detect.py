@@ -59,15 +59,37 @@ class HaarDetector:
         ]
 
 
+def _refine_stage():
+    """MTCNN's second stage, skipped when the first proposes no candidate box.
+
+    The package runs its refining network on whatever the proposal network found, an empty batch
+    included, and counts the error TensorFlow raises on it as "no face"; TensorFlow logs that error
+    ("Incompatible shapes: [0,24,24,3] ...") on the server's stderr for every photo without a
+    candidate (a tiny photo, a blank one). With no candidate there is nothing to refine."""
+    from mtcnn.stages import StageRNet
+
+    class RefineStage(StageRNet):
+        def __call__(self, images_normalized, bboxes_batch, **kwargs):
+            if len(bboxes_batch) == 0:
+                return bboxes_batch
+            return super().__call__(images_normalized=images_normalized, bboxes_batch=bboxes_batch, **kwargs)
+
+    return RefineStage()
+
+
 class MtcnnDetector:
     name = "mtcnn"
+    MIN_SIDE = 12  # the proposal network's window: a photo narrower than this holds no face it can find
 
     def __init__(self, min_score: float = 0.9) -> None:
         from mtcnn import MTCNN
+        from mtcnn.stages import StagePNet
 
-        self._mtcnn, self.min_score = MTCNN(stages="face_detection_only"), min_score
+        self._mtcnn, self.min_score = MTCNN(stages=[StagePNet(), _refine_stage()]), min_score
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
+        if rgb.ndim != 3 or min(rgb.shape[:2]) < self.MIN_SIDE:
+            return []
         found = self._mtcnn.detect_faces(np.ascontiguousarray(rgb), box_format="xywh")
         return [
             Detection(float(y), float(x), float(y + h), float(x + w), float(face["confidence"]))

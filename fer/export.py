@@ -22,6 +22,12 @@ import pandas as pd
 from PIL import Image
 
 from fer import datasets, preprocess, runs
+from fer.config import MAX_SIZE, MIN_SIZE
+
+CAPTION_CHARS = 11  # what fits on one line under a 96-pixel sample face
+REPORT_SIZE = 224  # the report's face side, for faces whose own size is unknown
+SIZE_SAMPLE = 200  # faces looked at to tell a dataset's face size
+SIZE_STEP = 8  # offered sizes are multiples of this (the Data page's step)
 
 
 def _safe_name(text: str) -> str:
@@ -78,6 +84,60 @@ def export(
 # Samples and zipped export for the dashboard ------------------------------------------------------
 
 
+def prepared_folder(
+    dataset: datasets.Dataset, settings: preprocess.PrepSettings, cache_dir: Path | None = None
+) -> Path:
+    """Where `preprocess.prepare` keeps `dataset`'s faces processed with `settings`; they are there, and
+    quick to read, when the folder holds meta.json. Computing the name stats every photo (cache it)."""
+    root = Path(cache_dir) if cache_dir else preprocess.default_cache_dir()
+    return root / f"faces-{preprocess.cache_key(dataset, settings)}"
+
+
+def short_name(photo: str, limit: int = CAPTION_CHARS) -> str:
+    """A photo's name short enough for one line under a sample face: a CSV row as "row N", a file as
+    its stem, its middle cut out (an ellipsis) when it is too long, since names differ at their ends."""
+    base, _, row = str(photo).rpartition("#")
+    if base and row.isdigit():
+        return f"row {row}"
+    stem = Path(str(photo)).stem
+    if len(stem) <= limit:
+        return stem
+    head = (limit - 1) // 3
+    return stem[:head] + "…" + stem[len(stem) - (limit - 1 - head) :]
+
+
+def face_size(dataset: datasets.Dataset, sample: int = SIZE_SAMPLE) -> int | None:
+    """The side, in pixels, of the dataset's faces as they are stored: the median longer side of up to
+    `sample` faces (FER2013's pixels and whole-photo faces measured, boxed faces from their boxes);
+    None when none of them can be measured. Reads a few photos' headers, never their pixels."""
+    faces = dataset.faces
+    if len(faces) > sample:
+        faces = faces.sample(sample, random_state=0)
+    sides = []
+    for row in faces.itertuples():
+        if not math.isnan(row.top):
+            sides.append(max(row.bottom - row.top, row.right - row.left))
+        elif dataset.pixels is not None:
+            sides.append(math.isqrt(len(str(dataset.pixels[row.photo]).split())))
+        else:
+            try:
+                with Image.open(dataset.photo_path(row.photo)) as image:
+                    sides.append(max(image.size))
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+    return int(round(float(np.median(sides)))) if sides else None
+
+
+def default_size(dataset: datasets.Dataset) -> int:
+    """The processed-face side to offer for a dataset: its faces' own size (FER2013's 48; the median box
+    of photos with boxes), to a multiple of SIZE_STEP and clamped to the sizes preprocessing makes,
+    since enlarging a face adds pixels but no detail; the report's 224 when the size cannot be told."""
+    side = face_size(dataset)
+    if side is None:
+        return REPORT_SIZE
+    return min(max(SIZE_STEP * round(side / SIZE_STEP), MIN_SIZE), MAX_SIZE)
+
+
 def sample_faces(
     dataset: datasets.Dataset,
     per_label: int = 6,
@@ -114,8 +174,9 @@ def sample_faces(
                 ):
                     if isinstance(outcome, np.ndarray) and len(found) < per_label:
                         # Short enough to sit under a small face: the score, else the photo's name.
-                        name = Path(str(row.photo).replace("#", "_")).stem[:16]
-                        caption = name if math.isnan(row.confidence) else f"{row.confidence:.3g}"
+                        caption = (
+                            short_name(row.photo) if math.isnan(row.confidence) else f"{row.confidence:.3g}"
+                        )
                         found.append((outcome, caption))
             if len(found) >= per_label:
                 break

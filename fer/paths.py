@@ -53,6 +53,23 @@ def data_roots() -> list[Path]:
     return [r.resolve() for r in roots]
 
 
+HOW_TO_ADD = (
+    f"start the server with the dataset's folder added to {ROOTS_VARIABLE} "
+    f"(folders separated by {os.pathsep!r}, e.g. {ROOTS_VARIABLE}=/srv/datasets)"
+)
+
+
+def served_folders() -> str:
+    """The folders datasets may be opened from, in words, as this server sees them."""
+    roots = data_roots()
+    extra = roots[1:]
+    where = f"from {ROOTS_VARIABLE}" if os.environ.get(ROOTS_VARIABLE) is not None else "beside the project"
+    text = f"It serves the data folder {roots[0]}"
+    if extra:
+        text += f" and {', '.join(str(r) for r in extra)} ({where})"
+    return text
+
+
 def check_dataset_path(text: str) -> Path:
     """The resolved dataset path a visitor typed, if it lies under a data root; PathError if not."""
     text = (text or "").strip()
@@ -64,11 +81,10 @@ def check_dataset_path(text: str) -> Path:
     resolved = path.resolve() if path.is_absolute() else (PROJECT / path).resolve()
     roots = data_roots()
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
+        relative = "" if path.is_absolute() else f" (a relative path is read from {PROJECT}: {resolved})"
         raise PathError(
-            f"{text} is outside the folders this server serves datasets from ({allowed}); "
-            f"put the dataset there, upload it as a .zip, or ask the server's owner to add its folder "
-            f"to {ROOTS_VARIABLE}"
+            f"{text} is outside the folders this server serves datasets from{relative}. {served_folders()}. "
+            f"Put the dataset in one of them, upload it as a .zip, or {HOW_TO_ADD}"
         )
     if not resolved.exists():
         raise PathError(f"{text} does not exist (looked for {resolved})")

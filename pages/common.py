@@ -8,6 +8,7 @@ models (one per server, shared by every session, used under a lock).
 
 from __future__ import annotations
 
+import atexit
 import html
 import logging
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer import datasets, paths, runs, summary
+from fer import datasets, modelfile, paths, runs, summary
 
 # Session keys, initialised once in streamlit_app.py.
 DATASET = "dataset"  # "demo" or a resolved path under a data root
@@ -149,6 +150,11 @@ def _stamp(path: str) -> float:
         return 0.0
 
 
+def dataset_stamp(path: str) -> float:
+    """What a cache of something computed from the dataset at `path` is keyed on besides the path."""
+    return _stamp(path)
+
+
 @st.cache_data(show_spinner="Reading the dataset...", max_entries=8)
 def _load(path: str, stamp: float) -> datasets.Dataset:
     return datasets.load(path)
@@ -193,15 +199,77 @@ class SharedPredictor:
             return self.predictor.predict(source, **options)
 
 
-@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _predictor(model_path: str, stamp: float) -> SharedPredictor:
-    shared = SharedPredictor(model_path)
-    log.info("loaded model %s", model_path)
-    return shared
+class ModelLoading:
+    """One model file being loaded in a background thread: pages ask for it without waiting (is it
+    ready?) or wait for it (the predictor). TensorFlow's import alone takes seconds, which a page that
+    only shows the model's facts should not wait for."""
+
+    def __init__(self, model_path: str) -> None:
+        self._done = threading.Event()
+        self._shared: SharedPredictor | None = None
+        self._error: Exception | None = None
+        threading.Thread(target=self._load, args=(model_path,), name="model-warm-up", daemon=True).start()
+        # A process ending while TensorFlow is half-imported can hang in its teardown: it waits for the load.
+        atexit.register(self._done.wait)
+
+    def _load(self, model_path: str) -> None:
+        try:
+            self._shared = SharedPredictor(model_path)
+            log.info("loaded model %s", model_path)
+        except Exception as error:  # noqa: BLE001 - raised again in the page that waits for the model
+            self._error = error
+        finally:
+            self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> SharedPredictor:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._shared
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _loading(model_path: str, stamp: float) -> ModelLoading:
+    return ModelLoading(model_path)
+
+
+def warm_up(model_path: str) -> None:
+    """Start loading `model_path` in the background, once per server (and again when the file
+    changes); returns at once. A file that is missing is left for the page that uses it to report."""
+    try:
+        stamp = Path(model_path).stat().st_mtime
+    except OSError:
+        return
+    _loading(model_path, stamp)
 
 
 def predictor(model_path: str) -> SharedPredictor:
-    return _predictor(model_path, Path(model_path).stat().st_mtime)
+    """The shared predictor for `model_path`, waiting for its load (started here if no page started
+    it). A load that failed is forgotten once reported, so the next visit tries again."""
+    stamp = Path(model_path).stat().st_mtime
+    loading = _loading(model_path, stamp)
+    try:
+        if loading.ready:
+            return loading.result()
+        with st.spinner("Loading the model..."):
+            return loading.result()
+    except Exception:
+        _loading.clear(model_path, stamp)
+        raise
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _metadata(model_path: str, stamp: float) -> dict:
+    return modelfile.read_metadata(Path(model_path))
+
+
+def model_metadata(model_path: str) -> dict:
+    """A model file's metadata (labels, scores, settings), read from the file without loading the model."""
+    return _metadata(model_path, Path(model_path).stat().st_mtime)
 
 
 def model_choices() -> dict[str, str]:

@@ -28,12 +28,20 @@ COLUMNS_INPUT = "data_columns"
 MAPPED = "data_mapped"  # {original CSV path: path of its copy with the visitor's column mapping}
 THRESHOLD = "data_threshold"
 EXPORT_SIZE = "data_export_size"
+EXPORT_SIZE_FOR = "data_export_size_for"  # the dataset the size was set for
 EXPORT_BUTTON = "data_export"
 EXPORT_REQUESTED = "data_export_requested"
 EXPORTED = "data_exported"  # what the last export made, with the settings it was made for
+DUPLICATES = "data_duplicates"  # {"settings": the export settings they were found for, "table": DataFrame}
+DUPLICATES_BUTTON = "data_find_duplicates"
+DUPLICATES_REQUESTED = "data_find_duplicates_requested"
 
 DEMO, SERVER, UPLOAD = "Built-in demo", "A folder or CSV on the server", "Upload a .zip"
 SAMPLES_PER_LABEL = 6
+# Chart colours that read on the light theme and on the dark one (contrast 3:1 or more on both
+# backgrounds); Streamlit follows the browser's preference, so a page cannot know which it gets.
+COLOURS = {"kept": "#3b6fd8", "dropped": "#878e9a"}
+THRESHOLD_COLOUR = "#d9672a"
 SAMPLE_SIZE = 96
 
 
@@ -43,6 +51,71 @@ def sample_faces(path: str, min_confidence: float, faces: int) -> dict:
     return export.sample_faces(
         common.load_dataset(path), SAMPLES_PER_LABEL, size=SAMPLE_SIZE, min_confidence=min_confidence
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def face_size(path: str, faces: int) -> int:
+    """The export size to start at for a dataset, cached by dataset and face count."""
+    return export.default_size(common.load_dataset(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def prepared_folder(path: str, stamp: float, faces: int, size: int) -> str:
+    """Where the cache keeps the dataset's faces at `size` (naming it stats every photo, hence cached)."""
+    return str(export.prepared_folder(common.load_dataset(path), preprocess.PrepSettings(size=size)))
+
+
+def duplicates_of(prepared: preprocess.Prepared) -> pd.DataFrame:
+    split = splits.assign(prepared.faces)
+    return splits.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"])
+
+
+def show_duplicates(dataset: datasets.Dataset, settings: dict, kept: int) -> None:
+    """Identical processed faces in more than one split. Finding them needs every kept face processed:
+    done at once when the cache already holds them (an export, a training, an earlier visit made them),
+    else on the visitor's click, with a progress bar."""
+    found = st.session_state.get(DUPLICATES)
+    if not found or found["settings"] != settings:
+        path, size = settings["dataset"], settings["size"]
+        folder = Path(prepared_folder(path, common.dataset_stamp(path), len(dataset.faces), size))
+        if not (st.session_state.pop(DUPLICATES_REQUESTED, False) or (folder / "meta.json").is_file()):
+            st.write(
+                f"Found by comparing the processed faces ({size} x {size}), which are not made yet: "
+                "processing them also makes the export below quicker."
+            )
+            st.button(
+                f"Process {kept:,} faces and look for identical images",
+                key=DUPLICATES_BUTTON,
+                on_click=lambda: st.session_state.update({DUPLICATES_REQUESTED: True}),
+            )
+            return
+        bar = st.progress(0.0, text="Processing faces...")
+        try:
+            prepared = preprocess.prepare(
+                dataset,
+                preprocess.PrepSettings(size=size),
+                min_confidence=settings["threshold"],
+                workers=1,  # one process: see the export below
+                progress=lambda done, total: bar.progress(
+                    done / max(total, 1), text=f"Processing faces: {done:,} / {total:,}"
+                ),
+            )
+        except (datasets.DatasetError, ValueError, OSError) as error:
+            bar.empty()
+            st.error(f"The faces could not be processed: {common.md(error)}")
+            return
+        bar.empty()
+        found = {"settings": settings, "table": duplicates_of(prepared)}
+        st.session_state[DUPLICATES] = found
+    duplicates = found["table"]
+    if len(duplicates):
+        st.warning(
+            f"{duplicates['group'].nunique():,} identical images sit in more than one split "
+            f"({len(duplicates):,} faces): a model is partly tested on faces it trained on."
+        )
+        st.dataframe(duplicates, hide_index=True, width="stretch")
+    else:
+        st.write(f"No identical image sits in more than one split ({kept:,} kept faces compared).")
 
 
 def under(path: str, folder: Path) -> bool:
@@ -72,8 +145,8 @@ def switch_to(candidate: str) -> bool:
         st.error(
             f"{common.md(Path(candidate).name)} is refused: {files} outside the folders this server serves "
             f"datasets from, through a symbolic link or a path (first: {common.md(', '.join(outside[:3]))}). "
-            "Keep the photos "
-            "inside the dataset's folder, as files, with relative paths."
+            f"{common.md(paths.served_folders())}. Keep the photos inside the dataset's folder, as files, "
+            f"with relative paths, or {common.md(paths.HOW_TO_ADD)}."
         )
         return False
     if candidate != st.session_state[common.DATASET]:
@@ -127,7 +200,8 @@ def choose_dataset() -> None:
             placeholder=str(paths.data_dir() / "my-dataset"),
             help="A folder (ExpW with label.lst, or image folders per label, optionally under train/ val/ "
             "test/) or a CSV (FER2013's, or image paths with labels), under one of: "
-            + ", ".join(str(r) for r in paths.data_roots()),
+            + ", ".join(common.md(r) for r in paths.data_roots())
+            + f". A relative path is read from {common.md(paths.PROJECT)}.",
         )
         if text.strip():
             try:
@@ -236,7 +310,7 @@ figure = px.bar(
     y="faces",
     color="faces are",
     barmode="stack",
-    color_discrete_map={"kept": "#3b6fd8", "dropped": "#c9ced6"},
+    color_discrete_map=COLOURS,
     category_orders={"label": [common.plot_text(label) for label in facts["labels"]]},
 )
 st.plotly_chart(figure, width="stretch")
@@ -254,10 +328,12 @@ else:
         x="confidence",
         color="faces are",
         nbins=60,
-        color_discrete_map={"kept": "#3b6fd8", "dropped": "#c9ced6"},
+        color_discrete_map=COLOURS,
         labels={"count": "faces"},
     )
-    histogram.add_vline(x=threshold, line_dash="dash", annotation_text=f"threshold {threshold:g}")
+    histogram.add_vline(
+        x=threshold, line_dash="dash", line_color=THRESHOLD_COLOUR, annotation_text=f"threshold {threshold:g}"
+    )
     histogram.update_layout(yaxis_title="faces", bargap=0.05)
     st.subheader("Detector confidence")
     st.plotly_chart(histogram, width="stretch")
@@ -268,7 +344,7 @@ st.header("Sample faces")
 st.caption(
     f"Up to {SAMPLES_PER_LABEL} kept faces per label, cropped from their photos, grayscale, "
     f"{SAMPLE_SIZE}x{SAMPLE_SIZE}: what the model sees. Under each face: its detector confidence "
-    "(or its photo's name where the dataset records none)."
+    "(or, where the dataset records none, its photo's name, shortened in the middle, or its CSV row)."
 )
 for label, faces in sample_faces(path, threshold, facts["faces"]).items():
     name_col, faces_col = st.columns([1, 7], vertical_alignment="center")
@@ -292,10 +368,15 @@ if facts["skipped"]:
         st.dataframe(dataset.skipped, hide_index=True, width="stretch")
 else:
     st.write("Every face listed in the dataset could be read.")
-st.caption(
-    "Photos that turn out unreadable when decoded, and identical images in more than one split, are found "
-    "when the faces are processed (below)."
-)
+st.caption("Photos that turn out unreadable when decoded are found when the faces are processed (below).")
+
+# A new dataset (or a visit back, after Streamlit dropped the widget's value) starts at its faces' size.
+if st.session_state.get(EXPORT_SIZE_FOR) != path or EXPORT_SIZE not in st.session_state:
+    st.session_state[EXPORT_SIZE] = face_size(path, facts["faces"])
+    st.session_state[EXPORT_SIZE_FOR] = path
+
+st.header("Identical images across splits")
+duplicates_box = st.container()  # filled at the end of the page, once an export may have processed the faces
 
 # Export ---------------------------------------------------------------------------------------------
 
@@ -304,10 +385,11 @@ size = st.number_input(
     "Image size (pixels per side)",
     min_value=MIN_SIZE,
     max_value=MAX_SIZE,
-    value=224,
-    step=8,
+    step=export.SIZE_STEP,
     key=EXPORT_SIZE,
-    help="The report used 224 x 224; FER2013's faces are 48 x 48.",
+    help="Starts at the dataset's own face size: FER2013's faces are 48 x 48; for photos with face boxes, "
+    f"the median box, rounded to {export.SIZE_STEP} pixels and kept within {MIN_SIZE}-{MAX_SIZE}; "
+    f"{export.REPORT_SIZE} (the report's size) where it cannot be told. A larger size adds pixels, not detail.",
 )
 settings = {"dataset": path, "size": int(size), "threshold": threshold}
 # The click is kept by a callback, not read from the button's return value, so that any rerun
@@ -351,13 +433,12 @@ if st.session_state.pop(EXPORT_REQUESTED, False):
     unreadable = prepared.skipped[
         ~pd.MultiIndex.from_frame(prepared.skipped[datasets.SKIPPED_COLUMNS].astype(str)).isin(known)
     ]
-    split = splits.assign(prepared.faces)
     st.session_state[EXPORTED] = settings | {
         "zip": str(target),
         "faces": len(prepared.faces),
         "unreadable": unreadable.reset_index(drop=True),
-        "duplicates": splits.cross_split_duplicates(prepared.faces, split, prepared.faces["hash"]),
     }
+    st.session_state[DUPLICATES] = {"settings": settings, "table": duplicates_of(prepared)}
 
 exported = st.session_state.get(EXPORTED)
 if exported and {k: exported[k] for k in settings} == settings and Path(exported["zip"]).is_file():
@@ -380,14 +461,8 @@ if exported and {k: exported[k] for k in settings} == settings and Path(exported
         st.dataframe(unreadable, hide_index=True, width="stretch")
     else:
         st.write("Every kept face was processed.")
-    duplicates = exported["duplicates"]
-    if len(duplicates):
-        st.warning(
-            f"{duplicates['group'].nunique():,} identical images sit in more than one split "
-            f"({len(duplicates):,} faces): a model is partly tested on faces it trained on."
-        )
-        st.dataframe(duplicates, hide_index=True, width="stretch")
-    else:
-        st.write("No identical image sits in more than one split.")
 elif exported:
     st.caption("The settings changed since the last export: process again to get a matching zip.")
+
+with duplicates_box:
+    show_duplicates(dataset, settings, facts["kept"])

@@ -42,8 +42,11 @@ with model_column:
     st.subheader("Model")
     if model_path and Path(model_path).is_file():
         st.markdown(f"**{common.md(common.model_label(model_path))}**")
+        # The model's facts are in its file; the model itself loads in the background, for the Classify
+        # page, so this page never waits for TensorFlow.
+        common.warm_up(model_path)
         try:
-            metadata = common.predictor(model_path).metadata
+            metadata = common.model_metadata(model_path)
             scores = metadata.get("test_metrics") or {}
             for name, score in scores.items() if "accuracy" not in scores else [("test", scores)]:
                 st.caption(
@@ -51,7 +54,7 @@ with model_column:
                 )
         except Exception as error:  # noqa: BLE001 - a broken model must not take the home page down
             st.warning(
-                f"The model could not be loaded ({common.md(error)}); choose another on the Classify page."
+                f"The model could not be read ({common.md(error)}); choose another on the Classify page."
             )
     else:
         st.info("No model yet: train one on the Train page.")
