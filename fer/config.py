@@ -11,6 +11,7 @@ there with `from_dict`; a ModelConfig rebuilds the architecture (see fer.models.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 
 # Face sides, in pixels, that preprocessing makes and models take: FER2013 is natively 48; the report
@@ -18,6 +19,25 @@ from dataclasses import asdict, dataclass, fields
 MIN_SIZE, MAX_SIZE = 48, 224
 ARCHITECTURES = ("seed", "vgg", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
+
+
+def server_setting(variable: str, default: int, unit: str) -> int:
+    """A whole-number limit an operator sets in the environment (FER_MAX_FACES and the like), or its
+    default when unset; "1_000_000" and "1,000,000" read as numbers. Anything else, or a number below 1,
+    is refused, naming the setting, what it holds and the default."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(
+            f"{variable} must be a whole number of {unit} above 0, got {text!r}; "
+            f"unset it for the default ({default:,})"
+        )
+    return value
 
 
 def _need(ok: bool, message: str) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from fer import labels
+from fer.config import server_setting
 
 COLUMNS = ["photo", "face", "top", "left", "bottom", "right", "confidence", "label", "split"]
 SKIPPED_COLUMNS = ["photo", "face", "reason"]
@@ -170,16 +171,10 @@ def load(path: str | os.PathLike, columns: dict[str, str] | None = None) -> Data
 
 def max_faces() -> int:
     """The most faces one dataset may hold on this server: $FER_MAX_FACES, else MAX_FACES."""
-    text = os.environ.get(MAX_FACES_VARIABLE, "").strip()
-    if not text:
-        return MAX_FACES
     try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DatasetError(f"{MAX_FACES_VARIABLE} must be a whole number of faces above 0, got {text!r}")
-    return value
+        return server_setting(MAX_FACES_VARIABLE, MAX_FACES, "faces")
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
 
 
 def max_index_bytes() -> int:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from fer import calibration, logs, paths, preprocess, runs
-from fer.config import MAX_SIZE, MIN_SIZE
+from fer.config import MAX_SIZE, MIN_SIZE, server_setting
 
 METADATA = runs.MODEL_METADATA  # the entry added to a saved .keras file: labels, preprocessing, config
 # Uploaded model files: the server's upload cap, and what their zip may expand to (weights barely
@@ -152,18 +152,7 @@ _WEIGHTED = _CONVOLUTIONS | {"Dense", "BatchNormalization", "LayerNormalization"
 
 def max_model_params() -> int:
     """The most weights a model file may declare on this server: $FER_MAX_MODEL_PARAMS, else MAX_MODEL_PARAMS."""
-    text = os.environ.get(MAX_MODEL_PARAMS_VARIABLE, "").strip()
-    if not text:
-        return MAX_MODEL_PARAMS
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(
-            f"{MAX_MODEL_PARAMS_VARIABLE} must be a whole number of weights above 0, got {text!r}"
-        )
-    return value
+    return server_setting(MAX_MODEL_PARAMS_VARIABLE, MAX_MODEL_PARAMS, "weights")
 
 
 def _snake_case(name: str) -> str:
@@ -480,27 +469,14 @@ _OUT_OF_MEMORY = re.compile(
 )
 
 
-def _setting(variable: str, default: int, unit: str) -> int:
-    text = os.environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{variable} must be a whole number of {unit} above 0, got {text!r}")
-    return value
-
-
 def check_memory_mb() -> int:
     """Megabytes one model check may write: $FER_MODEL_CHECK_MB, else CHECK_MB."""
-    return _setting(CHECK_MB_VARIABLE, CHECK_MB, "megabytes")
+    return server_setting(CHECK_MB_VARIABLE, CHECK_MB, "megabytes")
 
 
 def check_seconds() -> int:
     """Seconds one model check may take: $FER_MODEL_CHECK_SECONDS, else CHECK_SECONDS."""
-    return _setting(CHECK_SECONDS_VARIABLE, CHECK_SECONDS, "seconds")
+    return server_setting(CHECK_SECONDS_VARIABLE, CHECK_SECONDS, "seconds")
 
 
 def _try_model(path: Path) -> None:

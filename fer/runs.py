@@ -56,6 +56,8 @@ from typing import IO
 
 import pandas as pd
 
+from fer.config import server_setting
+
 # The run folder's files, one constant each (what they hold: see above).
 CONFIG = "config.json"
 LABELS = "labels.json"
@@ -361,19 +363,7 @@ def max_trainings() -> int:
     cores (at least 1). Each training uses every core it is given, so more only slows each one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     default = max(1, cores // 2)
-    value = os.environ.get(MAX_TRAININGS_ENV, "").strip()
-    if not value:
-        return default
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ValueError(
-            f"{MAX_TRAININGS_ENV} must be a whole number of trainings, at least 1, got {value!r}; "
-            f"unset it for the default ({default} here: one per two cores)"
-        )
-    return limit
+    return server_setting(MAX_TRAININGS_ENV, default, "trainings")
 
 
 def queue(runs_dir: Path) -> list[Path]:

@@ -342,3 +342,33 @@ def face_photo() -> Path | None:
     """A real photo of a face from the ExpW sample beside the project, where it is present."""
     photo = PROJECT.parent / "shared" / "datasets" / "expw-sample" / "image" / "afraid_man_208.jpg"
     return photo if photo.is_file() else None
+
+
+# Waiting for a run started in its own process ------------------------------------------------------
+
+RUN_TIMEOUT = 300.0  # seconds for a tiny training process to reach a state, with the machine loaded
+
+
+def wait_for(predicate, what: str, run_dir: Path, timeout: float = RUN_TIMEOUT):
+    """Poll `predicate` until it returns something true and return that; fail, with the run's status and
+    the end of its log, if it has not within `timeout` seconds."""
+    from fer import launch, runs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(
+        f"timed out waiting for {what}; status {runs.read_status(run_dir)}; log:\n{launch.log_tail(run_dir)}"
+    )
+
+
+def wait_until_ended(run_dir: Path) -> dict:
+    """The run's status once it is no longer queued or running."""
+    from fer import launch
+
+    return wait_for(
+        lambda: (s := launch.status(run_dir))["state"] not in launch.ACTIVE and s, "the run to end", run_dir
+    )

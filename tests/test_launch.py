@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import expw_faces, home_beside
+from helpers import expw_faces, home_beside, wait_for, wait_until_ended
 
 from fer import cli, launch, paths
 from fer import runs as R
@@ -22,25 +21,6 @@ from fer.config import TrainConfig
 
 # The report's CNN on 48-pixel faces: the quickest real training there is.
 QUICK = {"arch": "seed", "image_size": 48, "batch_size": 8, "augment": False}
-TIMEOUT = 300.0  # seconds; a run here takes well under a minute, even with the machine loaded
-
-
-def wait_for(predicate, what: str, run_dir: Path, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(
-        f"timed out waiting for {what}; status {R.read_status(run_dir)}; log:\n{launch.log_tail(run_dir)}"
-    )
-
-
-def wait_until_ended(run_dir: Path) -> dict:
-    return wait_for(
-        lambda: (s := launch.status(run_dir))["state"] not in launch.ACTIVE and s, "the run to end", run_dir
-    )
 
 
 def wait_for_a_batch(run_dir: Path) -> dict:

@@ -14,11 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import expw_faces
+from helpers import expw_faces, wait_for, wait_until_ended
 from streamlit.testing.v1 import AppTest
 
 from fer import launch, paths
@@ -47,24 +46,6 @@ LONG = {
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     return expw_faces(tmp_path_factory.mktemp("queue-data") / "expw", 42)
-
-
-def wait_for(predicate, what: str, run_dir: Path, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(
-        f"timed out waiting for {what}; status {R.read_status(run_dir)}; log:\n{launch.log_tail(run_dir)}"
-    )
-
-
-def wait_until_ended(run_dir: Path) -> dict:
-    return wait_for(
-        lambda: (s := launch.status(run_dir))["state"] not in launch.ACTIVE and s, "the run to end", run_dir
-    )
 
 
 def trained_a_batch(run_dir: Path) -> bool:
@@ -204,7 +185,7 @@ def test_the_cap_defaults_to_one_training_per_two_cores_and_a_bad_setting_is_ref
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("FER_MAX_TRAININGS", bad)
         with pytest.raises(
-            ValueError, match=f"FER_MAX_TRAININGS must be a whole number.*at least 1, got '{bad}'"
+            ValueError, match=f"FER_MAX_TRAININGS must be a whole number of trainings above 0, got '{bad}'"
         ):
             R.max_trainings()
         before = R.list_runs(paths.runs_dir())
