@@ -96,7 +96,7 @@ def test_light_commands_load_no_tensorflow(argv):
 def test_classifying_does_not_load_the_training_code():
     loaded = _modules_after("import fer.predict")
     assert "fer.predict" in loaded
-    assert "fer.train" not in loaded
+    assert not {"fer.train", "tensorflow", "keras"} & loaded  # the model loads when one is asked for
 
 
 def test_tensorflow_start_up_lines_are_noise_and_errors_are_not():
