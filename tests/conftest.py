@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM, face_photo, fake_camera, home_beside, require_browser, tests_home
+from helpers import CHROMIUM, face_photo, fake_camera, home_beside, require_browser, suite_home
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -35,7 +35,7 @@ def expw_sample() -> Path:
 def session_cache(tmp_path_factory) -> Path:
     """One preprocessing cache for the whole run, so real-data tests share their crops: the cache of
     the tests' FER_HOME, so the commands and pages that use their default cache share it too."""
-    cache = tests_home(tmp_path_factory) / "cache"
+    cache = suite_home(tmp_path_factory) / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     return cache
 
@@ -43,7 +43,7 @@ def session_cache(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory, monkeypatch):
     """Keep every test's caches and demo data out of the project's data/ folder."""
-    monkeypatch.setenv("FER_HOME", str(tests_home(tmp_path_factory)))
+    monkeypatch.setenv("FER_HOME", str(suite_home(tmp_path_factory)))
 
 
 # One tiny finished run, trained once -------------------------------------------------------------

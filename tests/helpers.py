@@ -27,7 +27,7 @@ from PIL import Image
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def tests_home(tmp_path_factory) -> Path:
+def suite_home(tmp_path_factory) -> Path:
     """The FER_HOME conftest gives every test: one per test run, under pytest's base temporary folder."""
     return tmp_path_factory.getbasetemp() / "fer-home"
 
@@ -38,7 +38,7 @@ def home_beside(tmp_path_factory, name: str) -> Path:
     another file's: the run store lists every run of a home, and pages show the runs going in it."""
     from fer import demo
 
-    shared = tests_home(tmp_path_factory)
+    shared = suite_home(tmp_path_factory)
     home = tmp_path_factory.getbasetemp() / name
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FER_HOME", str(shared))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import RUN_FILES, expw_faces, tests_home
+from helpers import RUN_FILES, expw_faces, suite_home
 
 import fer.faces
 from fer import runs as R
@@ -35,7 +35,7 @@ TINY = {"arch": "vgg-small", "width": 4, "image_size": 48, "batch_size": 8}
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     """The FER_HOME of conftest's autouse fixture, for module-scoped fixtures that run before it."""
-    return tests_home(tmp_path_factory)
+    return suite_home(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
