@@ -203,7 +203,7 @@ def outcome(run: Path, status: dict) -> None:
 
 
 def watch_run() -> None:
-    """The "Watch run" callback: the run picked becomes the one this session stays on."""
+    """The "Watch run" callback: the run picked becomes the one this browser tab stays on."""
     st.session_state[WATCHING] = str(paths.runs_dir() / st.session_state["watch"])
 
 

@@ -372,3 +372,15 @@ def wait_until_ended(run_dir: Path) -> dict:
     return wait_for(
         lambda: (s := launch.status(run_dir))["state"] not in launch.ACTIVE and s, "the run to end", run_dir
     )
+
+
+def open_train_page(dataset: Path):
+    """A new browser session (AppTest) on the Train page, with `dataset` chosen."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PROJECT / "streamlit_app.py"), default_timeout=180)
+    at.session_state["dataset"] = str(dataset)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    return at

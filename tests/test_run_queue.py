@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import expw_faces, wait_for, wait_until_ended
+from helpers import expw_faces, open_train_page, wait_for, wait_until_ended
 from streamlit.testing.v1 import AppTest
 
 from fer import launch, paths
@@ -192,15 +192,6 @@ def test_the_cap_defaults_to_one_training_per_two_cores_and_a_bad_setting_is_ref
         with pytest.raises(ValueError, match="FER_MAX_TRAININGS"):
             launch.start(TrainConfig(epochs=1))
         assert R.list_runs(paths.runs_dir()) == before, "a run was left behind by a refused start"
-
-
-def open_train_page(dataset: Path) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["dataset"] = str(dataset)
-    at.run()
-    at.switch_page("pages/train.py").run()
-    assert not at.exception, at.exception
-    return at
 
 
 def waiting_buttons(at: AppTest) -> list[str]:

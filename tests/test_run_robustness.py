@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import RUN_FILES as FINISHED_RUN_FILES
-from helpers import expw_faces
+from helpers import expw_faces, open_train_page
 from streamlit.testing.v1 import AppTest
 
 from fer import cli, launch
@@ -474,16 +474,6 @@ def test_a_run_folder_that_is_a_file_fails_with_a_message(tmp_path, tiny_dataset
 # Two browser sessions, each starting a training at once ----------------------------------------------
 
 
-def _open(dataset: Path) -> AppTest:
-    """A new browser session on the Train page, with `dataset` chosen (the demo would take seconds)."""
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.session_state["dataset"] = str(dataset)
-    at.run()
-    at.switch_page("pages/train.py").run()
-    assert not at.exception, at.exception
-    return at
-
-
 def _start(at: AppTest, seed: int, epochs: int) -> Path:
     before = set(R.list_runs())
     at.selectbox(key="arch").set_value("seed")
@@ -510,7 +500,7 @@ def _shown_run(at: AppTest) -> str:
 @pytest.mark.slow
 def test_two_sessions_start_trainings_at_once_and_each_sees_its_own(tmp_path, tiny_dataset, monkeypatch):
     monkeypatch.setenv("FER_HOME", str(tmp_path / "home"))  # a run store of their own
-    first, second = _open(tiny_dataset), _open(tiny_dataset)
+    first, second = open_train_page(tiny_dataset), open_train_page(tiny_dataset)
     mine = {id(first): _start(first, seed=1, epochs=1), id(second): _start(second, seed=2, epochs=3)}
     assert mine[id(first)] != mine[id(second)]
     deadline = time.monotonic() + TIMEOUT
@@ -539,7 +529,7 @@ def test_two_sessions_start_trainings_at_once_and_each_sees_its_own(tmp_path, ti
             metrics = R.read_metrics(run_dir)
             assert f"{metrics['accuracy']:.1%}" in at.success[0].value
             assert at.session_state["run"] == str(run_dir)  # the Results page opens on its own run
-        newcomer = _open(tiny_dataset)  # a tab that started nothing follows the run still going
+        newcomer = open_train_page(tiny_dataset)  # a tab that started nothing follows the run still going
         assert _shown_run(newcomer) == third.name
     finally:
         sleeper.kill()
@@ -561,7 +551,7 @@ def test_a_confirmation_given_for_one_run_does_not_delete_another(tmp_path, tiny
         R.write_json(run / "config.json", {"train": {"datasets": ["demo"], "epochs": 1, "arch": "seed"}})
         R.set_status(run, "done")
         runs.append(run)
-    at = _open(tiny_dataset)
+    at = open_train_page(tiny_dataset)
     at.selectbox(key="delete_run").set_value("run-keep").run()
     at.checkbox(key="delete_confirm").check().run()
     assert not at.button(key="delete").disabled
