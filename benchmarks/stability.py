@@ -3,10 +3,11 @@
 1. Moved and scaled boxes: every labelled face of the dataset's test part is cropped five ways: its
    labelled box, the box moved left by 8% of its width, moved up by 8% of its height, and scaled by
    0.9 and by 1.15 about its centre (`fer.images.shifted_box`). Photos with boxes (ExpW) are cropped
-   exactly as the cache crops them (`fer.preprocess.process_photo`: clipped to the photo). Faces
-   that are a whole image (FER2013, image folders) are first padded on every side by repeating their
-   edge pixels, and the moved box is cropped from that (`fer.images.crop_faces`), so the variant
-   keeps the face's scale and the uncovered strip is the image's own edge, not a stretch.
+   exactly as the cache crops them (`fer.preprocess.process_photo`, one box at a time: clipped to
+   the photo). Faces that are a whole image (FER2013, image folders) are first padded on every side
+   by repeating their edge pixels, and the moved box is cropped from that (`fer.images.crop_faces`),
+   so the variant keeps the face's scale and the uncovered strip is the image's own edge, not a
+   stretch.
    Printed: the share of faces whose label is the same for all five crops, the agreement of each
    moved or scaled crop's label with the labelled box's, and the accuracy of each.
 2. The webcam case (datasets with boxes): each test photo letterboxed into a 640x480 frame (scaled to
@@ -17,10 +18,11 @@ Labels come from the model's own preprocessing (size, margin) and calibration. "
 the model never saw: its own split settings where it was trained on this dataset, as `fer evaluate`
 chooses it.
 
-    .venv/bin/python benchmarks/stability.py [--dataset DATASET] [--model MODEL] [--limit N]
+    .venv/bin/python benchmarks/stability.py [--dataset DATASET] [--model MODEL] [--limit N] [--no-webcam]
 
-DATASET defaults to data/expw-sample; MODEL to models/default.keras. `--limit` takes the first N
-test faces (in photo order) instead of all of them.
+DATASET defaults to data/expw-sample; MODEL to models/default.keras. Give a dataset's own folder
+(data/fer2013, not data/fer2013/test): its test part is chosen from it. `--limit` takes the first N
+test faces (in photo order) instead of all of them; `--no-webcam` skips the detector part.
 """
 
 from __future__ import annotations
@@ -106,7 +108,9 @@ def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataF
             gray = images.open_photo(path).convert("L")
             crops.append(whole_image_variants(gray, settings))
         else:
-            made = preprocess.process_photo(path, variant_boxes(box), settings)
+            # One box a call: a photo's JPEG decode scale follows its smallest box, so cropping the
+            # five together would change the labelled box's own pixels.
+            made = [preprocess.process_photo(path, [b], settings)[0] for b in variant_boxes(box)]
             if any(isinstance(m, str) for m in made):
                 continue  # a moved box fell outside the photo: the face is left out, and counted
             crops.append(np.stack(made))
