@@ -215,6 +215,19 @@ def crop_box(
     return region
 
 
+def shifted_box(
+    box: tuple[float, float, float, float], dx: float = 0.0, dy: float = 0.0, scale: float = 1.0
+) -> tuple[float, float, float, float]:
+    """A (top, left, bottom, right) box moved by `dx` of its width (right positive) and `dy` of its
+    height (down positive), then scaled by `scale` about its centre. Not clipped: `crop_box` clips it
+    to the photo, as it clips every box, so a moved face is cropped the way a detected one is."""
+    top, left, bottom, right = box
+    width, height = right - left, bottom - top
+    centre_x, centre_y = (left + right) / 2 + dx * width, (top + bottom) / 2 + dy * height
+    half_w, half_h = width * scale / 2, height * scale / 2
+    return (centre_y - half_h, centre_x - half_w, centre_y + half_h, centre_x + half_w)
+
+
 def upright_box(box: tuple, width: int, height: int, turn: Image.Transpose | None) -> tuple:
     """A (top, left, bottom, right) box in a photo's stored pixels (`width` x `height`), moved to
     where it lies once the photo is turned by `turn` (what `orientation_of` says, or None)."""
