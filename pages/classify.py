@@ -8,6 +8,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
 from fer import images, modelfile, predict, runs
 from pages import common
@@ -120,16 +121,55 @@ else:
     )
 
 
+# The faces of a photo with several are a grid of small crops beside the boxed picture, each with its
+# number (the one drawn on the picture), label and runners-up; one face's full chart is shown on demand.
+THUMBNAIL = 72  # pixels on the longer side of a face's crop in the grid
+GRID_COLUMNS = 3  # faces on one row of the grid
+SCROLL_AFTER = 9  # more faces than this scroll inside a box of GRID_HEIGHT, so the page stays short
+GRID_HEIGHT = 520
+
+
+def thumbnail(photo: Image.Image, box: tuple[float, float, float, float]) -> bytes:
+    """The face the detector boxed, cut from the photo and shrunk to a JPEG THUMBNAIL pixels long."""
+    top, left, bottom, right = box
+    left, top = min(max(0, round(left)), photo.width - 1), min(max(0, round(top)), photo.height - 1)
+    right, bottom = (
+        max(left + 1, min(photo.width, round(right))),
+        max(top + 1, min(photo.height, round(bottom))),
+    )
+    crop = photo.crop((left, top, right, bottom)).convert("RGB")
+    crop.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    crop.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
-def classify(data: bytes, model_path: str, whole: bool, flip: bool) -> tuple[predict.PhotoResult, bytes]:
-    """The faces in a photo and the photo with them boxed (a JPEG at most 1600 px long), from one
-    decode; cached, so redrawing the page neither decodes nor classifies the photo again."""
+def classify(
+    data: bytes, model_path: str, whole: bool, flip: bool
+) -> tuple[predict.PhotoResult, bytes, list[bytes]]:
+    """The faces in a photo, the photo with them boxed (a JPEG at most 1600 px long) and, where there
+    are several, each face's crop for the grid, all from one decode; cached, so redrawing the page
+    neither decodes nor classifies the photo again."""
     shared = common.predictor(model_path)
     photo = images.open_photo(data)
     result = shared.predict(photo, whole=whole, flip=flip)
     buffer = io.BytesIO()
     predict.annotate(photo, result, shared.labels).save(buffer, format="JPEG", quality=90)
-    return result, buffer.getvalue()
+    crops = [thumbnail(photo, face.box) for face in result.faces] if len(result.faces) > 1 else []
+    return result, buffer.getvalue(), crops
+
+
+def face_heading(number: int, face: predict.Face) -> str:
+    return f"**Face {number}: {common.md(face.label)}** — {face.probabilities[face.label]:.0%} likely"
+
+
+def runners_up(face: predict.Face, count: int = 2) -> str:
+    """The next most likely readings of a face, in words: "neutral 20%, sad 9%"."""
+    others = sorted(
+        ((p, label) for label, p in face.probabilities.items() if label != face.label), reverse=True
+    )
+    return ", ".join(f"{common.md(label)} {p:.0%}" for p, label in others[:count])
 
 
 def probability_chart(face: predict.Face) -> go.Figure:
@@ -155,9 +195,67 @@ def probability_chart(face: predict.Face) -> go.Figure:
     return figure
 
 
+def show_chart(face: predict.Face, key: str) -> None:
+    st.plotly_chart(probability_chart(face), width="stretch", key=key, config={"displayModeBar": False})
+
+
+def show_grid(faces: list[predict.Face], crops: list[bytes], key: str) -> None:
+    """Every face as a small entry (crop, number, label, runners-up); the chart of one chosen face."""
+    with st.container(height=GRID_HEIGHT) if len(faces) > SCROLL_AFTER else st.container():
+        for start in range(0, len(faces), GRID_COLUMNS):
+            row = st.columns(GRID_COLUMNS)
+            for column, number in zip(row, range(start + 1, min(start + GRID_COLUMNS, len(faces)) + 1)):
+                face = faces[number - 1]
+                column.image(crops[number - 1], width=THUMBNAIL)
+                column.markdown(face_heading(number, face))
+                column.caption(f"then {runners_up(face)}")
+    chosen = st.selectbox(
+        "Show all probabilities for face",
+        range(1, len(faces) + 1),
+        index=None,
+        placeholder="Choose a face number",
+        key=f"details-{key}",
+    )
+    if chosen is not None:
+        show_chart(faces[chosen - 1], key=f"chart-{key}-{chosen}")
+
+
+def show_photo(number: int, name: str, data: bytes) -> predict.PhotoResult | None:
+    """One photo's answer: the boxed picture beside its faces; None where the photo cannot be read."""
+    st.subheader(common.md(name))
+    try:
+        result, annotated, crops = classify(data, model_path, whole, flip)
+    except images.PhotoError as error:
+        st.error(f"{common.md(name)}: {common.md(error)}")
+        return None
+    if not result.faces:
+        st.warning(
+            f"No face found in {common.md(name)}. Try a photo where the face is larger, facing the camera and "
+            "evenly lit, or switch on 'Photos are already cropped to one face' for a close-up."
+        )
+        st.image(data, width=320)
+        return result
+    key = f"{number}-{hashlib.sha1(data).hexdigest()[:10]}"
+    several = len(result.faces) > 1
+    picture, details = st.columns([1, 1] if several else [3, 2])
+    picture.image(annotated, width="stretch")
+    with details:
+        if several:
+            show_grid(result.faces, crops, key)
+        else:  # one face: its whole chart at once, nothing to open
+            st.markdown(face_heading(1, result.faces[0]))
+            show_chart(result.faces[0], key=f"chart-{key}-1")
+    return result
+
+
 camera_tab, upload_tab = st.tabs(["Webcam snapshot", "Upload photos"])
 with camera_tab:
-    snapshot = st.camera_input("Take a snapshot", key="camera", help="Your browser asks to use the camera.")
+    # The snapshot's answer is drawn beside the camera, in view, not under a full-width preview.
+    camera_column, snapshot_answer = st.columns([2, 3])
+    with camera_column:
+        snapshot = st.camera_input(
+            "Take a snapshot", key="camera", help="Your browser asks to use the camera."
+        )
 with upload_tab:
     uploads = st.file_uploader(
         "Photos (several at once)",
@@ -182,31 +280,10 @@ for number, (name, data) in enumerate(photos, start=1):
             (number - 1) / len(photos),
             text=f"Reading faces in {common.md(name)} ({number} of {len(photos)})",
         )
-    st.subheader(common.md(name))
-    try:
-        result, annotated = classify(data, model_path, whole, flip)
-    except images.PhotoError as error:
-        st.error(f"{common.md(name)}: {common.md(error)}")
-        continue
-    results.append((name, result))
-    if not result.faces:
-        st.warning(
-            f"No face found in {common.md(name)}. Try a photo where the face is larger, facing the camera and "
-            "evenly lit, or switch on 'Photos are already cropped to one face' for a close-up."
-        )
-        st.image(data, width=320)
-        continue
-    picture, charts = st.columns([3, 2])
-    picture.image(annotated, width="stretch")
-    for index, face in enumerate(result.faces, start=1):
-        likely = face.probabilities[face.label]
-        charts.markdown(f"**Face {index}: {common.md(face.label)}** — {likely:.0%} likely")
-        charts.plotly_chart(
-            probability_chart(face),
-            width="stretch",
-            key=f"chart-{number}-{hashlib.sha1(data).hexdigest()[:10]}-{index}",
-            config={"displayModeBar": False},
-        )
+    with snapshot_answer if snapshot is not None and number == 1 else st.container():
+        result = show_photo(number, name, data)
+    if result is not None:
+        results.append((name, result))
 if progress:
     progress.empty()
 
