@@ -24,7 +24,7 @@ st.write(
 )
 
 MODEL_TYPES = ["keras"]
-# This session's own model files (kept path -> the name it was uploaded as), and the last upload
+# This browser tab's own model files (kept path -> the name it was uploaded as), and the last upload
 # checked (its file id, kept path or None, refusal or None), so a rerun does not check it again.
 UPLOADED = "classify_uploaded_models"
 LAST_UPLOAD = "classify_last_model_upload"
