@@ -136,8 +136,9 @@ def leave_pages_folder_mode() -> bool:
     return True
 
 
-def _stamp(path: str) -> float:
-    """Modification time of a dataset's index (or folder), so edits on disk invalidate the caches."""
+def dataset_stamp(path: str) -> float:
+    """Modification time of a dataset's index (or folder): what a cache of something computed from the
+    dataset at `path` is keyed on besides the path, so edits on disk invalidate it."""
     if path == "demo":
         return 0.0
     target = Path(path)
@@ -150,18 +151,13 @@ def _stamp(path: str) -> float:
         return 0.0
 
 
-def dataset_stamp(path: str) -> float:
-    """What a cache of something computed from the dataset at `path` is keyed on besides the path."""
-    return _stamp(path)
-
-
 @st.cache_data(show_spinner="Reading the dataset...", max_entries=8)
 def _load(path: str, stamp: float) -> datasets.Dataset:
     return datasets.load(path)
 
 
 def load_dataset(path: str) -> datasets.Dataset:
-    return _load(path, _stamp(path))
+    return _load(path, dataset_stamp(path))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -170,7 +166,7 @@ def _summary(path: str, stamp: float, min_confidence: float | None) -> dict:
 
 
 def dataset_summary(path: str, min_confidence: float | None = None) -> dict:
-    return _summary(path, _stamp(path), min_confidence)
+    return _summary(path, dataset_stamp(path), min_confidence)
 
 
 def dataset_label(path: str) -> str:
