@@ -79,6 +79,7 @@ class GradCam:
         if not self.head:
             raise SaliencyError(f"the model {model.name!r} ends in a convolution; it has no class scores")
         self._check_split()
+        self._step = None  # compiled on first use
 
     def _logits(self, x):
         """The class scores from the block's output: every later layer, the last one without its softmax."""
@@ -110,25 +111,40 @@ class GradCam:
                 f"({self.layer.name!r}) do not form a chain, so its maps cannot be computed"
             )
 
-    def _gradients(self, blocks: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """The gradient of each face's class score with respect to its block output."""
+    def _compile(self):
+        """One compiled step, faces and classes (-1: the top class) -> block outputs and the gradient
+        of each face's class score with respect to them: a graph (TensorFlow) or a jit (JAX), since
+        replaying the head op by op costs tens of times a classification for one face."""
+        size = tuple(self.model.input_shape[1:])
         if self.backend == "tensorflow":
             import tensorflow as tf
 
-            tensor = tf.convert_to_tensor(blocks)
-            with tf.GradientTape() as tape:
-                tape.watch(tensor)
-                logits = self._logits(tensor)
-                score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-            return np.asarray(tape.gradient(score, tensor))
+            def step(faces, classes):
+                blocks = self.features(faces, training=False)
+                with tf.GradientTape() as tape:
+                    tape.watch(blocks)
+                    logits = self._logits(blocks)
+                    top = tf.argmax(logits, axis=-1, output_type=tf.int32)
+                    chosen = tf.where(classes < 0, top, classes)
+                    score = tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
+                return blocks, tape.gradient(score, blocks)
+
+            specs = [tf.TensorSpec((None, *size), tf.float32), tf.TensorSpec((None,), tf.int32)]
+            return tf.function(step, input_signature=specs)
         import jax
         import jax.numpy as jnp
 
-        def score(x):
-            logits = self._logits(x)
-            return jnp.sum(jnp.take_along_axis(logits, jnp.asarray(classes)[:, None], axis=1))
+        def step(faces, classes):
+            blocks = self.features(faces, training=False)
 
-        return np.asarray(jax.grad(score)(jnp.asarray(blocks)))
+            def score(x):
+                logits = self._logits(x)
+                chosen = jnp.where(classes < 0, jnp.argmax(logits, axis=-1), classes)
+                return jnp.sum(jnp.take_along_axis(logits, chosen[:, None], axis=1))
+
+            return blocks, jax.grad(score)(blocks)
+
+        return jax.jit(step)
 
     def maps(
         self, faces: np.ndarray, classes: np.ndarray | list[int] | None = None, batch_size: int = 64
@@ -153,12 +169,12 @@ class GradCam:
         out = np.zeros(faces.shape, dtype=np.float32)
         for start in range(0, len(faces), batch_size):
             batch = faces[start : start + batch_size].astype(np.float32)[..., None]
-            blocks = np.asarray(self.features(batch, training=False), dtype=np.float32)
-            if classes is None:
-                chosen = np.argmax(np.asarray(self._logits(blocks)), axis=-1).astype(np.int32)
-            else:
-                chosen = classes[start : start + batch_size]
-            gradients = self._gradients(blocks, chosen)
+            chosen = (
+                np.full(len(batch), -1, np.int32) if classes is None else classes[start : start + batch_size]
+            )
+            if self._step is None:
+                self._step = self._compile()
+            blocks, gradients = (np.asarray(t, dtype=np.float32) for t in self._step(batch, chosen))
             weights = gradients.mean(axis=(1, 2), keepdims=True)  # one weight per channel
             coarse = np.maximum((weights * blocks).sum(axis=-1), 0.0)
             for k, cam in enumerate(coarse):

@@ -4,6 +4,8 @@ ignores its input is shown to fail."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_backends import run_script
@@ -12,6 +14,7 @@ from fer import saliency
 from fer.config import ModelConfig
 
 SIZE = 16
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
 
 def brightness_model():
@@ -195,3 +198,102 @@ def test_jax_gives_the_maps_tensorflow_gives(tmp_path):
     faces = np.random.default_rng(1).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     here = saliency.GradCam(model).maps(faces)
     assert np.asarray(jax["maps"]) == pytest.approx(here, abs=1e-3)
+
+
+# Where the maps are shown: the report, the Results page, the Classify page ---------------------------
+
+
+def test_most_confused_pairs_fullest_first(tmp_path):
+    from helpers import EVIL, known_run
+
+    from fer import results
+    from fer import runs as R
+
+    metrics = R.read_metrics(known_run(tmp_path / "run"))
+    assert results.most_confused(metrics, 3) == [("sad", EVIL, 3), ("sad", "happy", 2), (EVIL, "sad", 2)]
+    assert len(results.most_confused(metrics, 10)) == 5  # the empty cell is left out
+
+
+def test_report_of_a_run_whose_faces_are_gone_says_why_it_has_no_maps(tmp_path):
+    from helpers import known_run
+
+    from fer import report
+
+    page = report.build_report(known_run(tmp_path / "run"))
+    assert "<h2>Where the model looked</h2>" in page and "No maps:" in page
+    assert "data:image/jpeg" not in page
+    assert "<h2>Where the model looked</h2>" not in report.build_report(tmp_path / "run", confused_pairs=0)
+    with pytest.raises(ValueError, match="maps_per_pair must be at least 0, got -1"):
+        report.build_report(tmp_path / "run", maps_per_pair=-1)
+
+
+@pytest.mark.slow
+def test_report_of_a_real_run_shows_maps_of_its_most_confused_pairs(tiny_run, tmp_path):
+    import re
+    import shutil
+
+    from fer import report, results
+    from fer import runs as R
+
+    page = report.build_report(tiny_run, faces_per_cell=1, confused_pairs=2, maps_per_pair=2)
+    section = page[page.index("<h2>Where the model looked</h2>") :]
+    pairs = results.most_confused(R.read_metrics(tiny_run), 2)
+    for true, predicted, count in pairs:
+        assert f"<h3>{true} called {predicted} ({count:,} test faces)</h3>" in section
+    shown = sum(min(count, 2) for _, _, count in pairs)
+    assert section.count("data:image/jpeg;base64,") == 2 * shown  # each face and its map
+    assert page.count("data:image/jpeg;base64,") == 2 * shown  # the other faces stay PNG
+    assert not re.search(r"https?:", page) and "<script" not in page.lower()
+    # Without its model, the report still opens and says why there are no maps.
+    copy = shutil.copytree(tiny_run, tmp_path / "no-model")
+    (copy / R.BEST).unlink()
+    page = report.build_report(copy, faces_per_cell=1)
+    assert "No maps: the run&#x27;s model cannot give them" in page
+
+
+@pytest.mark.slow
+def test_results_page_shows_the_maps_of_a_cells_faces(tiny_run):
+    from streamlit.testing.v1 import AppTest
+
+    from fer import runs as R
+    from pages import common
+
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.session_state[common.RUN] = str(tiny_run)
+    at.switch_page("pages/results.py").run()
+    assert not at.exception
+    metrics = R.read_metrics(tiny_run)
+    cm = np.asarray(metrics["confusion_matrix"])
+    true, predicted = np.unravel_index(int(cm.argmax()), cm.shape)
+    labels = metrics["labels"]
+    at.selectbox(key="results_true").select(labels[true])
+    at.selectbox(key="results_predicted").select(labels[predicted]).run()
+    plain = at.image[0].value
+    at.toggle(key="results_saliency").set_value(True).run()
+    assert not at.exception
+    assert saliency.EXPLANATION in [c.value for c in at.caption]
+    [images] = at.image
+    assert len(images.value) == len(plain) == min(int(cm[true, predicted]), 40)
+    assert images.value != plain  # the maps, not the plain faces
+    assert all(labels[predicted] in caption for caption in images.captions)
+
+
+@pytest.mark.slow
+def test_classify_page_lays_the_map_over_a_face():
+    import io
+
+    from PIL import Image
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=180).run()
+    at.switch_page("pages/classify.py").run()
+    at.toggle(key="whole").set_value(True)
+    at.toggle(key="classify_saliency").set_value(True)
+    face = Image.fromarray(square(4, 10).repeat(4, 0).repeat(4, 1))
+    buffer = io.BytesIO()
+    face.save(buffer, format="PNG")
+    at.file_uploader(key="uploads").set_value(("face.png", buffer.getvalue(), "image/png")).run()
+    assert not at.exception
+    assert saliency.EXPLANATION in [c.value for c in at.caption]
+    captions = [caption for image in at.image for caption in image.captions]
+    assert "Where the model looked" in captions
