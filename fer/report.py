@@ -307,6 +307,8 @@ def _looked_html(
     cells = results.most_confused(run.metrics, pairs)
     if not cells:
         return '<p class="muted">The model confused no two labels on the test faces.</p>'
+    if not (run.path / runs.BEST).is_file():
+        return f'<p class="note">No maps: the run has no model file ({runs.BEST}).</p>'
     try:
         from fer import modelfile
 
