@@ -62,8 +62,8 @@ table.confusion td { min-width: 3.2rem; text-align: center; } table.confusion td
 figure { margin: 0; text-align: center; font-size: 0.75rem; width: 96px; }
 figure img { width: 96px; height: 96px; image-rendering: pixelated; border-radius: 4px; display: block; }
 figure.wrong img { outline: 3px solid #e12d39; } figure.right img { outline: 3px solid #3ebd93; }
-.looked { display: flex; flex-wrap: wrap; gap: 0.8rem; margin: 0.3rem 0 0.8rem; }
-.looked div { text-align: center; font-size: 0.75rem; }
+.looked { display: flex; flex-wrap: wrap; gap: 1.2rem; margin: 0.3rem 0 0.8rem; }
+.looked .duo { display: flex; gap: 0.2rem; } .looked .duo div { text-align: center; font-size: 0.75rem; }
 .looked img { width: 96px; height: 96px; border-radius: 4px; display: block; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; } dt { color: #627d98; }
 code { background: #f0f4f8; padding: 0.1rem 0.3rem; border-radius: 3px; word-break: break-all; }
@@ -326,10 +326,10 @@ def _looked_html(
         maps = grad_cam.maps(np.stack(kept), [labels.index(predicted)] * len(kept))
         scale = max(1, round(96 / kept[0].shape[0]))  # shown 96 px wide
         items = "".join(
-            f'<div><img src="{jpeg_data_uri(np.kron(crop, np.ones((scale, scale), np.uint8)))}" '
+            f'<div class="duo"><div><img src="{jpeg_data_uri(np.kron(crop, np.ones((scale, scale), np.uint8)))}" '
             f'alt="a {escape(true)} face">face</div><div><img '
             f'src="{jpeg_data_uri(saliency.overlay(crop, found, scale=scale))}" '
-            f'alt="where the model looked when it said {escape(predicted)}">where it looked</div>'
+            f'alt="where the model looked when it said {escape(predicted)}">where it looked</div></div>'
             for crop, found in zip(kept, maps)
         )
         blocks.append(
