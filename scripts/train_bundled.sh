@@ -3,8 +3,7 @@
 #   scripts/train_bundled.sh [DATA_FOLDER]     (default data: DATA_FOLDER/fer2013, DATA_FOLDER/expw-sample)
 # The default architecture at width 48 on FER2013's train split pooled with expw-sample's
 # photo-grouped train part (settings chosen on the val parts), in two runs:
-#   1. runs/bundled-w48: fresh weights, augmented with half the faces partly erased, batch 128, until
-#      early stopping;
+#   1. runs/bundled-w48: fresh weights, augmented, batch 128, until early stopping;
 #   2. runs/bundled-w48-noaug: its best model, a few epochs at learning rate 5e-5 without augmentation;
 # then the second run's best model is exported without optimizer state and scored on each dataset's
 # held-out test part, with the labelled boxes and, for expw-sample, with faces found by the detector.
@@ -29,7 +28,7 @@ resume_or() {  # resume a run that was started, else start it with the arguments
 }
 
 resume_or runs/bundled-w48 --arch vgg --width 48 --batch-size 128 --epochs 100 --patience 15 \
-  --lr-patience 4 --erase 0.5
+  --lr-patience 4
 resume_or runs/bundled-w48-noaug --arch vgg --width 48 --batch-size 128 \
   --init-from runs/bundled-w48/best.keras --no-augment --learning-rate 5e-5 --epochs 4 --patience 2 \
   --lr-patience 1

@@ -3,8 +3,7 @@
 # copy of the project holding the packs that `scripts/gpu/prepare.sh DATA/fer2013 DATA/expw-sample`
 # wrote where the datasets are:
 #   scripts/gpu/bundled.sh [fer train options for both runs, e.g. --max-faces 500 for a trial]
-#   1. runs/bundled-w48: vgg width 48 from fresh weights, augmented with half the faces partly erased,
-#      batch 128, until early stopping;
+#   1. runs/bundled-w48: vgg width 48 from fresh weights, augmented, batch 128, until early stopping;
 #   2. runs/bundled-w48-noaug: its best model, a few epochs at learning rate 5e-5 without augmentation.
 # About 3 minutes in all on one H200. Settings were chosen on the val parts. Copy
 # runs/bundled-w48-noaug back and export it there (docs/training.md, "The bundled model").
@@ -12,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/gpu/train.sh bundled-w48 --arch vgg --width 48 --batch-size 128 --epochs 100 \
-  --patience 15 --lr-patience 4 --erase 0.5 "$@"
+  --patience 15 --lr-patience 4 "$@"
 scripts/gpu/train.sh bundled-w48-noaug --arch vgg --width 48 --batch-size 128 \
   --init-from "${RUNS:-runs}/bundled-w48/best.keras" --no-augment --learning-rate 5e-5 --epochs 4 \
   --patience 2 --lr-patience 1 "$@"
