@@ -592,22 +592,28 @@ def train_again_button(run_dir: Path | str, key: str) -> bool:
 
 
 def run_settings(train: dict) -> None:
-    """A finished run's settings, as a small table (shown as text: dataset paths can hold anything)."""
+    """A run's settings, as a small table (every cell through md(): dataset names can hold anything)."""
+    start = train.get("init_from")
+    if not start:
+        start = "a new model"
+    elif start == str(paths.BUNDLED_MODEL):
+        start = "the bundled model"
+    else:
+        start = f"the model of run {Path(start).parent.name}"
     rows = [
         ("datasets", ", ".join(dataset_label(str(d)) for d in train.get("datasets") or []) or "?"),
         ("minimum detector confidence", _text(train.get("min_confidence") or 0)),
-        ("starting model", Path(train["init_from"]).parent.name if train.get("init_from") else "a new model"),
+        ("starting model", start),
     ]
-    rows += [
-        (
-            key.replace("_", " "),
-            _text(train.get(key) if train.get(key) is not None else "all" if key == "max_faces" else "?"),
+    for key in train_form():
+        value = train.get(key)
+        rows.append(
+            (
+                key.replace("_", " "),
+                _text(value) if value is not None else "all" if key == "max_faces" else "?",
+            )
         )
-        for key in train_form()
-    ]
-    st.dataframe(
-        {"setting": [r[0] for r in rows], "value": [r[1] for r in rows]}, hide_index=True, width="content"
-    )
+    st.table({"setting": [md(r[0]) for r in rows], "value": [md(r[1]) for r in rows]})
 
 
 # Run names and notes ------------------------------------------------------------------------------
@@ -641,7 +647,7 @@ def naming_editor(run_dir: Path | str, key: str) -> None:
             key=f"{key}_note_{run.name}",
             placeholder="What this run tried, what to remember about it",
         )
-        if st.form_submit_button("Save name and note", icon=":material/save:"):
+        if st.form_submit_button("Save name and note", icon=":material/save:", key=f"{key}_save_{run.name}"):
             try:
                 runs.write_naming(run, name, note)
             except (ValueError, OSError) as error:
