@@ -619,10 +619,6 @@ def run_settings(train: dict) -> None:
 # Run names and notes ------------------------------------------------------------------------------
 
 
-def run_title(run_dir: Path | str) -> str:
-    return runs.run_title(run_dir)
-
-
 def note_markdown(note: str) -> str:
     """A run's note as Markdown showing it as typed, line by line."""
     return "  \n".join(md(line) for line in str(note).splitlines())

@@ -361,7 +361,7 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
     chosen = st.multiselect(
         "Runs to compare",
         finished,
-        format_func=lambda p: f"{common.run_title(p)} · {Path(p).name}",
+        format_func=lambda p: f"{runs.run_title(p)} · {Path(p).name}",
         key=COMPARE,
     )
     st.session_state[COMPARED] = chosen
@@ -382,7 +382,7 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
                 x=history["epoch"],
                 y=history["val_accuracy"],
                 mode="lines+markers",
-                name=common.plot_text(common.run_title(run)),
+                name=common.plot_text(f"{runs.run_title(run)} · {Path(run).name}"),
             )
     figure.update_layout(
         title="Validation accuracy per epoch",
@@ -418,7 +418,7 @@ if common.Q_COMPARE in linked:
     st.session_state.pop(COMPARE, None)
 options = [str(p) for p in run_dirs]
 states = {p: runs.read_status(Path(p)).get("state", "interrupted") for p in options}
-titles = {p: common.run_title(p) for p in options}
+titles = {p: runs.run_title(p) for p in options}
 remembered = st.session_state.get(common.RUN)
 chosen = st.selectbox(
     "Run",

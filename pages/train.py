@@ -205,7 +205,7 @@ def outcome(run: Path, status: dict) -> None:
 
 def finished_run(run: Path) -> None:
     """A finished run's name, note and settings, and the button that trains it again."""
-    st.markdown(f"**{common.md(common.run_title(run))}**")
+    st.markdown(f"**{common.md(runs.run_title(run))}**")
     note = runs.read_naming(run).get("note")
     if note:
         st.markdown(common.note_markdown(note))
@@ -491,7 +491,7 @@ for run in run_dirs:
     created = status.get("created")
     rows.append(
         {
-            "name": common.run_title(run),
+            "name": runs.run_title(run),
             "run": run.name,
             "state": runs.STATE_WORDS.get(status["state"], status["state"])
             + (f" (place {status['place']} in line)" if status.get("place") else ""),

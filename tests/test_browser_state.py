@@ -64,6 +64,11 @@ def _query(page) -> dict[str, list[str]]:
     return parse_qs(urlsplit(page.url).query)
 
 
+def _chosen(page, key: str) -> str:
+    """The option a select box shows (its combobox input's value)."""
+    return page.locator(f'.st-key-{key} input[role="combobox"]').input_value()
+
+
 def _no_exception(page) -> None:
     errors = page.locator('[data-testid="stException"]')
     assert not errors.count(), errors.first.inner_text()
@@ -107,7 +112,7 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     page.goto(f"{url}/data?dataset={mine}&threshold=0.5")
     page.get_by_text("Label counts").first.wait_for()
     _settle(page)
-    assert page.get_by_text(re.compile(r"Using mine: ExpW format, 18 faces")).count()
+    assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
     assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
     kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
     first_kept = kept.inner_text()
@@ -124,7 +129,7 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     page.goto(link)
     page.get_by_text("Label counts").first.wait_for()
     _settle(page)
-    assert page.get_by_text(re.compile(r"Using mine: ExpW format, 18 faces")).count()
+    assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
     assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
     kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
     assert kept.inner_text() == first_kept != "18"
@@ -139,8 +144,7 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     page.goto(f"{url}/results?run=older")
     page.get_by_text("Compare runs").first.wait_for()
     _settle(page)
-    picker = page.locator(".st-key-results_run")
-    assert "The older try · older" in picker.inner_text()
+    assert _chosen(page, "results_run") == "The older try · older (finished)"
     assert page.get_by_text("kept for the link test").count()  # its note
     link = page.url
     context.close()
@@ -150,13 +154,13 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     page.goto(link)
     page.get_by_text("Compare runs").first.wait_for()
     _settle(page)
-    assert "The older try · older" in page.locator(".st-key-results_run").inner_text()
+    assert _chosen(page, "results_run") == "The older try · older (finished)"
     # A run the server does not list (a path, here) is named in a warning, and the newest run shows.
     page.goto(f"{url}/results?run=..%2F..%2Fetc")
     page.get_by_text("Compare runs").first.wait_for()
     _settle(page)
     assert page.get_by_text(re.compile(r"The link's run \(\.\./\.\./etc\) cannot be used")).count()
-    assert "newer" in page.locator(".st-key-results_run").inner_text()
+    assert _chosen(page, "results_run").endswith(" · newer (finished)")
     assert _query(page) == {"run": ["newer"]}
     _no_exception(page)
     other.close()
