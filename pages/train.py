@@ -284,11 +284,10 @@ with st.container(border=True):
 # The settings --------------------------------------------------------------------------------------
 FRESH = "A new model (fresh weights)"
 starts = {FRESH: "", **common.model_choices()}
-if "start_from" not in st.session_state or common.Q_START in from_link or filled:
+# Kept as a path: a run's label changes when it is renamed (and it is gone when the run is deleted).
+if st.session_state.get("start_from") not in starts or common.Q_START in from_link or filled:
     wanted = saved.get(common.Q_START, "")
     st.session_state["start_from"] = next((label for label, path in starts.items() if path == wanted), FRESH)
-elif st.session_state["start_from"] not in starts:  # renamed or deleted meanwhile
-    st.session_state["start_from"] = FRESH
 if filled:
     refused = filled["refused"]
     st.info(
