@@ -420,7 +420,7 @@ def checked_runs(values: list[str]) -> list[str]:
         try:
             path = str(_run_folder(name, finished=True))
         except ValueError as error:
-            raise ValueError(f"{name}: {error}") from error
+            raise ValueError(f"{name}: {error}" if len(values) > 1 else str(error)) from error
         if path not in found:
             found.append(path)
     return found
