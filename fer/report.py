@@ -48,6 +48,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; co
        max-width: 1040px; margin: 2rem auto; padding: 0 1.2rem; line-height: 1.5; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.4rem; border-bottom: 1px solid #d9e2ec; }
 .muted { color: #627d98; } .note { background: #fff8e1; border-left: 4px solid #f0b429; padding: 0.6rem 1rem; }
+.run-note { white-space: pre-wrap; background: #f0f4f8; border-left-color: #9fb3c8; }
 .error { background: #ffeeee; border-left: 4px solid #e12d39; padding: 0.6rem 1rem; }
 table { border-collapse: collapse; margin: 0.8rem 0; }
 th, td { padding: 0.3rem 0.7rem; border: 1px solid #d9e2ec; text-align: right; }
@@ -416,11 +417,12 @@ def build_report(
             faces = results.run_faces(run.path, progress=progress)
         except results.FacesUnavailable as error:
             unavailable = str(error)
-    title = f"Facial-expression model: run {run.name}"
+    title = f"Facial-expression model: {run.title}"
     when = _when(run.status.get("finished") or run.status.get("updated"))
     body = [
         f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">Run {escape(runs.STATE_WORDS.get(run.state, run.state))} on {escape(when)}; '
+        *([f'<p class="note run-note">{escape(run.note)}</p>'] if run.note else []),
+        f'<p class="muted">Run folder {escape(run.name)}, {escape(runs.STATE_WORDS.get(run.state, run.state))} on {escape(when)}; '
         f"report made on {escape(_when(time.time()))}.</p>",
         "<p>A convolutional network was trained to tell facial expressions apart "
         f"({escape(', '.join(run.labels))}) from grayscale face crops. It was trained on one part of the "

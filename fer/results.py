@@ -227,6 +227,7 @@ def compare_table(run_dirs: list[Path | str]) -> pd.DataFrame:
         best_val = run.history["val_accuracy"].max() if "val_accuracy" in run.history else math.nan
         rows.append(
             {
+                "name": run.title,
                 "run": run.name,
                 "state": run.state,
                 "datasets": ", ".join(dataset_title(d) for d in train.get("datasets", [])),

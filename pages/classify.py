@@ -72,6 +72,10 @@ if not choices:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 paths = list(choices.values())
+linked = common.read_url({common.Q_MODEL: common.checked_model})
+if common.Q_MODEL in linked:
+    st.session_state[common.MODEL] = linked[common.Q_MODEL]
+    st.session_state.pop("classify_model", None)
 if st.session_state.get("classify_model") not in paths:
     current = st.session_state[common.MODEL]
     st.session_state["classify_model"] = current if current in paths else paths[0]
@@ -85,6 +89,9 @@ with model_box:
         "own model files once checked.",
     )
 st.session_state[common.MODEL] = model_path
+common.write_url(
+    {common.Q_MODEL: None if model_path == common.DEFAULTS[common.MODEL] else common.model_param(model_path)}
+)
 
 left, right = st.columns(2)
 whole = left.toggle(

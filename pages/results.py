@@ -18,13 +18,15 @@ from pages import common
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
 
 TRUE, PREDICTED, CHART = "results_true", "results_predicted", "results_confusion"
+COMPARE = "results_compare"  # the comparison's widget key
+COMPARED = "results_compared"  # the runs compared, kept while other pages show (Streamlit drops the widget's)
 MAX_FACES = 40  # faces shown for one cell; the table below them lists every one
 
 
 def _stamp(run: str) -> tuple[float, ...]:
     """Modification times of the files a run rewrites, so cached readings follow a live run."""
     times = []
-    for name in (runs.STATUS, runs.HISTORY, runs.METRICS, runs.PREDICTIONS):
+    for name in (runs.STATUS, runs.HISTORY, runs.METRICS, runs.PREDICTIONS, runs.NAME):
         try:
             times.append((Path(run) / name).stat().st_mtime)
         except OSError:
@@ -387,13 +389,17 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
     if len(finished) < 2:
         st.caption("Finish two or more runs to compare them here.")
         return
+    if COMPARE not in st.session_state:  # first visit, a link, or back from another page
+        default = [str(current.path)] if str(current.path) in finished else []
+        st.session_state[COMPARE] = st.session_state.get(COMPARED, default)
+    st.session_state[COMPARE] = [p for p in st.session_state[COMPARE] if p in finished]  # deleted meanwhile
     chosen = st.multiselect(
         "Runs to compare",
         finished,
-        default=[str(current.path)] if str(current.path) in finished else [],
-        format_func=lambda p: Path(p).name,
-        key="results_compare",
+        format_func=lambda p: f"{runs.run_title(p)} · {Path(p).name}",
+        key=COMPARE,
     )
+    st.session_state[COMPARED] = chosen
     if len(chosen) < 2:
         st.caption("Choose two or more runs.")
         return
@@ -411,7 +417,7 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
                 x=history["epoch"],
                 y=history["val_accuracy"],
                 mode="lines+markers",
-                name=common.plot_text(Path(run).name),
+                name=common.plot_text(f"{runs.run_title(run)} · {Path(run).name}"),
             )
     figure.update_layout(
         title="Validation accuracy per epoch",
@@ -436,14 +442,24 @@ if not run_dirs:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
+linked = common.read_url(
+    {common.Q_RUN: common.checked_run, common.Q_COMPARE: common.checked_runs}, many=(common.Q_COMPARE,)
+)
+if common.Q_RUN in linked:
+    st.session_state[common.RUN] = linked[common.Q_RUN]
+    st.session_state.pop("results_run", None)  # the run picker starts again at the link's run
+if common.Q_COMPARE in linked:
+    st.session_state[COMPARED] = linked[common.Q_COMPARE]
+    st.session_state.pop(COMPARE, None)
 options = [str(p) for p in run_dirs]
 states = {p: runs.read_status(Path(p)).get("state", "interrupted") for p in options}
+titles = {p: runs.run_title(p) for p in options}
 remembered = st.session_state.get(common.RUN)
 chosen = st.selectbox(
     "Run",
     options,
     index=options.index(remembered) if remembered in options else 0,
-    format_func=lambda p: f"{Path(p).name} ({runs.STATE_WORDS.get(states[p], states[p])})",
+    format_func=lambda p: f"{titles[p]} · {Path(p).name} ({runs.STATE_WORDS.get(states[p], states[p])})",
     key="results_run",
 )
 st.session_state[common.RUN] = chosen
@@ -454,6 +470,8 @@ except ValueError as error:
     st.stop()
 
 train = run.train
+if run.note:
+    st.markdown(common.note_markdown(run.note))
 st.caption(
     common.md(", ".join(results.dataset_title(d) for d in train.get("datasets", [])))
     + f" · {common.md(train.get('arch'))} · {common.md(train.get('image_size'))} px faces · "
@@ -461,6 +479,11 @@ st.caption(
 )
 status(run)
 downloads(run)
+with st.expander("Its settings, name and note"):
+    common.run_settings(train)
+    common.naming_editor(run.path, "results_naming")
+if run.finished and common.train_again_button(run.path, "results_train_again"):
+    st.switch_page("pages/train.py")
 
 if run.finished:
     metrics = run.metrics
@@ -506,3 +529,11 @@ elif not run.finished:
 
 st.subheader("Compare runs")
 compare(run_dirs, run)
+compared = st.session_state.get(COMPARED) or []
+common.write_url(
+    {
+        common.Q_RUN: run.name,
+        # Left out while it is the comparison a visit starts with: this run alone.
+        common.Q_COMPARE: [Path(p).name for p in compared] if compared != [str(run.path)] else None,
+    }
+)
