@@ -54,16 +54,16 @@ def cpu_flags() -> set[str]:
 
 
 def bfloat16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it, bfloat16
-    arithmetic is emulated in float32 and training in it is slower, not faster."""
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it there is no
+    fast bfloat16 arithmetic for training in bfloat16 to gain from."""
     return any(flag in cpu_flags() for flag in BFLOAT16_FLAGS)
 
 
 def precision(name: str) -> str:
     """What a run asking for precision `name` (fer.config.PRECISIONS) trains in: "float32" or
-    "bfloat16". "auto" is bfloat16 where it was measured about twice as fast at the same accuracy:
-    TensorFlow on a CPU with bfloat16 instructions and no GPU. Elsewhere float32: a GPU has its own
-    trade-offs, and JAX on the CPU was not measured."""
+    "bfloat16". "auto" is bfloat16 where it was measured faster at the same accuracy (1.4-1.6 times,
+    docs/benchmarks.md): TensorFlow on a CPU with bfloat16 instructions and no GPU. Elsewhere float32:
+    a GPU has its own trade-offs, and JAX on the CPU was not measured."""
     if name != "auto":
         return name
     if keras.backend.backend() != "tensorflow" or not bfloat16_cpu():
