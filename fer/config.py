@@ -20,7 +20,7 @@ MIN_SIZE, MAX_SIZE = 48, 224
 ARCHITECTURES = ("seed", "vgg", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
 # What the layers compute in: "auto" is bfloat16 (float32 weights, bfloat16 arithmetic) on a CPU with
-# bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.4-1.6 times as fast at the
+# bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.1-1.6 times as fast at the
 # same accuracy (docs/benchmarks.md), else float32. See fer.train.precision.
 PRECISIONS = ("auto", "float32", "bfloat16")
 
