@@ -92,6 +92,8 @@ class TrainConfig:
     learning_rate: float = 1e-3  # Adam's starting rate; halved when val accuracy stalls
     dropout: float = 0.5
     label_smoothing: float = 0.0
+    erase: float = 0.0  # share of training faces with one random rectangle erased (with augment)
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW) when above 0
     class_weight: bool = False  # weight the loss by inverse label frequency
     augment: bool = True  # flips, shifts, rotations, zoom, contrast (training only)
     val_share: float = 0.1  # for datasets without their own split
@@ -116,6 +118,11 @@ class TrainConfig:
             f"learning_rate must be above 0 and at most 1, got {self.learning_rate}",
         )
         _need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _need(0 <= self.erase <= 1, f"erase must be between 0 and 1, got {self.erase}")
+        _need(
+            0 <= self.weight_decay < 1,
+            f"weight_decay must be at least 0 and below 1, got {self.weight_decay}",
+        )
         _need(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
         _need(
             self.lr_patience >= 1,

@@ -139,7 +139,7 @@ class Batches(keras.utils.PyDataset):
         pixels = self.split.images[rows]
         if self.training and self.config.augment:
             rng = np.random.default_rng([self.config.seed, self.epoch, i])
-            x = augment.augment(pixels, rng)
+            x = augment.augment(pixels, rng, augment.AugmentSettings(erase=self.config.erase))
         else:
             x = pixels.astype(np.float32)
         y = self.split.y[rows]
@@ -730,4 +730,8 @@ def _compile(model, config: TrainConfig) -> None:
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=[accuracy])
+    if config.weight_decay:
+        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(config.learning_rate)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])

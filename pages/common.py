@@ -194,6 +194,11 @@ class SharedPredictor:
         with self.lock:
             return self.predictor.predict(source, **options)
 
+    def maps(self, faces, labels=None):
+        """Where the model looked, per face (fer.predict.Predictor.maps), under the same lock."""
+        with self.lock:
+            return self.predictor.maps(faces, labels)
+
 
 class ModelLoading:
     """One model file being loaded in a background thread: pages ask for it without waiting (is it

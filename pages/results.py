@@ -7,11 +7,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import paths, report, results, runs
+from fer import paths, report, results, runs, saliency
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -259,9 +260,16 @@ def cell_faces(run: runs.Run) -> None:
         crops = []
     # Rows as dicts: a label need not be a Python name, so itertuples would rename its column.
     found = [(crop, row) for crop, row in zip(crops, shown.to_dict("records")) if crop is not None]
+    pictures = [crop for crop, _ in found]
+    if found and st.toggle(
+        "Show where the model looked",
+        key="results_saliency",
+        help=f"Colours each face by how much each part of it counted for the answer {predicted} (Grad-CAM).",
+    ):
+        pictures = looked_at(run, predicted, found) or pictures
     if found:
         st.image(
-            [crop for crop, _ in found],
+            pictures,
             caption=[  # image captions are Markdown too
                 f"{common.md(predicted)} {r[f'p_{predicted}']:.0%}"
                 + ("" if true == predicted else f", {common.md(true)} {r[f'p_{true}']:.0%}")
@@ -278,6 +286,33 @@ def cell_faces(run: runs.Run) -> None:
         hide_index=True,
         column_config={f"p_{label}": percent_column(label) for label in labels},
     )
+
+
+def looked_at(run: runs.Run, predicted: str, found: list) -> list:
+    """The faces with the map of where the run's model looked for `predicted` laid over them; none
+    (with a note saying why) where that cannot be shown."""
+    model = run.path / runs.BEST
+    if not model.is_file():
+        st.info("This run has no best.keras, so where its model looked cannot be shown.")
+        return []
+    keys = tuple((str(row.get("dataset", "")), str(row["photo"]), int(row["face"])) for _, row in found)
+    try:
+        with st.spinner("Finding where the model looked..."):
+            maps = _maps(str(model), model.stat().st_mtime, predicted, keys, [crop for crop, _ in found])
+    except (saliency.SaliencyError, ValueError) as error:
+        st.warning(f"Where the model looked cannot be shown: {common.md(error)}.")
+        return []
+    st.caption(saliency.EXPLANATION)
+    return [saliency.overlay(crop, found_map, scale=2) for (crop, _), found_map in zip(found, maps)]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _maps(model_path: str, stamp: float, predicted: str, keys: tuple, _faces: list):
+    """Maps of the faces `keys` name (their pixels in `_faces`) for the label `predicted`."""
+    shared = common.predictor(model_path)
+    if predicted not in shared.labels:
+        raise ValueError(f"the model does not know the label {predicted!r}")
+    return shared.maps(np.stack(_faces), [predicted] * len(_faces))
 
 
 # Curves and comparison ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 from helpers import RUN_FILES, expw_faces, suite_home
 
 import fer.faces
+from fer import cli
 from fer import runs as R
 from fer import train as T
 from fer.augment import AugmentSettings, augment
@@ -466,6 +467,33 @@ def test_default_augmentation_changes_every_face():
     out = augment(faces, np.random.default_rng(0))
     change = np.abs(out - faces).mean(axis=(1, 2))
     assert (change > 1.0).all(), change
+
+
+def test_erasing_covers_one_rectangle_of_some_faces_and_leaves_the_others():
+    faces = _faces(n=64)
+    settings = AugmentSettings(**{**asdict(NONE), "erase": 0.5})
+    out = augment(faces, np.random.default_rng(3), settings)
+    changed = np.abs(out - faces) > 1e-3
+    erased = changed.any(axis=(1, 2))
+    assert 10 < erased.sum() < 54  # about half
+    for mask in changed[erased]:
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert mask.sum() >= 0.8 * box  # one solid rectangle (noise may match a pixel or two)
+        assert box <= 0.25 * mask.size + 2 * max(mask.shape)  # at most a quarter, give or take rounding
+    np.testing.assert_allclose(out[~erased], faces[~erased], atol=1e-3)
+
+
+def test_erase_and_weight_decay_are_checked_and_reach_the_command_line():
+    with pytest.raises(ValueError, match="erase"):
+        TrainConfig(erase=1.5)
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainConfig(weight_decay=-0.1)
+    args = cli.build_parser().parse_args(
+        ["train", "demo", "--run-dir", "r", "--erase", "0.5", "--weight-decay", "0.05"]
+    )
+    config = cli.train_config(args)
+    assert (config.erase, config.weight_decay) == (0.5, 0.05)
 
 
 # The run store ------------------------------------------------------------------------------------
