@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fer import datasets, logs
-from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, STRATEGIES, TrainConfig
+from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, PRECISIONS, STRATEGIES, TrainConfig
 
 # The commands that load a model or train one, and so TensorFlow.
 KERAS_COMMANDS = ("train", "evaluate", "predict", "export", "calibrate")
@@ -241,6 +241,13 @@ TRAIN_OPTIONS = (
         "start from this saved model's weights (same --arch and labels; --width may be larger)",
     ),
     Option("strategy", "--strategy", "str", "tf.distribute (TensorFlow only)", STRATEGIES),
+    Option(
+        "precision",
+        "--precision",
+        "str",
+        "what the layers compute in; auto: bfloat16 on a CPU with bfloat16 instructions, else float32",
+        PRECISIONS,
+    ),
 )
 _TYPES = {"int": int, "float": float, "str": str}
 

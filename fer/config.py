@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, fields
 MIN_SIZE, MAX_SIZE = 48, 224
 ARCHITECTURES = ("seed", "vgg", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
+# What the layers compute in: "auto" is bfloat16 (float32 weights, bfloat16 arithmetic) on a CPU with
+# bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.1-1.6 times as fast at the
+# same accuracy (docs/benchmarks.md), else float32. See fer.train.precision.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def server_setting(variable: str, default: int, unit: str) -> int:
@@ -100,6 +104,7 @@ class TrainConfig:
     strategy: str = "none"  # "mirrored" (several GPUs) or "multiworker" (TF_CONFIG): TensorFlow only
     max_faces: int | None = None  # use at most this many training faces (quick trials)
     init_from: str | None = None  # a saved model (.keras) to start from; may be narrower (see models.grow)
+    precision: str = "auto"  # see PRECISIONS; the saved best model is float32 whichever it trains in
 
     def __post_init__(self) -> None:
         _need(len(self.datasets) > 0, "datasets must name at least one dataset")
@@ -127,6 +132,10 @@ class TrainConfig:
         _need(
             self.strategy in STRATEGIES,
             f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
+        )
+        _need(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
         _need(
             self.max_faces is None or self.max_faces >= 1,
