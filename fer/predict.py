@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import images, modelfile
+from fer import facecheck, images, modelfile
 
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
@@ -38,6 +38,24 @@ class PhotoResult:
     width: int
     height: int
     faces: list[Face] = field(default_factory=list)
+    # A picture given as one face (`whole`): how much it looks like a face (fer.facecheck, 0 to 1),
+    # and whether it looked too little like one to be given an expression (then `faces` is empty).
+    face_score: float | None = None
+    not_a_face: bool = False
+
+    @property
+    def message(self) -> str:
+        """What to tell the user about a picture that gave no face ("" when it gave one or more)."""
+        if self.faces:
+            return ""
+        if self.not_a_face:
+            return (
+                f"does not look like a face (face score {self.face_score:.0%}), so no expression is "
+                "given; crop the picture to one face, or let the detector look for faces in it"
+            )
+        return (
+            "no face found (try a larger, frontal, well-lit face, or a picture already cropped to one face)"
+        )
 
 
 class Predictor:
@@ -50,6 +68,14 @@ class Predictor:
         # The fitted calibration (None: the network's own, uncalibrated probabilities).
         self.calibration: dict | None = self.metadata.get("calibration")
         self._detector = None
+        self._face_scorer: facecheck.FaceScorer | None = None
+
+    @property
+    def face_scorer(self) -> facecheck.FaceScorer:
+        """The check that a picture given as one face looks like one."""
+        if self._face_scorer is None:
+            self._face_scorer = facecheck.FaceScorer()
+        return self._face_scorer
 
     @property
     def detector(self):
@@ -68,13 +94,17 @@ class Predictor:
         """Every face in the photo with its box, label and probabilities; no face, an empty list."""
         photo = source if isinstance(source, Image.Image) else images.open_photo(source)
         width, height = photo.size
+        result = PhotoResult(width, height)
         if whole:
+            result.face_score = self.face_scorer.score_whole(photo)
+            result.not_a_face = result.face_score < facecheck.WHOLE_MIN_SCORE
+            if result.not_a_face:
+                return result
             boxes, scores = [(0.0, 0.0, float(height), float(width))], [None]
         else:
             boxes, scores = self._detect(photo)
         faces = images.crop_faces(photo.convert("L"), boxes, self.settings)
         probabilities = self.classify(faces, flip=flip)
-        result = PhotoResult(width, height)
         for box, score, row in zip(boxes, scores, probabilities):
             result.faces.append(
                 Face(
