@@ -7,13 +7,13 @@ that match no labelled face (some are real faces ExpW did not label), and millis
 runs on the raw detections of the same photo, so "raw" and "checked" differ only by the check;
 its cost is printed as a ratio to the detector's own time.
 
-    .venv/bin/python benchmarks/detectors.py [DATASET] [--photos N] [--seed S] [--every K]
+    .venv/bin/python benchmarks/detectors.py [DATASET] [--photos N] [--seed S] [--every K] [--start S]
 
 DATASET is an ExpW-format folder (default data/expw-sample).
 
 Photos are visited in a seeded random order, and the figures so far are printed every K photos
 (default 200), so a run stopped early (Ctrl-C) still reports on a random sample. `--photos`
-stops after N photos. `--save FILE` writes each photo's raw detections and their face scores
+stops after N photos; `--start S` skips the first S (to share the photos between processes). `--save FILE` writes each photo's raw detections and their face scores
 (JSON lines), for trying other settings of the check without detecting again.
 """
 
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=200)
+    parser.add_argument("--start", type=int, default=0, help="skip the first S photos of the order")
     parser.add_argument("--save", type=Path, default=None, help="JSON lines of every raw detection")
     args = parser.parse_args()
     save = args.save.open("w") if args.save else None
@@ -69,8 +70,7 @@ def main() -> None:
     dataset = datasets.load(args.dataset)
     groups = dataset.faces.groupby("photo")
     photos = list(np.random.default_rng(args.seed).permutation(sorted(groups.groups)))
-    if args.photos:
-        photos = photos[: args.photos]
+    photos = photos[args.start :][: args.photos]
     print(f"{dataset.name}: {len(photos):,} photos, {os.cpu_count()} cores")
     detectors = {name: detect.make(name) for name in detect.NAMES}
     first = np.asarray(Image.open(dataset.photo_path(photos[0])).convert("RGB"))
