@@ -60,14 +60,16 @@ def cuts(photo: np.ndarray, count: int, rng: np.random.Generator) -> list[np.nda
     return out
 
 
-def demo_faces() -> list[np.ndarray]:
+def demo_faces() -> tuple[list[np.ndarray], np.ndarray]:
+    """The demo dataset's faces cut at their boxes, and which were drawn with a difficulty."""
     with tempfile.TemporaryDirectory() as temp:
         folder = demo.generate(Path(temp) / "demo")
-        faces = []
+        faces, hard = [], []
         for face in demo.plan():
             with Image.open(folder / "image" / face.image) as photo:
                 faces.append(np.asarray(photo.convert("RGB"))[face.top : face.bottom, face.left : face.right])
-        return faces
+            hard.append(bool(face.difficulty))
+        return faces, np.array(hard)
 
 
 def line(name: str, scores: np.ndarray) -> str:
@@ -94,14 +96,17 @@ def main() -> None:
     cut = [c for photo in photos.values() for c in cuts(photo, args.cuts, rng)]
     noise = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(50)]
     flat = [np.full((96, 96, 3), v, np.uint8) for v in range(0, 256, 5)]
-    cartoons = demo_faces()
+    cartoons, hard = demo_faces()
+    cartoon_scores = scorer.score_pictures(cartoons)
 
     start = time.perf_counter()
     fer_scores = scorer.score_pictures(fer)
     per_face = (time.perf_counter() - start) / len(fer)
     rows = [
         (f"FER2013 {args.split} (real faces)", fer_scores),
-        ("demo cartoon faces", scorer.score_pictures(cartoons)),
+        ("demo cartoon faces", cartoon_scores),
+        ("  drawn without a difficulty", cartoon_scores[~hard]),
+        ("  blurred, small, turned or covered", cartoon_scores[hard]),
         (f"no-face photos, whole ({len(photos)})", scorer.score_pictures(list(photos.values()))),
         (f"no-face photos, {args.cuts} cuts each", scorer.score_pictures(cut)),
         ("uniform noise 96x96", scorer.score_pictures(noise)),

@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn", help="face detector")
     predict.add_argument(
-        "--whole", action="store_true", help="each photo is one pre-cropped face: no detection"
+        "--whole",
+        action="store_true",
+        help="each photo is one pre-cropped face: no detection (one that does not look like a face is reported)",
     )
     predict.add_argument(
         "--flip", action="store_true", help="average with the mirrored face (test-time flip)"

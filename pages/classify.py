@@ -90,7 +90,8 @@ left, right = st.columns(2)
 whole = left.toggle(
     "Photos are already cropped to one face",
     key="whole",
-    help="Skip face detection and read the whole picture as one face (for passport-style crops).",
+    help="Skip face detection and read the whole picture as one face (for passport-style crops); "
+    "a picture that does not look like a face gets no expression.",
 )
 flip = right.toggle(
     "Also read the mirrored face (slower, a little steadier)",
