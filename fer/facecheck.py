@@ -108,19 +108,23 @@ class FaceScorer:
 
     def _network(self):
         if self._model is None:
+            import tensorflow as tf
             from mtcnn.network.onet import ONet
             from mtcnn.utils.tensorflow import load_weights
 
             model = ONet()
             model.build()
             model.set_weights(load_weights("onet.lz4"))
-            self._model = model
+            # Traced once for any batch size: a plain (eager) call costs several times more.
+            self._model = tf.function(
+                lambda patches: model(patches, training=False)[2],
+                input_signature=[tf.TensorSpec([None, PATCH, PATCH, 3], tf.float32)],
+            )
         return self._model
 
     def _run(self, patches: np.ndarray) -> np.ndarray:
         scores = [
-            np.asarray(self._network()(patches[i : i + BATCH], training=False)[2])[:, 1]
-            for i in range(0, len(patches), BATCH)
+            np.asarray(self._network()(patches[i : i + BATCH]))[:, 1] for i in range(0, len(patches), BATCH)
         ]
         return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32)
 
