@@ -36,7 +36,7 @@ SKIMAGE_NO_FACE = (
     "ihc logo microaneurysms moon motorcycle_left page phantom retina rocket text"
 ).split()
 SKLEARN_NO_FACE = ("china.jpg", "flower.jpg")
-THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1)
+THRESHOLDS = (0.01, 0.02, 0.025, 0.05, 0.1)
 
 
 def no_face_photos() -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 MIN_FACE_SCORE = 0.5  # O-Net's face probability under which a detection is dropped
 INSIDE_SHARE = 0.6  # a box with this share of its area inside a larger kept box is a part of that face
 SIDE_SHARE = 0.25  # a box this much smaller (in side) than the photo's largest face is not a face
-WHOLE_MIN_SCORE = 0.02  # a pre-cropped picture scoring under this is reported as not a face
+WHOLE_MIN_SCORE = 0.025  # a pre-cropped picture scoring under this is reported as not a face
 PATCH = 48  # O-Net's input side
 BATCH = 256  # patches per network call
 
@@ -133,9 +133,14 @@ class FaceScorer:
         return self._run(_patches(_rgb(rgb), boxes))
 
     def score_pictures(self, pictures: Sequence[np.ndarray]) -> np.ndarray:
-        """The face probability of each RGB (or gray) uint8 picture taken whole as one face."""
+        """The face probability of each RGB (or gray) uint8 picture taken whole as one face: the higher
+        of the picture's and its mirror image's (a face is a face both ways; on FER2013's val faces
+        this refuses fewer real faces for as many pictures without one refused)."""
         patches = [_patches(_rgb(p), [(0.0, 0.0, float(p.shape[0]), float(p.shape[1]))]) for p in pictures]
-        return self._run(np.concatenate(patches) if patches else np.zeros((0, PATCH, PATCH, 3), np.float32))
+        if not patches:
+            return np.zeros(0, np.float32)
+        patches = np.concatenate(patches)
+        return np.maximum(self._run(patches), self._run(patches[:, :, ::-1]))
 
     def score_whole(self, picture) -> float:
         """The face probability of one RGB (or gray) picture (an array or a PIL image) taken whole."""

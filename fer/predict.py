@@ -43,20 +43,6 @@ class PhotoResult:
     face_score: float | None = None
     not_a_face: bool = False
 
-    @property
-    def message(self) -> str:
-        """What to tell the user about a picture that gave no face ("" when it gave one or more)."""
-        if self.faces:
-            return ""
-        if self.not_a_face:
-            return (
-                f"does not look like a face (face score {self.face_score:.0%}), so no expression is "
-                "given; crop the picture to one face, or let the detector look for faces in it"
-            )
-        return (
-            "no face found (try a larger, frontal, well-lit face, or a picture already cropped to one face)"
-        )
-
 
 class Predictor:
     """A loaded model (and detector) ready for photos. Load once, use for many."""
@@ -96,8 +82,10 @@ class Predictor:
         width, height = photo.size
         result = PhotoResult(width, height)
         if whole:
-            result.face_score = self.face_scorer.score_whole(photo)
-            result.not_a_face = result.face_score < facecheck.WHOLE_MIN_SCORE
+            result.face_score = self._face_score(photo)
+            result.not_a_face = (
+                result.face_score is not None and result.face_score < facecheck.WHOLE_MIN_SCORE
+            )
             if result.not_a_face:
                 return result
             boxes, scores = [(0.0, 0.0, float(height), float(width))], [None]
@@ -115,6 +103,14 @@ class Predictor:
                 )
             )
         return result
+
+    def _face_score(self, photo: Image.Image) -> float | None:
+        """How much the whole photo looks like a face; None where the check cannot run (its network
+        needs TensorFlow, which a JAX-only machine lacks): the picture is then classified as given."""
+        try:
+            return self.face_scorer.score_whole(photo)
+        except ImportError:
+            return None
 
     def _detect(self, photo: Image.Image) -> tuple[list[tuple], list[float]]:
         return detect_faces(self.detector, photo)

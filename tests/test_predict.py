@@ -86,7 +86,7 @@ def test_not_an_image_is_a_clear_error():
 def test_whole_photo_mode_classifies_a_tiny_face_and_refuses_a_tiny_blank(predictor):
     blank = predictor.predict(encode(Image.new("L", (8, 8), 100), "PNG"), whole=True)
     assert (blank.width, blank.height) == (8, 8) and blank.faces == [] and blank.not_a_face
-    assert "does not look like a face" in blank.message
+    assert blank.face_score < 0.01
     result = predictor.predict(encode(face_crop(24), "PNG"), whole=True)
     assert (result.width, result.height) == (24, 24) and not result.not_a_face and result.face_score > 0.5
     [face] = result.faces
