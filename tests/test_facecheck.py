@@ -157,5 +157,9 @@ def test_predict_whole_says_a_flat_picture_is_not_a_face(tmp_path, capsys):
     assert out[1].startswith(f"{face}: ") and "likely) at top=0 left=0 bottom=96 right=96" in out[1]
     cli.main(["predict", str(flat), str(face), "--model", str(model), "--whole", "--json"])
     first, second = json.loads(capsys.readouterr().out)["photos"]
-    assert first["not_a_face"] is True and first["faces"] == [] and first["face_score"] < facecheck.WHOLE_MIN_SCORE
+    assert (
+        first["not_a_face"] is True
+        and first["faces"] == []
+        and first["face_score"] < facecheck.WHOLE_MIN_SCORE
+    )
     assert second["not_a_face"] is False and len(second["faces"]) == 1 and second["face_score"] > 0.5
