@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn", help="face detector")
     predict.add_argument(
-        "--whole", action="store_true", help="each photo is one pre-cropped face: no detection"
+        "--whole",
+        action="store_true",
+        help="each photo is one pre-cropped face: no detection (one that does not look like a face is reported)",
     )
     predict.add_argument(
         "--flip", action="store_true", help="average with the mirrored face (test-time flip)"
@@ -455,7 +457,15 @@ def _predict(args: argparse.Namespace) -> int:
         except (PhotoError, OSError) as error:
             failed += 1
             photos.append(
-                {"photo": str(path), "width": None, "height": None, "faces": [], "error": str(error)}
+                {
+                    "photo": str(path),
+                    "width": None,
+                    "height": None,
+                    "faces": [],
+                    "face_score": None,
+                    "not_a_face": False,
+                    "error": str(error),
+                }  # fmt: skip
             )
     if args.json:
         print(json.dumps({"model": str(args.model or _bundled_model()), "photos": photos}))
@@ -463,6 +473,11 @@ def _predict(args: argparse.Namespace) -> int:
         for photo in photos:
             if photo["error"]:
                 print(f"{photo['photo']}: error: {photo['error']}")
+            elif photo["not_a_face"]:
+                print(
+                    f"{photo['photo']}: warning: does not look like a face (face score {photo['face_score']:.0%}), "
+                    "so no expression is given; crop it to one face, or leave out --whole to look for faces in it"
+                )
             elif not photo["faces"]:
                 print(f"{photo['photo']}: no face found (try a larger, frontal, well-lit face, or --whole)")
             for face in photo["faces"]:

@@ -99,11 +99,20 @@ class MtcnnDetector:
         ]
 
 
-def make(name: str):
-    """A detector by name ("haar" or "mtcnn")."""
+def make(name: str, *, check: bool = True):
+    """A detector by name ("haar" or "mtcnn").
+
+    With `check` (the default) its detections go through fer.facecheck's second opinion, which
+    drops parts of faces boxed again and patches that do not look like a face; `check=False` gives
+    the detector's raw output (for measuring what the check changes)."""
     if name not in NAMES:
         raise ValueError(f"detector must be one of {', '.join(NAMES)}, got {name!r}")
-    return HaarDetector() if name == "haar" else MtcnnDetector()
+    detector = HaarDetector() if name == "haar" else MtcnnDetector()
+    if not check:
+        return detector
+    from fer import facecheck
+
+    return facecheck.CheckedDetector(detector)
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

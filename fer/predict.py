@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import images, modelfile
+from fer import facecheck, images, modelfile
 
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
@@ -38,6 +38,10 @@ class PhotoResult:
     width: int
     height: int
     faces: list[Face] = field(default_factory=list)
+    # A picture given as one face (`whole`): how much it looks like a face (fer.facecheck, 0 to 1),
+    # and whether it looked too little like one to be given an expression (then `faces` is empty).
+    face_score: float | None = None
+    not_a_face: bool = False
 
 
 class Predictor:
@@ -51,6 +55,15 @@ class Predictor:
         self.calibration: dict | None = self.metadata.get("calibration")
         self._detector = None
         self._grad_cam = None
+
+        self._face_scorer: facecheck.FaceScorer | None = None
+
+    @property
+    def face_scorer(self) -> facecheck.FaceScorer:
+        """The check that a picture given as one face looks like one."""
+        if self._face_scorer is None:
+            self._face_scorer = facecheck.FaceScorer()
+        return self._face_scorer
 
     @property
     def detector(self):
@@ -69,13 +82,19 @@ class Predictor:
         """Every face in the photo with its box, label and probabilities; no face, an empty list."""
         photo = source if isinstance(source, Image.Image) else images.open_photo(source)
         width, height = photo.size
+        result = PhotoResult(width, height)
         if whole:
+            result.face_score = self._face_score(photo)
+            result.not_a_face = (
+                result.face_score is not None and result.face_score < facecheck.WHOLE_MIN_SCORE
+            )
+            if result.not_a_face:
+                return result
             boxes, scores = [(0.0, 0.0, float(height), float(width))], [None]
         else:
             boxes, scores = self._detect(photo)
         faces = images.crop_faces(photo.convert("L"), boxes, self.settings)
         probabilities = self.classify(faces, flip=flip)
-        result = PhotoResult(width, height)
         for box, score, row in zip(boxes, scores, probabilities):
             result.faces.append(
                 Face(
@@ -101,6 +120,14 @@ class Predictor:
             self._grad_cam = saliency.GradCam(self.model)
         classes = None if labels is None else [self.labels.index(label) for label in labels]
         return self._grad_cam.maps(faces, classes)
+
+    def _face_score(self, photo: Image.Image) -> float | None:
+        """How much the whole photo looks like a face; None where the check cannot run (its network
+        needs TensorFlow, which a JAX-only machine lacks): the picture is then classified as given."""
+        try:
+            return self.face_scorer.score_whole(photo)
+        except ImportError:
+            return None
 
     def _detect(self, photo: Image.Image) -> tuple[list[tuple], list[float]]:
         return detect_faces(self.detector, photo)

@@ -97,7 +97,8 @@ left, right = st.columns(2)
 whole = left.toggle(
     "Photos are already cropped to one face",
     key="whole",
-    help="Skip face detection and read the whole picture as one face (for passport-style crops).",
+    help="Skip face detection and read the whole picture as one face (for passport-style crops); "
+    "a picture that does not look like a face gets no expression.",
 )
 flip = right.toggle(
     "Also read the mirrored face (slower, a little steadier)",
@@ -262,6 +263,14 @@ def show_photo(number: int, name: str, data: bytes) -> predict.PhotoResult | Non
     except images.PhotoError as error:
         st.error(f"{common.md(name)}: {common.md(error)}")
         return None
+    if result.not_a_face:
+        st.warning(
+            f"{common.md(name)} does not look like a face (face score {result.face_score:.0%}), so no "
+            "expression is given. Crop it closer to one face, or switch off 'Photos are already cropped "
+            "to one face' to let the detector look for faces in it."
+        )
+        st.image(data, width=320)
+        return result
     if not result.faces:
         st.warning(
             f"No face found in {common.md(name)}. Try a photo where the face is larger, facing the camera and "

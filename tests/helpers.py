@@ -338,6 +338,15 @@ def fake_camera(path: Path, photo: Image.Image) -> Path:
     return path
 
 
+def face_crop(size: int | None = None, mode: str = "L") -> Image.Image:
+    """A real face cut close (the astronaut portrait scikit-image ships), for anything that must look
+    like a face: a picture handed in as one pre-cropped face is refused when it does not."""
+    import skimage.data
+
+    crop = Image.fromarray(skimage.data.astronaut()[40:190, 160:290]).convert(mode)
+    return crop.resize((size, size)) if size else crop
+
+
 def face_photo() -> Path | None:
     """A real photo of a face from the ExpW sample beside the project, where it is present."""
     photo = PROJECT.parent / "shared" / "datasets" / "expw-sample" / "image" / "afraid_man_208.jpg"

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from helpers import lambda_model
+from helpers import face_crop, lambda_model
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -42,9 +42,7 @@ def test_first_launch_offers_the_bundled_model_and_asks_for_a_photo():
 def test_a_pre_cropped_upload_is_one_face_with_a_table_row():
     at = classify_page()
     at.toggle(key="whole").set_value(True)
-    at.file_uploader(key="uploads").set_value(
-        ("crop.png", png(Image.new("L", (64, 64), 128)), "image/png")
-    ).run()
+    at.file_uploader(key="uploads").set_value(("crop.png", png(face_crop(64)), "image/png")).run()
     assert not at.exception
     [heading] = face_headings(at)
     table = at.dataframe[0].value
@@ -64,7 +62,7 @@ def test_a_photo_is_decoded_once_and_not_again_when_the_page_redraws(monkeypatch
     at = classify_page()
     at.toggle(key="whole").set_value(True)
     # A photo no other test uploads, so the cache cannot already hold it.
-    photo = png(Image.new("RGB", (70, 50), (30, 160, 90)))
+    photo = png(face_crop(mode="RGB").resize((70, 80)))
     at.file_uploader(key="uploads").set_value(("green.png", photo, "image/png")).run()
     assert not at.exception and len(face_headings(at)) == 1
     assert len(calls) == 1
@@ -165,12 +163,24 @@ def test_a_good_model_file_is_accepted_selected_and_used(own_models):
     assert at.session_state["model"] == str(kept)
 
     at.toggle(key="whole").set_value(True)
-    at.file_uploader(key="uploads").set_value(
-        ("crop.png", png(Image.new("L", (48, 48), 90)), "image/png")
-    ).run()
+    at.file_uploader(key="uploads").set_value(("crop.png", png(face_crop(48)), "image/png")).run()
     assert not at.exception
     assert at.dataframe[0].value.loc[0, "label"] in ("calm", "cross")  # the uploaded model's labels
 
     at.selectbox(key="classify_model").set_value(str(BUNDLED_MODEL)).run()  # back to the bundled one
     assert not at.exception and at.session_state["model"] == str(BUNDLED_MODEL)
     assert at.dataframe[0].value.loc[0, "label"] in LABELS
+
+
+def test_a_pre_cropped_picture_that_is_not_a_face_gets_no_expression():
+    at = classify_page()
+    at.toggle(key="whole").set_value(True)
+    at.file_uploader(key="uploads").set_value(
+        ("wall.png", png(Image.new("RGB", (80, 80), (200, 190, 170))), "image/png")
+    ).run()
+    assert not at.exception
+    assert face_headings(at) == []
+    assert any(
+        "wall.png does not look like a face" in w.value and "switch off" in w.value for w in at.warning
+    )
+    assert at.dataframe[0].value.loc[0, "label"] == ""

@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import LOAD_MS, require_browser, serving
-from PIL import Image
+from helpers import LOAD_MS, face_crop, require_browser, serving
 
 pytestmark = pytest.mark.slow
 
@@ -97,8 +96,8 @@ def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
     _settle(page)
     page.get_by_role("tab", name="Upload photos").click()
     photo = tmp_path / "crop.png"
-    Image.new("L", (96, 96), 140).save(photo)
-    page.get_by_text("already cropped").first.click()  # a flat grey crop: read as one face
+    face_crop(96).save(photo)
+    page.get_by_text("already cropped").first.click()  # a close-up of one face: read whole
     page.wait_for_function("() => document.querySelector('.st-key-whole input')?.checked === true")
     _settle(page)
     page.locator('.st-key-uploads [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import known_run
-from PIL import Image
+from helpers import face_crop, known_run
 from streamlit.testing.v1 import AppTest
 
 from fer import calibration, cli, modelfile, report, results
@@ -208,7 +207,7 @@ def test_classify_says_likely_not_sure_and_explains_the_percentages_once():
     at.switch_page("pages/classify.py").run()
     assert not at.exception
     buffer = io.BytesIO()
-    Image.new("L", (64, 64), 128).save(buffer, format="PNG")
+    face_crop(64).save(buffer, format="PNG")
     at.toggle(key="whole").set_value(True)
     at.file_uploader(key="uploads").set_value(("calm.png", buffer.getvalue(), "image/png")).run()
     assert not at.exception
@@ -217,7 +216,5 @@ def test_classify_says_likely_not_sure_and_explains_the_percentages_once():
     explained = [c.value for c in at.caption if "about 6 in 10 are right" in c.value]
     assert len(explained) == 1
     # The shown percentage is the calibrated one.
-    face = (
-        Predictor(BUNDLED_MODEL, detector="haar").predict(Image.new("L", (64, 64), 128), whole=True).faces[0]
-    )
+    face = Predictor(BUNDLED_MODEL, detector="haar").predict(face_crop(64), whole=True).faces[0]
     assert f"{face.probabilities[face.label]:.0%} likely" in heading

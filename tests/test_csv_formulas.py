@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import photo
-from PIL import Image
+from helpers import face_crop, photo
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
@@ -257,9 +256,9 @@ def downloads(monkeypatch) -> list[tuple[str | None, bytes]]:
     return offered
 
 
-def _png(size: tuple[int, int] = (64, 64), value: int = 128) -> bytes:
+def _png(side: int = 64) -> bytes:
     buffer = io.BytesIO()
-    Image.new("L", size, value).save(buffer, format="PNG")
+    face_crop(side).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -269,7 +268,7 @@ def test_the_classify_download_is_neutralised(downloads):
     at.toggle(key="whole").set_value(True)
     names = ['=HYPERLINK("http://x").jpg', "-2.png", "plain.png"]
     at.file_uploader(key="uploads").set_value(
-        [(name, _png(value=60 + 40 * i), "image/png") for i, name in enumerate(names)]
+        [(name, _png(60 + i), "image/png") for i, name in enumerate(names)]
     ).run()
     assert not at.exception
     [data] = [d for n, d in downloads if n == "expressions.csv"][-1:]

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from helpers import photo, serving, write_csv
+from helpers import face_crop, photo, serving, write_csv
 from streamlit.testing.v1 import AppTest
 
 from fer import paths, runs
@@ -228,10 +228,8 @@ def test_train_home_data_and_classify_show_hostile_names_as_text(hostile_run):
 def photo_bytes() -> bytes:
     import io
 
-    from PIL import Image
-
     buffer = io.BytesIO()
-    Image.new("L", (64, 64), 128).save(buffer, format="PNG")
+    face_crop(64).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import face_crop
 from PIL import Image
 
 from fer import cli, images, predict
@@ -82,11 +83,14 @@ def test_not_an_image_is_a_clear_error():
         images.open_photo(b"hello, this is text")
 
 
-def test_whole_photo_mode_classifies_a_tiny_picture(predictor):
-    result = predictor.predict(encode(Image.new("L", (8, 8), 100), "PNG"), whole=True)
-    assert (result.width, result.height) == (8, 8)
+def test_whole_photo_mode_classifies_a_tiny_face_and_refuses_a_tiny_blank(predictor):
+    blank = predictor.predict(encode(Image.new("L", (8, 8), 100), "PNG"), whole=True)
+    assert (blank.width, blank.height) == (8, 8) and blank.faces == [] and blank.not_a_face
+    assert blank.face_score < 0.01
+    result = predictor.predict(encode(face_crop(24), "PNG"), whole=True)
+    assert (result.width, result.height) == (24, 24) and not result.not_a_face and result.face_score > 0.5
     [face] = result.faces
-    assert face.box == (0.0, 0.0, 8.0, 8.0)
+    assert face.box == (0.0, 0.0, 24.0, 24.0)
     assert set(face.probabilities) == set(LABELS)
     assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert face.label == max(face.probabilities, key=face.probabilities.get)
@@ -106,7 +110,7 @@ def test_flip_averaging_is_symmetric(predictor):
 
 def test_cli_predict_lists_faces_and_errors(tmp_path, capsys, model_path):
     good = tmp_path / "face.png"
-    Image.new("L", (48, 48), 120).save(good)
+    face_crop(48).save(good)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 20)
     code = cli.main(["predict", str(good), str(bad), "--model", str(model_path), "--whole", "--json"])
