@@ -101,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a trained model on a dataset")
     _dataset_args(evaluate)
     evaluate.add_argument(
-        "--model", type=Path, default=None, help="a .keras model saved by train (default: bundled)"
+        "--model",
+        type=Path,
+        default=None,
+        help="a .keras model saved by train, or a .tflite / .onnx file written by export (default: bundled)",
     )
     evaluate.add_argument(
         "--split", choices=("test", "all"), default="test", help="faces to score (default test)"

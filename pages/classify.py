@@ -85,6 +85,12 @@ with model_box:
         "own model files once checked.",
     )
 st.session_state[common.MODEL] = model_path
+if model_path.endswith(".keras"):
+    with st.expander("Take this model elsewhere"):
+        st.caption(
+            "The same network as a file that runs without TensorFlow, on a phone or in another language."
+        )
+        common.portable_downloads(model_path, Path(model_path).stem, key="classify_download")
 
 left, right = st.columns(2)
 whole = left.toggle(
