@@ -101,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a trained model on a dataset")
     _dataset_args(evaluate)
     evaluate.add_argument(
-        "--model", type=Path, default=None, help="a .keras model saved by train (default: bundled)"
+        "--model",
+        type=Path,
+        default=None,
+        help="a .keras model saved by train, or a .tflite / .onnx file written by export (default: bundled)",
     )
     evaluate.add_argument(
         "--split", choices=("test", "all"), default="test", help="faces to score (default test)"
@@ -121,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="find and classify the faces in photos")
     predict.add_argument("images", nargs="+", type=Path, help="photos (JPEG, PNG, ...)")
     predict.add_argument(
-        "--model", type=Path, default=None, help="a .keras model saved by train (default: bundled)"
+        "--model",
+        type=Path,
+        default=None,
+        help="a .keras model saved by train, or a .tflite / .onnx file written by export (default: bundled)",
     )
     predict.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn", help="face detector")
     predict.add_argument(
@@ -145,10 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     export = commands.add_parser(
-        "export", help="write a run's best model for shipping, with its held-out scores in its metadata"
+        "export",
+        help="write a run's best model for shipping (.keras, or .tflite / .onnx to run without TensorFlow), "
+        "with its labels, preprocessing and held-out scores in its metadata",
     )
     export.add_argument("source", type=Path, help="a run folder (its best.keras) or a .keras file")
-    export.add_argument("--out", required=True, type=Path, help="the .keras file to write")
+    export.add_argument(
+        "--out", required=True, type=Path, help="the file to write (.keras, .tflite or .onnx)"
+    )
+    export.add_argument(
+        "--format",
+        choices=("keras", "tflite", "onnx"),
+        default=None,
+        help="keras, tflite (LiteRT) or onnx (ONNX Runtime); default: what --out ends in",
+    )
+    export.add_argument(
+        "--quantize",
+        choices=("float16", "int8"),
+        default=None,
+        help="tflite / onnx: store the weights in half precision (half the size) or 8 bits (a quarter)",
+    )
     export.add_argument(
         "--score", action="append", default=[], metavar="DATASET", help="score on its test part (repeatable)"
     )
@@ -322,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[logs.VERBOSE] = "1"  # and to the processes this one starts
     logs.quiet_environment()
     try:
-        if args.command in KERAS_COMMANDS:
+        if args.command in KERAS_COMMANDS and _needs_keras(args):
             logs.load_keras()  # now, so that TensorFlow's start-up lines are left out
         handler = {
             "summary": _summary,
@@ -342,6 +364,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _needs_keras(args: argparse.Namespace) -> bool:
+    """False for `predict` with a .tflite / .onnx model and no TensorFlow detector (mtcnn)."""
+    if args.command != "predict" or args.model is None:
+        return True
+    from fer.portable import is_portable
+
+    return not is_portable(args.model) or (not args.whole and args.detector == "mtcnn")
 
 
 def _load(args: argparse.Namespace) -> datasets.Dataset:
@@ -501,16 +532,34 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from fer import portable
     from fer.evaluate import export_model
 
-    metadata = export_model(
-        args.source,
-        args.out,
-        score_on=tuple(args.score),
-        detect_on=tuple(args.detect),
-        progress=lambda what: print(what, file=sys.stderr),
-    )
+    fmt = args.format or portable.format_of(args.out) or "keras"
+    if portable.format_of(args.out) != fmt and (fmt in portable.PORTABLE or portable.is_portable(args.out)):
+        raise ValueError(f"--out must name a {portable.FORMATS[fmt]} file for --format {fmt}, got {args.out}")
+    if fmt == "keras" and args.quantize:
+        raise ValueError("--quantize applies to --format tflite or onnx; a .keras file keeps float32 weights")
+    with tempfile.TemporaryDirectory() as folder:
+        keras_out = args.out if fmt == "keras" else Path(folder) / "model.keras"
+        metadata = export_model(
+            args.source,
+            keras_out,
+            score_on=tuple(args.score),
+            detect_on=tuple(args.detect),
+            progress=lambda what: print(what, file=sys.stderr),
+        )
+        if fmt != "keras":
+            print(f"writing {fmt}" + (f" ({args.quantize})" if args.quantize else ""), file=sys.stderr)
+            check = portable.export(keras_out, args.out, fmt, args.quantize)
     print(f"wrote {args.out}")
+    if fmt != "keras":
+        print(
+            f"  checked against the Keras model on {check['faces']} faces: same label on {check['same_label']}, "
+            f"probabilities within {check['max_difference']:.2g}"
+        )
     scored = metadata.get("test_metrics") if args.score or args.detect else None  # else the run's own
     for name, score in (scored or {}).items():
         print(

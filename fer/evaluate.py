@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from fer import calibration, datasets, images, modelfile, preprocess, runs, splits
+from fer import calibration, datasets, images, modelfile, portable, preprocess, runs, splits
 from fer.faces import dataset_root
 
 
@@ -96,7 +96,7 @@ def evaluate(
     """
     if split not in ("test", "val", "all"):
         raise ValueError(f"split must be 'test', 'val' or 'all', got {split!r}")
-    model, metadata = modelfile.load_model(Path(model_path))
+    model, metadata = portable.load_model(Path(model_path))  # .keras, .tflite or .onnx
     labels = list(metadata["labels"])
     dataset = datasets.load(dataset_path)
     settings = preprocess.settings_of(metadata)

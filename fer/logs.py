@@ -23,11 +23,13 @@ from collections.abc import Iterator
 VERBOSE = "FER_VERBOSE"  # the environment variable that keeps TensorFlow's log lines
 
 # TensorFlow's start-up lines: absl's prefix for INFO / WARNING ("I0000 00:00:17... port.cc:153]"),
-# its note about logging before InitializeLog, and the two lines of the CPU-instructions notice.
+# its note about logging before InitializeLog, and the two lines of the CPU-instructions notice;
+# and LiteRT's note, when it first runs a .tflite model, that it uses its XNNPACK delegate.
 _NOISE = re.compile(
     r"^([IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|To enable the following instructions:.*rebuild TensorFlow)"
+    r"|To enable the following instructions:.*rebuild TensorFlow"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU)"
 )
 
 
@@ -65,6 +67,16 @@ def _stderr_filtered() -> Iterator[None]:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def stderr_filtered() -> Iterator[None]:
+    """Inside the block, the runtimes' start-up lines are left out of stderr (all kept when verbose)."""
+    if verbose():
+        yield
+    else:
+        with _stderr_filtered():
+            yield
 
 
 def load_keras():

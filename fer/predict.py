@@ -7,7 +7,8 @@ are cropped from its grayscale version with the crop and resize training faces g
 file), so prediction cannot drift from training.
 
 Models are loaded through fer.modelfile (Keras' safe mode, Python code refused), which also checks
-model files that visitors upload.
+model files that visitors upload, or from the .tflite / .onnx files `fer export` writes (fer.portable),
+which run without TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import facecheck, images, modelfile
+from fer import facecheck, images, modelfile, portable
 
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
@@ -48,7 +49,7 @@ class Predictor:
     """A loaded model (and detector) ready for photos. Load once, use for many."""
 
     def __init__(self, model_path: str | Path, detector: str = "mtcnn") -> None:
-        self.model, self.metadata = modelfile.load_model(Path(model_path))
+        self.model, self.metadata = portable.load_model(Path(model_path))  # .keras, .tflite or .onnx
         self.labels, self.settings = modelfile.check_model(self.model, self.metadata, Path(model_path))
         self.detector_name = detector
         # The fitted calibration (None: the network's own, uncalibrated probabilities).

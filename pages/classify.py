@@ -93,6 +93,13 @@ common.write_url(
     {common.Q_MODEL: None if model_path == common.DEFAULTS[common.MODEL] else common.model_param(model_path)}
 )
 
+if model_path.endswith(".keras"):
+    with st.expander("Take this model elsewhere"):
+        st.caption(
+            "The same network as a file that runs without TensorFlow, on a phone or in another language."
+        )
+        common.portable_downloads(model_path, Path(model_path).stem, key="classify_download")
+
 left, right = st.columns(2)
 whole = left.toggle(
     "Photos are already cropped to one face",

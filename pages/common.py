@@ -9,6 +9,7 @@ models (one per server, shared by every session, used under a lock).
 from __future__ import annotations
 
 import atexit
+import functools
 import html
 import logging
 import math
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer import datasets, modelfile, paths, runs, summary
+from fer import datasets, modelfile, paths, portable, runs, summary
 
 # Session keys, initialised once in streamlit_app.py.
 DATASET = "dataset"  # "demo" or a resolved path under a data root
@@ -655,3 +656,34 @@ def naming_editor(run_dir: Path | str, key: str) -> None:
                 st.error(f"The name was not saved: {md(error)}")
             else:
                 st.success(f"Saved: {md(runs.clean_name(name))}.")
+
+
+# The model to run elsewhere: written from the .keras file when a button is clicked, then cached.
+PORTABLE_DOWNLOADS = {
+    "onnx": ("Model (ONNX)", "For ONNX Runtime: Python, C#, Java, JavaScript in the browser"),
+    "tflite": ("Model (TFLite)", "For LiteRT (TensorFlow Lite): Android, iOS, small boards"),
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _portable_bytes(model_path: str, stamp: float, fmt: str) -> bytes:
+    return portable.file_bytes(Path(model_path), fmt)
+
+
+def portable_downloads(model_path: str, name: str, key: str) -> None:
+    """Download buttons for the .keras model at `model_path` as ONNX and TFLite files named `name`.*,
+    with its labels and preprocessing inside (see docs/portable.md)."""
+    path = Path(model_path)
+    stamp = path.stat().st_mtime if path.is_file() else 0.0
+    for column, (fmt, (label, use)) in zip(st.columns(len(PORTABLE_DOWNLOADS)), PORTABLE_DOWNLOADS.items()):
+        column.download_button(
+            label,
+            data=functools.partial(_portable_bytes, model_path, stamp, fmt),
+            file_name=f"{name}{portable.FORMATS[fmt]}",
+            mime="application/octet-stream",
+            on_click="ignore",
+            disabled=not path.is_file(),
+            icon=":material/download:",
+            key=f"{key}_{fmt}",
+            help=f"{use}. Labels, face size and calibration are inside the file; written when clicked.",
+        )

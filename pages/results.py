@@ -142,6 +142,7 @@ def downloads(run: runs.Run) -> None:
         key="results_download_report",
         help="One self-contained page to share: settings, curves, metrics, confusion matrix, example faces",
     )
+    common.portable_downloads(str(model), run.name, key="results_download")
 
 
 def metric_cards(metrics: dict) -> None:

@@ -48,7 +48,9 @@ def test_a_pre_cropped_upload_is_one_face_with_a_table_row():
     table = at.dataframe[0].value
     assert list(table["photo"]) == ["crop.png"] and table.loc[0, "label"] in LABELS
     assert table.loc[0, "label"] in heading
-    assert len(at.get("download_button")) == 1
+    downloads = [button.label for button in at.download_button]
+    assert downloads.count("Download the results (CSV)") == 1
+    assert {"Model (ONNX)", "Model (TFLite)"} <= set(downloads)  # the model, to run elsewhere
 
 
 def test_a_photo_is_decoded_once_and_not_again_when_the_page_redraws(monkeypatch):
