@@ -194,6 +194,11 @@ class SharedPredictor:
         with self.lock:
             return self.predictor.predict(source, **options)
 
+    def classify(self, faces, **options):
+        """Probabilities for already-cropped (n, size, size) uint8 faces (fer.predict.Predictor.classify)."""
+        with self.lock:
+            return self.predictor.classify(faces, **options)
+
 
 class ModelLoading:
     """One model file being loaded in a background thread: pages ask for it without waiting (is it
