@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import threading
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from fer import collect, images, launch, predict, runs
+from fer import collect, images, launch, runs
 from fer.labels import LABELS
 from pages import common
 
@@ -42,19 +41,13 @@ st.write(
 )
 
 
-@st.cache_resource(show_spinner=False)
-def detector() -> tuple[object, threading.Lock]:
-    """The face detector Classify uses, one per server, used under a lock."""
-    from fer import detect
-
-    return detect.make(predict.DEFAULT_DETECTOR), threading.Lock()
-
-
 @st.cache_data(show_spinner="Finding faces...", max_entries=64)
-def faces_in(data: bytes) -> list[tuple[tuple[float, float, float, float], float]]:
-    found, lock = detector()
-    with lock:
-        return collect.find_faces(collect.open_photo(data), found)
+def faces_in(data: bytes, model_path: str) -> list[tuple[tuple[float, float, float, float], float]]:
+    """The faces in a picture, found by Classify's detector: the one the shared predictor holds, which
+    loads with the model (and TensorFlow, whose import must not race the model's warm-up)."""
+    shared = common.predictor(model_path)
+    with shared.lock:
+        return collect.find_faces(collect.open_photo(data), shared.predictor.detector)
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -133,9 +126,14 @@ def show_pending(label: str, data: bytes) -> None:
         return
     try:
         photo = collect.open_photo(data)
-        found = faces_in(data)
+        found = faces_in(data, st.session_state[common.MODEL])
     except images.PhotoError as error:
         st.error(f"{common.md(label)}: {common.md(error)}")
+        return
+    except Exception as error:  # noqa: BLE001 - a model that cannot load must not take the page down
+        st.error(
+            f"Faces cannot be found: the model did not load ({common.md(error)}). Choose another on Classify."
+        )
         return
     whole = False
     if not found:
