@@ -270,7 +270,7 @@ def readiness(found: dict[str, int]) -> str | None:
         f"fine-tuning needs at least {MIN_FACES} faces of each of at least {MIN_EXPRESSIONS} expressions "
         f"(one of each is held back to compare before and after); there are "
         + (", ".join(f"{n} {label}" for label, n in found.items() if n) or "no faces yet")
-        + f". Add faces; {MIN_FACES * 2} to 10 per expression work well"
+        + ". Add faces; 5 to 10 per expression work well"
     )
 
 

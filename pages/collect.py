@@ -25,6 +25,7 @@ common.init_session()  # also here: a page opened by its own URL may run before 
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 NEW = "New collection..."
+SNAPSHOT = "Webcam snapshot"
 # Page-local session keys.
 DONE = "collect_done"  # photo digest -> the face numbers saved from it, or None once it was skipped
 MESSAGE = "collect_message"  # ("success" | "error", text) left by a button for the next run of the page
@@ -102,6 +103,7 @@ def save_face(data: bytes, digest: str, number: int, box: tuple, score: float, l
     saved = st.session_state[DONE].setdefault(digest, set())
     if saved is not None:
         saved.add(number)
+    st.session_state["collect_pick"] = folder.name  # a new collection now exists: keep it chosen
     flash("success", f"Saved face as {label}.")
 
 
@@ -118,8 +120,9 @@ def delete_face(photo: str, face: int) -> None:
     flash("success", "Deleted the face.")
 
 
-def show_pending(label: str, data: bytes) -> None:
-    """One picture still to label: its faces boxed and numbered, the face and expression to choose."""
+def show_pending(label: str, data: bytes, beside: bool = True) -> None:
+    """One picture still to label: its faces boxed and numbered, the face and expression to choose
+    (`beside` the picture, or under it where the picture already sits in a column)."""
     digest = hashlib.sha1(data).hexdigest()[:16]
     done = st.session_state[DONE].get(digest, set())
     if done is None:
@@ -141,10 +144,11 @@ def show_pending(label: str, data: bytes) -> None:
         found = [((0.0, 0.0, float(photo.height), float(photo.width)), 0.0)]
     left = [i for i in range(len(found)) if i not in done]
     if not left:
-        st.success(f"Every face of {common.md(label)} is saved.")
+        more = " Clear the photo to take the next one." if label == SNAPSHOT else ""
+        st.success(f"Every face of {common.md(label)} is saved.{more}")
         return
     st.markdown(f"**{common.md(label)}**")
-    picture, choices = st.columns([3, 2])
+    picture, choices = st.columns([3, 2]) if beside else (st.container(), st.container())
     with choices:
         if whole:
             st.warning(
@@ -166,8 +170,8 @@ def show_pending(label: str, data: bytes) -> None:
             "Expression", LABELS, index=None, horizontal=True, key=f"collect_label_{digest}_{number}"
         )
         box, score = found[number]
-        first, second = st.columns(2)
-        first.button(
+        buttons = st.container(horizontal=True)
+        buttons.button(
             "Save face",
             key=f"collect_save_{digest}",
             type="primary",
@@ -177,7 +181,7 @@ def show_pending(label: str, data: bytes) -> None:
             args=(data, digest, number, box, score, expression),
             help="Choose its expression first.",
         )
-        second.button(
+        buttons.button(
             "Skip this picture",
             key=f"collect_skip_{digest}",
             icon=":material/close:",
@@ -194,11 +198,17 @@ if message:
     (st.success if message[0] == "success" else st.error)(common.md(message[1]))
 camera_tab, upload_tab = st.tabs(["Webcam snapshot", "Upload photos"])
 with camera_tab:
-    snapshot = st.camera_input(
-        "Take a snapshot",
-        key="collect_camera",
-        help="Your browser asks to use the camera. To retake, clear the photo and take another.",
-    )
+    # The snapshot's faces are shown beside the camera, in view, as on Classify.
+    camera_column, snapshot_faces = st.columns([2, 3])
+    with camera_column:
+        snapshot = st.camera_input(
+            "Take a snapshot",
+            key="collect_camera",
+            help="Your browser asks to use the camera. To retake, clear the photo and take another.",
+        )
+    if snapshot is not None:
+        with snapshot_faces:
+            show_pending(SNAPSHOT, snapshot.getvalue(), beside=False)
 with upload_tab:
     uploads = st.file_uploader(
         "Photos (several at once)",
@@ -207,12 +217,9 @@ with upload_tab:
         key="collect_uploads",
         help="JPEG, PNG, WebP and the like; phone pictures are turned upright.",
     )
-pictures = ([("Webcam snapshot", snapshot.getvalue())] if snapshot is not None else []) + [
-    (upload.name, upload.getvalue()) for upload in uploads or []
-]
-if not pictures:
+if snapshot is None and not uploads:
     st.info("Take a snapshot or upload photos to add faces.")
-for label, data in pictures:
+for label, data in [(upload.name, upload.getvalue()) for upload in uploads or []]:
     with st.container(border=True):
         show_pending(label, data)
 
