@@ -3,7 +3,9 @@ and deleted safely, and fine-tuning on it is an ordinary `train --init-from` run
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import shlex
 import threading
 from pathlib import Path
 
@@ -251,3 +253,16 @@ def test_the_collection_is_read_by_path_like_any_dataset(tmp_path, monkeypatch):
     assert paths.check_dataset_path(str(folder)) == folder.resolve()
     assert collect.list_collections() == ["me"]
     assert Path(datasets.load(str(folder)).root) == folder
+
+
+def test_the_documented_command_is_the_pages_run():
+    """docs/own-faces.md's `fer train` command asks for exactly what the page starts."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "own-faces.md").read_text()
+    start = text.index("fer train data/own-faces/my-faces")
+    command = text[start : text.index("```", start)].replace("\\\n", " ")
+    args = cli.build_parser().parse_args(shlex.split(command)[1:])
+    documented = cli.train_config(args)
+    page = collect.finetune_config(Path("data/own-faces/my-faces"), BUNDLED_MODEL)
+    assert documented == dataclasses.replace(
+        page, datasets=("data/own-faces/my-faces",), init_from="models/default.keras"
+    )
