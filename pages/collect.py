@@ -291,12 +291,20 @@ if st.button(
         st.stop()
     st.session_state[WATCHING] = str(run)
 
-finetuned = collect.finetune_runs(folder)
-watching = st.session_state.get(WATCHING)
-if not watching or not Path(watching).is_dir():
-    watching = str(finetuned[0]) if finetuned else None
-if not watching:
+finetuned = [str(run) for run in collect.finetune_runs(folder)]
+if not finetuned:
     st.stop()
+if st.session_state.get(WATCHING) not in finetuned:  # none yet, deleted, or another collection's
+    st.session_state[WATCHING] = finetuned[0]
+if len(finetuned) > 1:
+    st.selectbox(
+        "Fine-tuning run",
+        finetuned,
+        format_func=lambda run: Path(run).name,
+        key=WATCHING,
+        help="Every fine-tuning of this collection, newest first.",
+    )
+watching = st.session_state[WATCHING]
 
 
 @st.fragment(run_every=POLL_SECONDS)
@@ -321,8 +329,11 @@ def live(run_dir: str) -> None:
 @st.cache_data(show_spinner="Reading the held-back faces before and after...", max_entries=16)
 def comparison(run_dir: str, stamp: float) -> collect.Comparison:
     train = (runs.read_json(Path(run_dir) / runs.CONFIG, {}) or {}).get("train") or {}
-    start = common.predictor(str(train.get("init_from")))
-    return collect.compare(Path(run_dir), classify=start.classify)
+    start = str(train.get("init_from") or "")
+    # The starting model through the shared predictor (Classify's, loaded once); one that is gone is
+    # left to compare, which says so.
+    classify = common.predictor(start).classify if Path(start).is_file() else None
+    return collect.compare(Path(run_dir), classify=classify)
 
 
 run = Path(watching)
