@@ -39,6 +39,7 @@ IMAGES = "image"
 LOCK = ".lock"
 STORE_SIDE = predict.DETECT_SIDE  # longer side of a stored photo: what the detector sees anyway
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+MAX_FACES = 2000  # faces in one collection: far more than fine-tuning needs, and a bound on its disk use
 
 # Fine-tuning on a few faces per expression, a few minutes on a CPU.
 HOLD_BACK = 0.2  # share of each expression's photos held back to compare before and after (the test split)
@@ -212,6 +213,11 @@ def add_face(
     name = photo_name(photo)
     with _locked(folder):
         faces = read_faces(folder)
+        if len(faces) >= MAX_FACES:
+            raise CollectionError(
+                f"the collection {folder.name} holds {len(faces):,} faces, the most one may hold ({MAX_FACES:,}); "
+                "start another collection, or delete faces first"
+            )
         same = [f for f in faces if f.photo == name]
         for saved in same:
             if _overlap(saved.box, box) > 0.7:

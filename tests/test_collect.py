@@ -114,6 +114,16 @@ def test_a_bad_face_is_refused_and_nothing_is_written(tmp_path, box, label, mess
     assert collect.read_faces(tmp_path / "me") == []
 
 
+def test_a_full_collection_refuses_another_face(tmp_path, monkeypatch):
+    monkeypatch.setattr(collect, "MAX_FACES", 2)
+    folder = tmp_path / "me"
+    for seed in range(2):
+        collect.add_face(folder, picture(seed), (0, 0, 40, 40), 0.9, "happy")
+    with pytest.raises(collect.CollectionError, match="holds 2 faces, the most one may hold"):
+        collect.add_face(folder, picture(9), (0, 0, 40, 40), 0.9, "happy")
+    assert len(collect.read_faces(folder)) == 2
+
+
 def test_faces_added_at_once_from_two_tabs_are_all_kept(tmp_path):
     folder = tmp_path / "me"
     errors = []
