@@ -109,7 +109,8 @@ def main() -> int:
     where = {(p, f): i for i, (p, f) in enumerate(zip(prepared.faces["photo"], prepared.faces["face"]))}
     work = Path(tempfile.mkdtemp(prefix="own-faces-"))
     print(
-        f"{len(pool)} test faces of {args.dataset} ({', '.join(wanted)}); model {args.model}", file=sys.stderr
+        f"{len(pool)} test faces of {args.dataset} ({', '.join(wanted)}); model {args.model}; "
+        f"{os.cpu_count()} CPU cores"
     )
 
     results = []
