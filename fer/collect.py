@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import datasets, images, modelfile, paths, predict, preprocess, runs
+from fer import datasets, images, labels, modelfile, paths, predict, preprocess, runs
 from fer.config import TrainConfig
 from fer.labels import LABELS
 
@@ -117,17 +117,12 @@ def read_faces(folder: Path) -> list[SavedFace]:
         fields = line.split()
         try:
             photo, face, top, left, right, bottom, score, code = fields
-            found.append(
-                SavedFace(
-                    photo,
-                    int(face),
-                    (float(top), float(left), float(bottom), float(right)),
-                    float(score),
-                    LABELS[int(code)],
-                )  # fmt: skip
-            )
-        except (ValueError, IndexError):
+            box = (float(top), float(left), float(bottom), float(right))
+            saved = SavedFace(photo, int(face), box, float(score), labels.from_index(code) or "")
+        except ValueError:
             continue
+        if saved.label:
+            found.append(saved)
     return found
 
 
@@ -385,10 +380,10 @@ def compare(run_dir: Path, classify: Callable[[np.ndarray], np.ndarray] | None =
     )
     if classify is None:
         model, metadata = modelfile.load_model(start)
-        labels = list(metadata["labels"])
+        model_labels = list(metadata["labels"])
         probabilities = modelfile.predict_probabilities(model, faces_seen, metadata=metadata)
     else:
-        labels = list(modelfile.read_metadata(start)["labels"])
+        model_labels = list(modelfile.read_metadata(start)["labels"])
         probabilities = classify(faces_seen)
     kept = after.iloc[[b for _, b in rows]].reset_index(drop=True)
     table = pd.DataFrame(
@@ -396,7 +391,7 @@ def compare(run_dir: Path, classify: Callable[[np.ndarray], np.ndarray] | None =
             "photo": kept["photo"],
             "face": kept["face"].astype(int),
             "label": kept["label"],
-            "before": [labels[i] for i in probabilities.argmax(axis=1)] if len(chosen) else [],
+            "before": [model_labels[i] for i in probabilities.argmax(axis=1)] if len(chosen) else [],
             "after": kept["predicted"],
         }
     )

@@ -114,6 +114,16 @@ def test_a_bad_face_is_refused_and_nothing_is_written(tmp_path, box, label, mess
     assert collect.read_faces(tmp_path / "me") == []
 
 
+def test_lines_edited_by_hand_that_are_not_faces_are_left_out(tmp_path):
+    folder = tmp_path / "me"
+    collect.add_face(folder, picture(0), (0, 0, 40, 40), 0.9, "happy")
+    with open(folder / "label.lst", "a") as index:
+        index.write(
+            "x.jpg 0 0 0 40 40 0.9 -1\nx.jpg 1 0 0 40 40 0.9 7\nshort line\nx.jpg 2 a 0 40 40 0.9 3\n"
+        )
+    assert [face.label for face in collect.read_faces(folder)] == ["happy"]
+
+
 def test_a_full_collection_refuses_another_face(tmp_path, monkeypatch):
     monkeypatch.setattr(collect, "MAX_FACES", 2)
     folder = tmp_path / "me"
