@@ -16,7 +16,7 @@ with one person's faces the held-back faces are of that person. Few faces make n
 held-back score of one draw rests on 7 or 14 faces, so draws are pooled.
 
     .venv/bin/python benchmarks/own_faces.py [--dataset DATASET] [--model MODEL] [--faces 5 10]
-        [--draws 3] [--epochs 15] [--labels angry,happy,...] [--json]
+        [--draws 3] [--epochs 15] [--learning-rate 1e-4] [--labels angry,happy,...] [--json]
 
 DATASET defaults to data/expw-sample; MODEL to models/default.keras.
 """
@@ -95,6 +95,7 @@ def main() -> int:
     parser.add_argument("--faces", type=int, nargs="+", default=[5, 10], help="faces per expression")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=collect.EPOCHS)
+    parser.add_argument("--learning-rate", type=float, default=collect.LEARNING_RATE)
     parser.add_argument("--labels", default=",".join(LABELS), help="the expressions collected")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -119,7 +120,9 @@ def main() -> int:
             chosen = draw_faces(pool, per_label, seed=1000 * per_label + draw)
             folder = work / f"n{per_label}-draw{draw}"
             build_collection(folder, dataset, chosen)
-            config = collect.finetune_config(folder, args.model, epochs=args.epochs, seed=draw)
+            config = collect.finetune_config(
+                folder, args.model, epochs=args.epochs, learning_rate=args.learning_rate, seed=draw
+            )
             run = work / f"run-n{per_label}-draw{draw}"
             started = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):  # the run's own report: progress, not the result
