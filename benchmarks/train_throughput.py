@@ -12,11 +12,22 @@ faces, batch 64, no augmentation:
 The FER2013 folder (image folders, `train/<label>/*.jpg`) defaults to data/fer2013.
 
 `--faces` trains on that many faces instead of the whole split (28,709), to keep the run short.
+
+`--settings` measures training settings instead, on the default `vgg` (`--arch`, `--width`): float32,
+bfloat16 (fer.config.PRECISIONS) and each with XLA (`jit_compile`), one model per setting, stepped
+batch by batch in turn (`train_on_batch` on the same augmented FER2013 batches), so a change in the
+machine's load hits every setting alike; it prints faces/s and the ratio to float32. `--threads
+INTRA,INTER` sets TensorFlow's op thread pools first (run it once per setting to compare them).
+Then, unless `--no-accuracy`, it trains float32 and bfloat16 runs through fer.train for `--epochs` on
+`--faces` training faces with seeds 0 and 1 and compares their best validation accuracy:
+
+    .venv/bin/python benchmarks/train_throughput.py data/fer2013 --settings --width 16 --faces 4000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -74,11 +85,123 @@ def epoch_seconds(net, data) -> float:
     return time.perf_counter() - start
 
 
+# Settings -----------------------------------------------------------------------------------------
+
+SETTINGS = {  # name: (precision, jit_compile)
+    "float32": ("float32", False),
+    "float32 + XLA": ("float32", True),
+    "bfloat16": ("bfloat16", False),
+    "bfloat16 + XLA": ("bfloat16", True),
+}
+
+
+def settings_model(config: TrainConfig, precision: str, jit: bool):
+    keras.utils.set_random_seed(0)
+    net = build(config.model_config(num_classes=7), precision)
+    net.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit,
+    )
+    return net
+
+
+def measure_settings(args) -> None:
+    config = TrainConfig(datasets=(args.dataset,), arch=args.arch, width=args.width, max_faces=args.faces)
+    labels, splits = load_splits(config)
+    batches = train.Batches(splits["train"], config, training=True, num_classes=len(labels))
+    names = [name for name in SETTINGS if args.xla or "XLA" not in name]
+    nets = {name: settings_model(config, *SETTINGS[name]) for name in names}
+    first = batches[0]
+    for name, net in nets.items():  # trace (and compile) each before timing
+        start = time.perf_counter()
+        for _ in range(2):
+            net.train_on_batch(*first)
+        print(f"{name}: first two batches (tracing) {time.perf_counter() - start:.1f} s", flush=True)
+    seconds = dict.fromkeys(names, 0.0)
+    faces = 0
+    for i in range(args.batches):
+        x, y = batches[i % len(batches)]
+        faces += len(y)
+        for name, net in nets.items():
+            start = time.perf_counter()
+            net.train_on_batch(x, y)
+            seconds[name] += time.perf_counter() - start
+        if (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{args.batches} batches", flush=True)
+    print(
+        f"\n{args.arch} width {args.width}, batch {config.batch_size}, {faces:,} faces per setting, "
+        f"{os.cpu_count()} cores, threads {args.threads or 'default'}, interleaved batch by batch"
+    )
+    print(f"{'setting':<18}{'faces/s':>9}{'vs float32':>12}")
+    for name in names:
+        ratio = seconds["float32"] / seconds[name]
+        print(f"{name:<18}{faces / seconds[name]:>9,.0f}{ratio:>11.2f}x")
+
+
+def accuracy_check(args) -> None:
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fer-precision-") as folder:
+        for seed in (0, 1):
+            for precision in ("float32", "bfloat16"):
+                config = TrainConfig(
+                    datasets=(args.dataset,),
+                    arch=args.arch,
+                    width=args.width,
+                    max_faces=args.faces,
+                    epochs=args.epochs,
+                    seed=seed,
+                    precision=precision,
+                )
+                run_dir = Path(folder) / f"{precision}-{seed}"
+                start = time.perf_counter()
+                train.train(config, run_dir)
+                seconds = time.perf_counter() - start
+                state = json.loads((run_dir / "state.json").read_text())
+                rows.append((seed, precision, state["best_val_accuracy"], state["best_epoch"], seconds))
+                print(
+                    f"seed {seed} {precision}: best val accuracy {rows[-1][2]:.4f} "
+                    f"(epoch {rows[-1][3]}), {seconds:.0f} s",
+                    flush=True,
+                )
+    print(
+        f"\n{args.arch} width {args.width}, {args.faces:,} FER2013 train faces, {args.epochs} epochs, "
+        "val accuracy (FER2013 val)"
+    )
+    print(f"{'seed':<6}{'precision':<11}{'val acc':>9}{'best epoch':>12}{'seconds':>9}")
+    for seed, precision, accuracy, epoch, seconds in rows:
+        print(f"{seed:<6}{precision:<11}{accuracy:>9.4f}{epoch:>12}{seconds:>9.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", default=str(DEFAULT))
     parser.add_argument("--faces", type=int, default=None, help="faces per epoch (default: all of train)")
+    parser.add_argument("--settings", action="store_true", help="compare precisions and XLA instead")
+    parser.add_argument("--arch", default="vgg", help="--settings: architecture (default vgg)")
+    parser.add_argument("--width", type=int, default=16, help="--settings: width (default 16)")
+    parser.add_argument("--batches", type=int, default=40, help="--settings: batches per setting")
+    parser.add_argument("--no-xla", dest="xla", action="store_false", help="--settings: leave XLA out")
+    parser.add_argument("--threads", default="", help="--settings: INTRA,INTER op threads")
+    parser.add_argument("--epochs", type=int, default=3, help="--settings: epochs of the accuracy check")
+    parser.add_argument(
+        "--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy check"
+    )
     args = parser.parse_args()
+    if args.settings:
+        if args.threads:
+            import tensorflow as tf
+
+            intra, inter = (int(n) for n in args.threads.split(","))
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        measure_settings(args)
+        if args.accuracy:
+            accuracy_check(args)
+        return
 
     config = TrainConfig(datasets=(args.dataset,), arch="seed", augment=False, max_faces=args.faces)
     labels, splits = load_splits(config)

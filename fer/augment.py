@@ -23,6 +23,8 @@ class AugmentSettings:
     max_zoom: float = 0.1  # share: 0.1 means 0.9x to 1.1x
     max_contrast: float = 0.2  # share: 0.2 means 0.8x to 1.2x around the face's mean
     max_brightness: float = 0.1  # share of the full range (255)
+    erase: float = 0.0  # share of faces with one random rectangle replaced by noise (random erasing)
+    erase_area: tuple[float, float] = (0.02, 0.25)  # the rectangle's share of the face
 
 
 def augment(
@@ -61,4 +63,32 @@ def augment(
     brightness = rng.uniform(-settings.max_brightness, settings.max_brightness, n)[:, None, None] * 255
     mean = out.mean(axis=(1, 2), keepdims=True)
     out = (out - mean) * contrast + mean + brightness
-    return np.clip(out, 0, 255, out=out).astype(np.float32)
+    np.clip(out, 0, 255, out=out)
+    if settings.erase > 0:
+        _erase(out, rng, settings)
+    return out.astype(np.float32)
+
+
+def _erase(faces: np.ndarray, rng: np.random.Generator, settings: AugmentSettings) -> None:
+    """Random erasing, in place: each face, with probability `settings.erase`, gets one rectangle of
+    uniform noise covering a random share of it (`erase_area`), of aspect ratio 0.3 to 3.3. The
+    model must then read an expression from what is left, as with a hand or a shadow over the face."""
+    n, height, width = faces.shape
+    chosen = rng.random(n) < settings.erase
+    area = rng.uniform(*settings.erase_area, n) * height * width
+    aspect = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3), n))
+    h = np.clip(np.round(np.sqrt(area * aspect)), 1, height).astype(np.int32)
+    w = np.clip(np.round(np.sqrt(area / aspect)), 1, width).astype(np.int32)
+    top = (rng.random(n) * (height - h + 1)).astype(np.int32)
+    left = (rng.random(n) * (width - w + 1)).astype(np.int32)
+    noise = rng.uniform(0, 255, faces.shape).astype(np.float32)
+    ys = np.arange(height)[None, :, None]
+    xs = np.arange(width)[None, None, :]
+    inside = (
+        chosen[:, None, None]
+        & (ys >= top[:, None, None])
+        & (ys < (top + h)[:, None, None])
+        & (xs >= left[:, None, None])
+        & (xs < (left + w)[:, None, None])
+    )
+    faces[inside] = noise[inside]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fer import datasets, logs
-from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, STRATEGIES, TrainConfig
+from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, PRECISIONS, STRATEGIES, TrainConfig
 
 # The commands that load a model or train one, and so TensorFlow.
 KERAS_COMMANDS = ("train", "evaluate", "predict", "export", "calibrate")
@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     packer.add_argument("--min-confidence", type=float, default=None, help="drop faces under this confidence")
     packer.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored faces")
     packer.add_argument(
+        "--reencode",
+        action="store_true",
+        help="encode every face at --quality, also photos kept as they are by default (smaller, lossy)",
+    )
+    packer.add_argument(
         "--seed", type=int, default=TrainConfig.seed, help="the split seed `train --seed` will use"
     )
     packer.add_argument(
@@ -224,6 +229,8 @@ TRAIN_OPTIONS = (
     Option("augment", "--no-augment", "off", "train without augmentation"),
     Option("class_weight", "--class-weight", "on", "weight the loss by inverse label frequency"),
     Option("label_smoothing", "--label-smoothing", "float"),
+    Option("erase", "--erase", "float", "share of faces with a random patch erased (0-1; with augmentation)"),
+    Option("weight_decay", "--weight-decay", "float", "AdamW weight decay (0: plain Adam)"),
     Option("patience", "--patience", "int", "early-stopping patience (epochs)"),
     Option("lr_patience", "--lr-patience", "int", "epochs before halving LR"),
     Option("max_faces", "--max-faces", "int", "train on at most this many faces"),
@@ -234,6 +241,13 @@ TRAIN_OPTIONS = (
         "start from this saved model's weights (same --arch and labels; --width may be larger)",
     ),
     Option("strategy", "--strategy", "str", "tf.distribute (TensorFlow only)", STRATEGIES),
+    Option(
+        "precision",
+        "--precision",
+        "str",
+        "what the layers compute in; auto: bfloat16 on a CPU with bfloat16 instructions, else float32",
+        PRECISIONS,
+    ),
 )
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -535,6 +549,7 @@ def _pack(args: argparse.Namespace) -> int:
         splits=kept,
         quality=args.quality,
         part=part,
+        reencode=args.reencode,
     )
     counts = ", ".join(f"{n:,} {split}" for split, n in summary["counts"].items())
     print(f"wrote {args.out}: {summary['faces']:,} faces ({counts}), {summary['bytes'] / 2**20:.1f} MiB")

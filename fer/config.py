@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, fields
 MIN_SIZE, MAX_SIZE = 48, 224
 ARCHITECTURES = ("seed", "vgg", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
+# What the layers compute in: "auto" is bfloat16 (float32 weights, bfloat16 arithmetic) on a CPU with
+# bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.1-1.6 times as fast at the
+# same accuracy (docs/benchmarks.md), else float32. See fer.train.precision.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def server_setting(variable: str, default: int, unit: str) -> int:
@@ -88,6 +92,8 @@ class TrainConfig:
     learning_rate: float = 1e-3  # Adam's starting rate; halved when val accuracy stalls
     dropout: float = 0.5
     label_smoothing: float = 0.0
+    erase: float = 0.0  # share of training faces with one random rectangle erased (with augment)
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW) when above 0
     class_weight: bool = False  # weight the loss by inverse label frequency
     augment: bool = True  # flips, shifts, rotations, zoom, contrast (training only)
     val_share: float = 0.1  # for datasets without their own split
@@ -98,6 +104,7 @@ class TrainConfig:
     strategy: str = "none"  # "mirrored" (several GPUs) or "multiworker" (TF_CONFIG): TensorFlow only
     max_faces: int | None = None  # use at most this many training faces (quick trials)
     init_from: str | None = None  # a saved model (.keras) to start from; may be narrower (see models.grow)
+    precision: str = "auto"  # see PRECISIONS; the saved best model is float32 whichever it trains in
 
     def __post_init__(self) -> None:
         _need(len(self.datasets) > 0, "datasets must name at least one dataset")
@@ -111,6 +118,11 @@ class TrainConfig:
             f"learning_rate must be above 0 and at most 1, got {self.learning_rate}",
         )
         _need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _need(0 <= self.erase <= 1, f"erase must be between 0 and 1, got {self.erase}")
+        _need(
+            0 <= self.weight_decay < 1,
+            f"weight_decay must be at least 0 and below 1, got {self.weight_decay}",
+        )
         _need(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
         _need(
             self.lr_patience >= 1,
@@ -120,6 +132,10 @@ class TrainConfig:
         _need(
             self.strategy in STRATEGIES,
             f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
+        )
+        _need(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
         _need(
             self.max_faces is None or self.max_faces >= 1,

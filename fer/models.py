@@ -16,14 +16,49 @@ from keras import layers
 
 from fer.config import ModelConfig
 
+# Keras' policy for bfloat16 training: weights stay float32, layers compute in bfloat16.
+MIXED_POLICY = "mixed_bfloat16"
 
-def build(config: ModelConfig):
-    """The model `config` describes: an uncompiled `keras.Model`."""
-    inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="face")
-    x = layers.Rescaling(1.0 / 255, name="to_unit")(inputs)
-    x = {"seed": _seed, "vgg": _vgg, "vgg-small": _vgg_small}[config.arch](x, config)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=config.arch.replace("-", "_"))
+
+def build(config: ModelConfig, precision: str = "float32"):
+    """The model `config` describes: an uncompiled `keras.Model`. With precision "bfloat16" its layers
+    compute in bfloat16 on float32 weights, except the softmax, which stays float32 so probabilities
+    sum to 1 as closely as before; see `float32_twin` for the model to save."""
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be float32 or bfloat16, got {precision!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(MIXED_POLICY if precision == "bfloat16" else "float32")
+    try:  # the policy is global: restored whatever happens, so no later model inherits it
+        inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="face")
+        x = layers.Rescaling(1.0 / 255, name="to_unit")(inputs)
+        x = {"seed": _seed, "vgg": _vgg, "vgg-small": _vgg_small}[config.arch](x, config)
+        softmax = {"dtype": "float32"} if precision == "bfloat16" else {}
+        outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities", **softmax)(x)
+        return keras.Model(inputs, outputs, name=config.arch.replace("-", "_"))
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def is_mixed(model) -> bool:
+    """Whether any layer of `model` computes in a type other than its weights' (bfloat16 training)."""
+    return any(
+        layer.dtype_policy.compute_dtype != layer.dtype_policy.variable_dtype for layer in model.layers
+    )
+
+
+def float32_twin(model):
+    """`model` as a float32 model: the same layers, names and weights, every one computing in float32.
+    What a bfloat16 run saves as its best model, so the model that is exported, evaluated and used for
+    prediction loads and predicts as one trained in float32 does. A float32 model is returned as is."""
+    if not is_mixed(model):
+        return model
+
+    def in_float32(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    twin = keras.models.clone_model(model, clone_function=in_float32)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def _seed(x, config: ModelConfig):

@@ -78,13 +78,15 @@ def write(
     splits: tuple[str, ...] = ("train", "val"),
     quality: int = 95,
     part: tuple[int, int] = (1, 1),
+    reencode: bool = False,
 ) -> dict:
     """Write the faces of `splits` to `out`; return a summary. `labels` and `prepared` (split name ->
     fer.faces.Split) are what fer.faces.load_splits made of `config`; `loaded` holds the datasets it
     read (by name, for their photo files' own bytes) and `roots` the datasets as a model records
     them (fer.faces.dataset_root). `part` (k, n) keeps every n-th face from the k-th on: n packs, one
     per k, hold the faces one pack would, each a fraction of the size (for a size limit on what can
-    be copied to the machine that trains)."""
+    be copied to the machine that trains). `reencode` encodes every face at `quality`, also those
+    whose photo file could be kept as it is: smaller at a lower quality, at a small loss."""
     check(config.datasets, splits=splits, quality=quality, part=part)
     k, n = part
     image_size = config.image_size
@@ -101,7 +103,7 @@ def write(
     sources = {name: dataset for name, dataset in loaded.items() if name != "demo"}
     blobs, kept = [], 0
     for face, row in zip(images, faces.itertuples(index=False)):
-        original = _source_bytes(sources.get(row.dataset), row.photo, face)
+        original = None if reencode else _source_bytes(sources.get(row.dataset), row.photo, face)
         kept += original is not None
         blobs.append(original if original is not None else _encode(face, quality))
     offsets = np.cumsum([0] + [len(b) for b in blobs], dtype=np.int64)
@@ -120,6 +122,7 @@ def write(
         "labels": labels,
         "dataset_roots": list(roots),
         "quality": quality,
+        "reencoded": reencode,
         "part": [k, n],
         "counts": {s: int((faces["split"] == s).sum()) for s in splits},
         "source_bytes_kept": kept,

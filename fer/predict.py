@@ -51,6 +51,7 @@ class Predictor:
         # The fitted calibration (None: the network's own, uncalibrated probabilities).
         self.calibration: dict | None = self.metadata.get("calibration")
         self._detector = None
+        self._grad_cam = None
 
     @property
     def detector(self):
@@ -86,6 +87,21 @@ class Predictor:
                 )
             )
         return result
+
+    def crops(self, source, result: PhotoResult) -> np.ndarray:
+        """The (n, size, size) uint8 faces of `result` as the model saw them, cut from its photo again."""
+        photo = source if isinstance(source, Image.Image) else images.open_photo(source)
+        return images.crop_faces(photo.convert("L"), [face.box for face in result.faces], self.settings)
+
+    def maps(self, faces: np.ndarray, labels: list[str] | None = None) -> np.ndarray:
+        """Where the model looked (fer.saliency, Grad-CAM): one [0, 1] map per (n, size, size) uint8
+        face, for its label in `labels` (default: the network's top class)."""
+        from fer import saliency
+
+        if self._grad_cam is None:
+            self._grad_cam = saliency.GradCam(self.model)
+        classes = None if labels is None else [self.labels.index(label) for label in labels]
+        return self._grad_cam.maps(faces, classes)
 
     def _detect(self, photo: Image.Image) -> tuple[list[tuple], list[float]]:
         return detect_faces(self.detector, photo)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer import results, runs
+from fer import results, runs, saliency
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -32,6 +32,15 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def jpeg_data_uri(image: np.ndarray, quality: int = 85) -> str:
+    """An RGB or gray uint8 image as a `data:image/jpeg;base64,...` URI (smaller than PNG for maps)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 # The HTML report ----------------------------------------------------------------------------------
 
 _CSS = """
@@ -39,6 +48,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; co
        max-width: 1040px; margin: 2rem auto; padding: 0 1.2rem; line-height: 1.5; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.4rem; border-bottom: 1px solid #d9e2ec; }
 .muted { color: #627d98; } .note { background: #fff8e1; border-left: 4px solid #f0b429; padding: 0.6rem 1rem; }
+.run-note { white-space: pre-wrap; background: #f0f4f8; border-left-color: #9fb3c8; }
 .error { background: #ffeeee; border-left: 4px solid #e12d39; padding: 0.6rem 1rem; }
 table { border-collapse: collapse; margin: 0.8rem 0; }
 th, td { padding: 0.3rem 0.7rem; border: 1px solid #d9e2ec; text-align: right; }
@@ -53,6 +63,9 @@ table.confusion td { min-width: 3.2rem; text-align: center; } table.confusion td
 figure { margin: 0; text-align: center; font-size: 0.75rem; width: 96px; }
 figure img { width: 96px; height: 96px; image-rendering: pixelated; border-radius: 4px; display: block; }
 figure.wrong img { outline: 3px solid #e12d39; } figure.right img { outline: 3px solid #3ebd93; }
+.looked { display: flex; flex-wrap: wrap; gap: 1.2rem; margin: 0.3rem 0 0.8rem; }
+.looked .duo { display: flex; gap: 0.2rem; } .looked .duo div { text-align: center; font-size: 0.75rem; }
+.looked img { width: 96px; height: 96px; border-radius: 4px; display: block; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; } dt { color: #627d98; }
 code { background: #f0f4f8; padding: 0.1rem 0.3rem; border-radius: 3px; word-break: break-all; }
 """
@@ -284,6 +297,52 @@ def _faces_html(
     return "".join(blocks)
 
 
+def _looked_html(
+    run: runs.Run, faces: results.RunFaces | None, unavailable: str | None, pairs: int, per_pair: int
+) -> str:
+    """For the most confused pairs of labels, a few of their faces beside the map of where the model
+    looked when it gave the wrong label."""
+    if faces is None or run.predictions.empty:
+        why = unavailable or "the run has no predictions.csv"
+        return f'<p class="note">No maps: {escape(why)}.</p>'
+    cells = results.most_confused(run.metrics, pairs)
+    if not cells:
+        return '<p class="muted">The model confused no two labels on the test faces.</p>'
+    if not (run.path / runs.BEST).is_file():
+        return f'<p class="note">No maps: the run has no model file ({runs.BEST}).</p>'
+    try:
+        from fer import modelfile
+
+        model, _ = modelfile.load_model(run.path / runs.BEST)
+        grad_cam = saliency.GradCam(model)
+    except (ValueError, OSError) as error:  # ModelFileError and SaliencyError are ValueErrors
+        return f'<p class="note">No maps: the run\'s model cannot give them ({escape(str(error))}).</p>'
+    labels = list(run.metrics["labels"])
+    blocks = []
+    for true, predicted, count in cells:
+        rows = results.cell_faces(run.predictions, true, predicted).head(per_pair)
+        kept = [crop for crop in faces.crops(rows) if crop is not None]
+        if not kept:
+            continue
+        maps = grad_cam.maps(np.stack(kept), [labels.index(predicted)] * len(kept))
+        scale = max(1, round(96 / kept[0].shape[0]))  # shown 96 px wide
+        items = "".join(
+            f'<div class="duo"><div><img src="{jpeg_data_uri(np.kron(crop, np.ones((scale, scale), np.uint8)))}" '
+            f'alt="a {escape(true)} face">face</div><div><img '
+            f'src="{jpeg_data_uri(saliency.overlay(crop, found, scale=scale))}" '
+            f'alt="where the model looked when it said {escape(predicted)}">where it looked</div></div>'
+            for crop, found in zip(kept, maps)
+        )
+        blocks.append(
+            f"<h3>{escape(true)} called {escape(predicted)} ({count:,} test faces)</h3>"
+            f'<div class="looked">{items}</div>'
+        )
+    return (
+        "".join(blocks)
+        or '<p class="note">No maps: the faces of these cells are not in the dataset any more.</p>'
+    )
+
+
 def _settings_html(run: runs.Run) -> str:
     train = run.train
     items = [
@@ -331,14 +390,26 @@ def _counts_html(run: runs.Run, faces: results.RunFaces | None) -> str:
 
 
 def build_report(
-    run_dir: Path | str, *, faces_per_cell: int = 4, progress: results.Progress | None = None
+    run_dir: Path | str,
+    *,
+    faces_per_cell: int = 4,
+    confused_pairs: int = 3,
+    maps_per_pair: int = 3,
+    progress: results.Progress | None = None,
 ) -> str:
     """The run as one self-contained HTML page (see the module docstring); ValueError if not a run.
 
-    `faces_per_cell` faces are shown per label and kind (labelled correctly / mistakes).
+    `faces_per_cell` faces are shown per label and kind (labelled correctly / mistakes); for the
+    `confused_pairs` most confused pairs of labels, `maps_per_pair` faces with the map of where the
+    model looked (0 pairs: no maps, and the model is not loaded).
     """
-    if faces_per_cell < 0:
-        raise ValueError(f"faces_per_cell must be at least 0, got {faces_per_cell}")
+    for name, value in (
+        ("faces_per_cell", faces_per_cell),
+        ("confused_pairs", confused_pairs),
+        ("maps_per_pair", maps_per_pair),
+    ):
+        if value < 0:
+            raise ValueError(f"{name} must be at least 0, got {value}")
     run = runs.load_run(run_dir)
     faces, unavailable = None, None
     if run.finished:
@@ -346,11 +417,12 @@ def build_report(
             faces = results.run_faces(run.path, progress=progress)
         except results.FacesUnavailable as error:
             unavailable = str(error)
-    title = f"Facial-expression model: run {run.name}"
+    title = f"Facial-expression model: {run.title}"
     when = _when(run.status.get("finished") or run.status.get("updated"))
     body = [
         f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">Run {escape(runs.STATE_WORDS.get(run.state, run.state))} on {escape(when)}; '
+        *([f'<p class="note run-note">{escape(run.note)}</p>'] if run.note else []),
+        f'<p class="muted">Run folder {escape(run.name)}, {escape(runs.STATE_WORDS.get(run.state, run.state))} on {escape(when)}; '
         f"report made on {escape(_when(time.time()))}.</p>",
         "<p>A convolutional network was trained to tell facial expressions apart "
         f"({escape(', '.join(run.labels))}) from grayscale face crops. It was trained on one part of the "
@@ -399,6 +471,14 @@ def build_report(
             "and mistakes (red), with the model's answer and its probability.</p>",
             _faces_html(run, faces, unavailable, faces_per_cell),
         ]
+        if confused_pairs and maps_per_pair:
+            body += [
+                "<h2>Where the model looked</h2>",
+                "<p>For the labels the model mixed up most, some of those faces (left) and the same face "
+                "coloured by how much each part of it counted for the wrong answer (right). "
+                f"{escape(saliency.EXPLANATION)} The map is coarse: it shows regions, not single pixels.</p>",
+                _looked_html(run, faces, unavailable, confused_pairs, maps_per_pair),
+            ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -181,6 +181,15 @@ def worst_mistake(metrics: dict) -> tuple[str, str]:
     return labels[true], labels[predicted]
 
 
+def most_confused(metrics: dict, count: int) -> list[tuple[str, str, int]]:
+    """The `count` cells off the diagonal holding the most faces, as (true, predicted, faces), fullest
+    first; cells with no face are left out."""
+    labels = list(metrics["labels"])
+    cm = np.asarray(metrics["confusion_matrix"], dtype=int)
+    cells = [(int(cm[i, j]), -i, -j) for i in range(len(labels)) for j in range(len(labels)) if i != j]
+    return [(labels[-i], labels[-j], n) for n, i, j in sorted(cells, reverse=True)[:count] if n > 0]
+
+
 def cell_faces(predictions: pd.DataFrame, true_label: str, predicted_label: str) -> pd.DataFrame:
     """Test faces of one confusion-matrix cell, the model's most confident first (none without predictions)."""
     if not {"label", "predicted"} <= set(predictions.columns):
@@ -218,6 +227,7 @@ def compare_table(run_dirs: list[Path | str]) -> pd.DataFrame:
         best_val = run.history["val_accuracy"].max() if "val_accuracy" in run.history else math.nan
         rows.append(
             {
+                "name": run.title,
                 "run": run.name,
                 "state": run.state,
                 "datasets": ", ".join(dataset_title(d) for d in train.get("datasets", [])),

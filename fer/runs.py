@@ -11,6 +11,7 @@ A run folder holds:
     last.keras        the latest epoch's model with its optimizer state, to resume from
     state.json        epoch, best validation accuracy and the like, to resume from
     metrics.json      final test metrics (the fields of `python -m fer evaluate --json`)
+    name.json         the name and note people gave the run (absent: a name made from its settings)
     predictions.csv   one row per test face: photo, face, label, predicted, a probability per label
     lock              locked (fcntl.flock) by the process writing the run, for as long as it lives
 
@@ -50,7 +51,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -69,6 +70,7 @@ LAST = "last.keras"
 STATE = "state.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
+NAME = "name.json"  # {"name": ..., "note": ...}, written by the dashboard when someone names the run
 LOG = "train.log"  # the training process's output, when the dashboard started it
 CANCEL = "cancel"  # present: the run is asked to stop after its current batch
 LOCK = "lock"  # flock'ed by the process writing the run; holds its pid and host, for the refusal message
@@ -92,6 +94,8 @@ STATE_WORDS = {
     "interrupted": "interrupted (its process stopped without finishing)",
 }
 FINISHED = ("done", "failed", "cancelled")
+MAX_NAME = 80  # characters of a run's name (one line)
+MAX_NOTE = 2000  # characters of a run's note
 # A running run refreshes its status at least this often; older than this and no live process: gone.
 HEARTBEAT_SECONDS = 30.0
 
@@ -478,10 +482,21 @@ class Run:
     history: pd.DataFrame
     metrics: dict | None
     predictions: pd.DataFrame
+    naming: dict = field(default_factory=dict)  # name.json as read: {"name", "note"}
 
     @property
     def name(self) -> str:
+        """The run folder's name (a timestamp unless given): what commands and file names use."""
         return self.path.name
+
+    @property
+    def title(self) -> str:
+        """The name people gave the run, else one made from its datasets and network."""
+        return self.naming.get("name") or default_title(self.config)
+
+    @property
+    def note(self) -> str:
+        return self.naming.get("note", "")
 
     @property
     def state(self) -> str:
@@ -515,6 +530,7 @@ def load_run(run_dir: Path | str) -> Run:
         history=read_history(path),
         metrics=metrics,
         predictions=read_predictions(path),
+        naming=read_naming(path),
     )
 
 
@@ -525,3 +541,74 @@ def model_metadata(run_dir: Path | str) -> dict:
             return dict(json.loads(archive.read(MODEL_METADATA)))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return {}
+
+
+# Names and notes ----------------------------------------------------------------------------------
+
+# Well-known datasets as people spell them, for the start of a folder's name ("expw-sample": ExpW-sample).
+DATASET_SPELLINGS = {"fer2013": "FER2013", "expw": "ExpW", "ckplus": "CK+", "affectnet": "AffectNet"}
+
+
+def dataset_short_name(dataset: str) -> str:
+    """A dataset as a few words: "Demo" for the built-in one, else its folder's (or file's) name."""
+    if dataset == "demo":
+        return "Demo"
+    path = Path(str(dataset))
+    stem = path.stem if path.suffix.lower() == ".csv" else path.name
+    for known, spelling in DATASET_SPELLINGS.items():
+        if stem.lower().startswith(known):
+            return spelling + stem[len(known) :]
+    return stem or str(dataset)
+
+
+def default_title(config: dict) -> str:
+    """The name of a run nobody named: its datasets and network, e.g. "FER2013 · vgg"."""
+    train = dict((config or {}).get("train") or {})
+    names = " + ".join(dataset_short_name(d) for d in train.get("datasets") or []) or "unknown data"
+    return f"{names} · {train.get('arch') or 'unknown network'}"
+
+
+def clean_name(name: object) -> str:
+    """A run name as stored: one line, spaces collapsed; ValueError if empty or too long."""
+    text = " ".join(str(name or "").split())
+    if not text:
+        raise ValueError("name must not be empty; type a few words that say what the run is")
+    if len(text) > MAX_NAME:
+        raise ValueError(f"name must be at most {MAX_NAME} characters, got {len(text)}; shorten it")
+    return text
+
+
+def clean_note(note: object) -> str:
+    """A run note as stored: line breaks kept, ends trimmed; ValueError if too long."""
+    text = str(note or "").replace("\r\n", "\n").strip()
+    if len(text) > MAX_NOTE:
+        raise ValueError(f"note must be at most {MAX_NOTE} characters, got {len(text)}; shorten it")
+    return text
+
+
+def read_naming(run_dir: Path | str) -> dict:
+    """The run's name.json as {"name", "note"} (only the fields present and valid); {} if none."""
+    raw = read_json(Path(run_dir) / NAME)
+    if not isinstance(raw, dict):
+        return {}
+    # Cut, not refused, where a hand edit went beyond the limits.
+    name = " ".join(str(raw.get("name") or "").split())[:MAX_NAME]
+    note = str(raw.get("note") or "").strip()[:MAX_NOTE]
+    return {key: value for key, value in (("name", name), ("note", note)) if value}
+
+
+def write_naming(run_dir: Path | str, name: object, note: object = "") -> dict:
+    """Give the run a name and a note (name.json, written atomically); ValueError naming the field
+    that is empty or too long. Returns what was written."""
+    path = Path(run_dir)
+    if not (path / CONFIG).is_file():
+        raise ValueError(f"run_dir must be a run folder holding {CONFIG}, got {path}")
+    value = {"name": clean_name(name), "note": clean_note(note)}
+    write_json(path / NAME, value)
+    return value
+
+
+def run_title(run_dir: Path | str) -> str:
+    """The run's name (see Run.title) without reading more of its folder than the two files it needs."""
+    path = Path(run_dir)
+    return read_naming(path).get("name") or default_title(read_json(path / CONFIG, {}) or {})

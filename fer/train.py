@@ -33,6 +33,46 @@ from fer import augment, calibration, faces, modelfile, models, runs
 from fer.config import ModelConfig, TrainConfig
 from fer.evaluate import metrics, predictions_table
 
+# Precision ----------------------------------------------------------------------------------------
+
+CPUINFO = Path("/proc/cpuinfo")
+# The x86 instruction sets that do bfloat16 matrix arithmetic in hardware (oneDNN uses either).
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags /proc/cpuinfo lists for this machine's CPU; empty where there is none
+    (not Linux) or it cannot be read."""
+    try:
+        text = CPUINFO.read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def bfloat16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it there is no
+    fast bfloat16 arithmetic for training in bfloat16 to gain from."""
+    return any(flag in cpu_flags() for flag in BFLOAT16_FLAGS)
+
+
+def precision(name: str) -> str:
+    """What a run asking for precision `name` (fer.config.PRECISIONS) trains in: "float32" or
+    "bfloat16". "auto" is bfloat16 where it was measured faster at the same accuracy (1.1-1.6 times,
+    docs/benchmarks.md): TensorFlow on a CPU with bfloat16 instructions and no GPU. Elsewhere float32:
+    a GPU has its own trade-offs, and JAX on the CPU was not measured."""
+    if name != "auto":
+        return name
+    if keras.backend.backend() != "tensorflow" or not bfloat16_cpu():
+        return "float32"
+    import tensorflow as tf
+
+    return "float32" if tf.config.list_physical_devices("GPU") else "bfloat16"
+
+
 # Batches ------------------------------------------------------------------------------------------
 
 
@@ -99,7 +139,7 @@ class Batches(keras.utils.PyDataset):
         pixels = self.split.images[rows]
         if self.training and self.config.augment:
             rng = np.random.default_rng([self.config.seed, self.epoch, i])
-            x = augment.augment(pixels, rng)
+            x = augment.augment(pixels, rng, augment.AugmentSettings(erase=self.config.erase))
         else:
             x = pixels.astype(np.float32)
         y = self.split.y[rows]
@@ -208,11 +248,18 @@ class RunRecorder(keras.callbacks.Callback):
         runs.write_csv(self.run_dir / runs.HISTORY, history)
         modelfile.save_model(self.model, self.run_dir / runs.LAST, {**self.metadata, "state": state})
         if improved:
-            modelfile.save_model(self.model, self.run_dir / runs.BEST, {**self.metadata, "epoch": epoch + 1})
+            save_best(self.model, self.run_dir, {**self.metadata, "epoch": epoch + 1})
         runs.write_json(self.run_dir / runs.STATE, state)
         if self._cancel_requested():
             self.cancelled = True
             self.model.stop_training = True
+
+
+def save_best(model, run_dir: Path, metadata: dict) -> None:
+    """best.keras: the model in float32 whatever it trains in (fer.models.float32_twin), so what is
+    exported, evaluated and used for prediction loads and predicts as a float32-trained model does.
+    last.keras keeps the training precision, so a resume carries on in it."""
+    modelfile.save_model(models.float32_twin(model), run_dir / runs.BEST, metadata)
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, command: str | None = None) -> dict:
@@ -486,12 +533,14 @@ def _build_or_resume(
     with scope:
         if resume and (run_dir / runs.LAST).is_file():
             model = keras.saving.load_model(run_dir / runs.LAST, safe_mode=True)
+            metadata["trained_in"] = "bfloat16" if models.is_mixed(model) else "float32"
             committed = modelfile.read_metadata(run_dir / runs.LAST).get("state")
             if committed is not None:  # the state that goes with these weights (see RunRecorder)
                 state = dict(committed)
                 _repair_best(model, run_dir, metadata, state)
         else:
-            model = _build_compiled(model_config, config)
+            metadata["trained_in"] = precision(config.precision)
+            model = _build_compiled(model_config, config, metadata["trained_in"])
             if config.init_from:
                 _start_from(model, Path(config.init_from), labels)
             state = {}
@@ -587,7 +636,7 @@ def _repair_best(model, run_dir: Path, metadata: dict, state: dict) -> None:
     except ValueError:  # missing or unreadable
         saved_epoch = None
     if saved_epoch != best_epoch:
-        modelfile.save_model(model, run_dir / runs.BEST, {**metadata, "epoch": best_epoch})
+        save_best(model, run_dir, {**metadata, "epoch": best_epoch})
 
 
 def _labels_of_start(path: Path, labels: list[str], data: dict[str, faces.Split]) -> list[str]:
@@ -640,8 +689,8 @@ def _start_from(model, path: Path, labels: list[str]) -> None:
     models.grow(source, model)
 
 
-def _build_compiled(model_config: ModelConfig, config: TrainConfig):
-    model = models.build(model_config)
+def _build_compiled(model_config: ModelConfig, config: TrainConfig, trained_in: str = "float32"):
+    model = models.build(model_config, trained_in)
     _compile(model, config)
     return model
 
@@ -681,4 +730,8 @@ def _compile(model, config: TrainConfig) -> None:
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=[accuracy])
+    if config.weight_decay:
+        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(config.learning_rate)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])

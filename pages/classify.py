@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from fer import images, modelfile, predict, runs
+from fer import images, modelfile, predict, runs, saliency
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -72,6 +72,10 @@ if not choices:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 paths = list(choices.values())
+linked = common.read_url({common.Q_MODEL: common.checked_model})
+if common.Q_MODEL in linked:
+    st.session_state[common.MODEL] = linked[common.Q_MODEL]
+    st.session_state.pop("classify_model", None)
 if st.session_state.get("classify_model") not in paths:
     current = st.session_state[common.MODEL]
     st.session_state["classify_model"] = current if current in paths else paths[0]
@@ -85,6 +89,9 @@ with model_box:
         "own model files once checked.",
     )
 st.session_state[common.MODEL] = model_path
+common.write_url(
+    {common.Q_MODEL: None if model_path == common.DEFAULTS[common.MODEL] else common.model_param(model_path)}
+)
 
 left, right = st.columns(2)
 whole = left.toggle(
@@ -97,6 +104,13 @@ flip = right.toggle(
     key="flip",
     help="Averages the model's answer for the face and its mirror image.",
 )
+looked = st.toggle(
+    "Show where the model looked",
+    key="classify_saliency",
+    help="Colours each face by how much each part of it counted for the model's answer (Grad-CAM).",
+)
+if looked:
+    st.caption(saliency.EXPLANATION)
 
 try:
     model = common.predictor(model_path)
@@ -160,6 +174,25 @@ def classify(
     return result, buffer.getvalue(), crops
 
 
+MAP_SCALE = 3  # a 48-pixel face's map is shown 3 times larger
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def where_looked(data: bytes, model_path: str, whole: bool, flip: bool) -> list[bytes]:
+    """Each face of the photo as the model saw it, with the map of where it looked for its label laid
+    over it, as PNGs; cached like `classify`."""
+    result, _, _ = classify(data, model_path, whole, flip)
+    shared = common.predictor(model_path)
+    faces = shared.predictor.crops(images.open_photo(data), result)
+    maps = shared.maps(faces, [face.label for face in result.faces])
+    pictures = []
+    for face, found in zip(faces, maps):
+        buffer = io.BytesIO()
+        saliency.overlay_image(face, found, scale=MAP_SCALE).save(buffer, format="PNG")
+        pictures.append(buffer.getvalue())
+    return pictures
+
+
 def face_heading(number: int, face: predict.Face) -> str:
     return f"**Face {number}: {common.md(face.label)}** — {face.probabilities[face.label]:.0%} likely"
 
@@ -200,7 +233,8 @@ def show_chart(face: predict.Face, key: str) -> None:
 
 
 def show_grid(faces: list[predict.Face], crops: list[bytes], key: str) -> None:
-    """Every face as a small entry (crop, number, label, runners-up); the chart of one chosen face."""
+    """Every face as a small entry (crop, number, label, runners-up); the chart of one chosen face.
+    `crops` are the maps of where the model looked when those are asked for."""
     with st.container(height=GRID_HEIGHT) if len(faces) > SCROLL_AFTER else st.container():
         for start in range(0, len(faces), GRID_COLUMNS):
             row = st.columns(GRID_COLUMNS)
@@ -237,15 +271,29 @@ def show_photo(number: int, name: str, data: bytes) -> predict.PhotoResult | Non
         return result
     key = f"{number}-{hashlib.sha1(data).hexdigest()[:10]}"
     several = len(result.faces) > 1
+    maps = face_maps(name, data) if looked else []
     picture, details = st.columns([1, 1] if several else [3, 2])
     picture.image(annotated, width="stretch")
     with details:
         if several:
-            show_grid(result.faces, crops, key)
+            show_grid(result.faces, maps or crops, key)
         else:  # one face: its whole chart at once, nothing to open
             st.markdown(face_heading(1, result.faces[0]))
             show_chart(result.faces[0], key=f"chart-{key}-1")
+            if maps:
+                st.image(maps[0], width=48 * MAP_SCALE, caption="Where the model looked")
     return result
+
+
+def face_maps(name: str, data: bytes) -> list[bytes]:
+    """The maps of where the model looked at each face of a photo; none, and a note, where the model
+    cannot give them."""
+    try:
+        with st.spinner(f"Finding where the model looked in {common.md(name)}..."):
+            return where_looked(data, model_path, whole, flip)
+    except saliency.SaliencyError as error:
+        st.warning(f"Where the model looked cannot be shown for this model: {common.md(error)}.")
+        return []
 
 
 camera_tab, upload_tab = st.tabs(["Webcam snapshot", "Upload photos"])

@@ -383,7 +383,8 @@ st.dataframe(
     },
 )
 st.success(
-    f"The fine-tuned model is in the Classify page's model list as Run {common.md(run.name)}.",
+    f"The fine-tuned model is in the Classify page's model list as "
+    f"{common.md(common.model_label(str(run / runs.BEST)))}.",
     icon=":material/check_circle:",
 )
 st.page_link("pages/classify.py", label="Classify with it", icon=":material/photo_camera:")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import atexit
 import html
 import logging
+import math
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -199,6 +201,11 @@ class SharedPredictor:
         with self.lock:
             return self.predictor.classify(faces, **options)
 
+    def maps(self, faces, labels=None):
+        """Where the model looked, per face (fer.predict.Predictor.maps), under the same lock."""
+        with self.lock:
+            return self.predictor.maps(faces, labels)
+
 
 class ModelLoading:
     """One model file being loaded in a background thread: pages ask for it without waiting (is it
@@ -280,7 +287,7 @@ def model_choices() -> dict[str, str]:
         choices["Bundled model (trained on FER2013 + ExpW)"] = str(paths.BUNDLED_MODEL)
     for run in runs.list_runs(paths.runs_dir()):
         if (run / runs.BEST).is_file() and runs.read_status(run).get("state") == "done":
-            choices[f"Run {run.name}"] = str(run / runs.BEST)
+            choices[f"{runs.run_title(run)} (run {run.name})"] = str(run / runs.BEST)
     return choices
 
 
@@ -289,3 +296,367 @@ def model_label(model_path: str) -> str:
         if path == model_path:
             return label
     return Path(model_path).name
+
+
+# Links to a view ----------------------------------------------------------------------------------
+# A reload, a new tab or a shared link starts a new session that knows nothing but the address, so
+# each page writes what it shows into the address's query parameters (only what differs from the
+# defaults: the demo dataset and the bundled model leave the address bare) and reads them back when
+# they are new to the session. Every value is checked as strictly as the input it stands for: a
+# dataset must pass the Data page's checks (inside the served folders, readable, its photos inside
+# them too), a run or model must be one the server lists itself, named by its folder, never a path.
+# A value that fails is dropped with a warning naming it, and the page keeps its default. Pages read
+# and write the address only through these functions.
+
+Q_DATASET, Q_THRESHOLD, Q_RUN, Q_MODEL, Q_COMPARE = "dataset", "threshold", "run", "model", "compare"
+Q_START = "start_from"  # the Train form's starting model, named like Q_MODEL
+BUNDLED = "bundled"  # the bundled model, in a link
+URL_SEEN = "url_seen"  # session key: {parameter: values} as this session last read or wrote them
+TRAIN_SETTINGS = "train_settings"  # session key: the Train form's values, kept while other pages show
+TRAIN_FILL = "train_fill"  # session key: set when the Train form is to take TRAIN_SETTINGS anew
+
+# The Train form's choices, shared by its widgets and the checks of its query parameters.
+IMAGE_SIZES = [48, 64, 96, 128, 160, 224]
+BATCH_SIZES = [8, 16, 32, 64, 128, 256]
+LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+
+
+def one_of(options: list) -> Callable[[str], object]:
+    """A parser taking one of `options` written as text (numbers compared as numbers)."""
+
+    def parse(text: str) -> object:
+        for option in options:
+            if text == str(option) or (
+                isinstance(option, (int, float)) and _number(text) == option and not isinstance(option, bool)
+            ):
+                return option
+        raise ValueError(
+            f"it must be one of {', '.join(f'{o:g}' if isinstance(o, float) else str(o) for o in options)}"
+        )
+
+    return parse
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A parser taking a whole number from `low` to `high` (no upper bound when None)."""
+
+    def parse(text: str) -> int:
+        value = _number(text)
+        if value is None or value != int(value) or value < low or (high is not None and value > high):
+            raise ValueError(f"it must be a whole number from {low:,}" + (f" to {high:,}" if high else " up"))
+        return int(value)
+
+    return parse
+
+
+def share(low: float, high: float, step: float) -> Callable[[str], float]:
+    """A parser taking a number from `low` to `high` on a grid of `step` (as the slider offers)."""
+
+    def parse(text: str) -> float:
+        value = _number(text)
+        if value is None or not low - 1e-9 <= value <= high + 1e-9:
+            raise ValueError(f"it must be a number from {low:g} to {high:g}")
+        snapped = round(round(value / step) * step, 6)
+        if abs(snapped - value) > 1e-6:
+            raise ValueError(f"it must be a multiple of {step:g}")
+        return snapped
+
+    return parse
+
+
+def flag(text: str) -> bool:
+    """A parser taking true / false (also 1 / 0, on / off, yes / no)."""
+    word = str(text).strip().lower()
+    if word in ("true", "1", "on", "yes"):
+        return True
+    if word in ("false", "0", "off", "no"):
+        return False
+    raise ValueError("it must be true or false")
+
+
+def threshold(text: str) -> float:
+    """A parser taking a detector-confidence threshold: a number, 0 or more."""
+    value = _number(text)
+    if value is None or value < 0:
+        raise ValueError("it must be a number, 0 or more")
+    return value
+
+
+def checked_dataset(text: str) -> str:
+    """The dataset `text` names, as the Data page would take it: "demo", or a path that lies under the
+    served folders, reads as a dataset, and whose photos lie there too; ValueError saying why not."""
+    if text == "demo":
+        return text
+    from fer import uploads
+
+    candidate = str(paths.check_dataset_path(text))  # PathError (a ValueError) outside the served folders
+    try:
+        dataset = load_dataset(candidate)
+    except (datasets.DatasetError, OSError) as error:
+        raise ValueError(f"it cannot be read as a dataset ({error})") from error
+    if uploads.photos_outside(dataset, paths.data_roots()):
+        raise ValueError("some of its files lie outside the folders this server serves datasets from")
+    return candidate
+
+
+def _run_folder(name: str, finished: bool = False) -> Path:
+    """The run folder called `name` in the runs folder (finished: with test metrics); ValueError if the
+    server lists no such run. Only names listed are taken, so no path reaches the file system."""
+    for run in runs.list_runs(paths.runs_dir()):
+        if run.name == name:
+            if finished and not (run / runs.METRICS).is_file():
+                raise ValueError("that run has no test results yet")
+            return run
+    raise ValueError("this server has no run of that name (it may have been deleted)")
+
+
+def checked_run(text: str) -> str:
+    """A parser taking a run folder's name; the run folder's path."""
+    return str(_run_folder(text))
+
+
+def checked_runs(values: list[str]) -> list[str]:
+    """A parser taking finished runs' folder names; their paths, without repeats."""
+    found = []
+    for name in values:
+        try:
+            path = str(_run_folder(name, finished=True))
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}" if len(values) > 1 else str(error)) from error
+        if path not in found:
+            found.append(path)
+    return found
+
+
+def checked_model(text: str) -> str:
+    """A parser taking "bundled" or a finished run's folder name; the path of the model file."""
+    wanted = str(paths.BUNDLED_MODEL) if text == BUNDLED else str(paths.runs_dir() / text / runs.BEST)
+    if wanted not in model_choices().values():
+        raise ValueError(f'it must be "{BUNDLED}" or the folder name of a finished run with a model')
+    return wanted
+
+
+def model_param(model_path: str) -> str | None:
+    """The model in a link: "bundled", a run's folder name, or None (no link can name an upload)."""
+    if model_path == str(paths.BUNDLED_MODEL):
+        return BUNDLED
+    path = Path(model_path)
+    if path.name == runs.BEST and path.parent.parent == paths.runs_dir():
+        return path.parent.name
+    return None
+
+
+def read_url(parsers: dict[str, Callable], many: tuple[str, ...] = ()) -> dict[str, object]:
+    """The query parameters named in `parsers` that are new to this session (a reload, a new tab, a
+    shared link), each parsed by its parser (those in `many` get every value, the others the last).
+    A value its parser refuses is left out, with a warning naming it."""
+    seen = st.session_state.setdefault(URL_SEEN, {})
+    found = {}
+    for key, parse in parsers.items():
+        values = st.query_params.get_all(key)
+        if not values or values == seen.get(key):
+            continue
+        seen[key] = values  # warned once, not at every rerun
+        try:
+            found[key] = parse(values if key in many else values[-1])
+        except (ValueError, OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+            shown = ", ".join(values if key in many else values[-1:])
+            st.warning(
+                f"The link's {md(key)} ({md(shown[:200])}) cannot be used: {md(error)}. "
+                "Showing the default instead.",
+                icon=":material/link_off:",
+            )
+    return found
+
+
+def write_url(values: dict[str, object]) -> None:
+    """Make the address hold exactly `values` (None, "" and [] left out; numbers and flags as text),
+    so that copying it copies the view."""
+    query = {}
+    for key, value in values.items():
+        if value is None or value == "" or value == []:
+            continue
+        items = value if isinstance(value, list) else [value]
+        query[key] = [_text(item) for item in items]
+    current = {key: st.query_params.get_all(key) for key in st.query_params}
+    if query != current:
+        st.query_params.from_dict({key: v if len(v) > 1 else v[0] for key, v in query.items()})
+    st.session_state[URL_SEEN] = query
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def read_dataset_url() -> dict[str, object]:
+    """Apply a link's dataset and threshold to the session (a dataset first: a new one resets the
+    threshold). Returns what was applied."""
+    found = read_url({Q_DATASET: checked_dataset, Q_THRESHOLD: threshold})
+    if Q_DATASET in found and found[Q_DATASET] != st.session_state[DATASET]:
+        st.session_state[DATASET] = found[Q_DATASET]
+        st.session_state[MIN_CONFIDENCE] = 0.0
+    if Q_THRESHOLD in found:
+        st.session_state[MIN_CONFIDENCE] = found[Q_THRESHOLD]
+    return found
+
+
+def dataset_url() -> dict[str, object]:
+    """The session's dataset and threshold as query parameters (none for the defaults)."""
+    dataset = st.session_state[DATASET]
+    return {
+        Q_DATASET: None if dataset == DEFAULTS[DATASET] else dataset,
+        Q_THRESHOLD: float(st.session_state[MIN_CONFIDENCE] or 0.0) or None,
+    }
+
+
+# The Train form: its fields, their defaults and checks; remembered across pages and links ----------
+
+
+def train_form() -> dict[str, tuple[Callable[[str], object], object]]:
+    """The Train form's fields: widget key (also its query parameter) -> (parser, default)."""
+    from fer.config import ARCHITECTURES, TrainConfig
+
+    default = TrainConfig()
+    return {
+        "arch": (one_of(list(ARCHITECTURES)), default.arch),
+        "image_size": (one_of(IMAGE_SIZES), default.image_size),
+        "epochs": (whole(1, 500), default.epochs),
+        "batch_size": (one_of(BATCH_SIZES), default.batch_size),
+        "learning_rate": (one_of(LEARNING_RATES), default.learning_rate),
+        "dropout": (share(0.0, 0.9, 0.05), default.dropout),
+        "val_share": (share(0.05, 0.5, 0.05), default.val_share),
+        "augment": (flag, default.augment),
+        "class_weight": (flag, default.class_weight),
+        "seed": (whole(0, 2**31 - 1), default.seed),
+        "max_faces": (whole(0), 0),
+    }
+
+
+def train_form_values(train: dict) -> tuple[dict[str, object], list[str]]:
+    """A run's training settings (its config's "train") as Train form values, and a sentence for each
+    setting the form cannot offer (such as an image size only the command line takes): the form keeps
+    its default there."""
+    values, refused = {}, []
+    for key, (parse, default) in train_form().items():
+        value = train.get(key)
+        if key == "max_faces" and not value:
+            value = 0
+        if value is None:
+            continue
+        try:
+            values[key] = parse(_text(value))
+        except ValueError as error:
+            refused.append(f"{key} {_text(value)} ({error}; the form keeps {_text(default)})")
+    init_from = train.get("init_from")
+    values[Q_START] = init_from or ""
+    if init_from and init_from not in model_choices().values():
+        values[Q_START] = ""
+        refused.append(
+            f"start_from {Path(init_from).name} (not a model this server lists; a new model instead)"
+        )
+    return values, refused
+
+
+def fill_train_form(run_dir: str) -> None:
+    """The "Train again with these settings" callback: the Train form, and the dataset and threshold,
+    take the settings of the run in `run_dir`."""
+    train = dict((runs.read_json(Path(run_dir) / runs.CONFIG, {}) or {}).get("train") or {})
+    values, refused = train_form_values(train)
+    names = list(train.get("datasets") or [])
+    if len(names) == 1:
+        try:
+            dataset = checked_dataset(str(names[0]))
+        except (ValueError, OSError, RuntimeError) as error:
+            refused.append(f"dataset {names[0]} ({error}; the dataset chosen stays)")
+        else:
+            st.session_state[DATASET] = dataset
+            st.session_state[MIN_CONFIDENCE] = float(train.get("min_confidence") or 0.0)
+    elif names:
+        refused.append("datasets: the run pooled several, and the form takes one (the dataset chosen stays)")
+    st.session_state[TRAIN_SETTINGS] = values
+    st.session_state[TRAIN_FILL] = {"run": Path(run_dir).name, "refused": refused}
+
+
+def train_again_button(run_dir: Path | str, key: str) -> bool:
+    """The "Train again with these settings" button; True in the rerun after its click."""
+    return st.button(
+        "Train again with these settings",
+        key=key,
+        icon=":material/replay:",
+        on_click=fill_train_form,
+        args=(str(run_dir),),
+        help="Fills the Train form with this run's settings, dataset and threshold; change any before starting.",
+    )
+
+
+def run_settings(train: dict) -> None:
+    """A run's settings, as a small table (every cell through md(): dataset names can hold anything)."""
+    start = train.get("init_from")
+    if not start:
+        start = "a new model"
+    elif start == str(paths.BUNDLED_MODEL):
+        start = "the bundled model"
+    else:
+        start = f"the model of run {Path(start).parent.name}"
+    rows = [
+        ("datasets", ", ".join(dataset_label(str(d)) for d in train.get("datasets") or []) or "?"),
+        ("minimum detector confidence", _text(train.get("min_confidence") or 0)),
+        ("starting model", start),
+    ]
+    for key in train_form():
+        value = train.get(key)
+        rows.append(
+            (
+                key.replace("_", " "),
+                _text(value) if value is not None else "all" if key == "max_faces" else "?",
+            )
+        )
+    st.table({"setting": [md(r[0]) for r in rows], "value": [md(r[1]) for r in rows]})
+
+
+# Run names and notes ------------------------------------------------------------------------------
+
+
+def note_markdown(note: str) -> str:
+    """A run's note as Markdown showing it as typed, line by line."""
+    return "  \n".join(md(line) for line in str(note).splitlines())
+
+
+def naming_editor(run_dir: Path | str, key: str) -> None:
+    """A form to name a run and note what it is for (name.json in its folder)."""
+    run = Path(run_dir)
+    naming = runs.read_naming(run)
+    with st.form(key=f"{key}_{run.name}", border=False):
+        name = st.text_input(
+            "Name",
+            value=runs.run_title(run),
+            max_chars=runs.MAX_NAME,
+            key=f"{key}_name_{run.name}",
+            help="Shown in the run lists, the comparison, the model list and the report.",
+        )
+        note = st.text_area(
+            "Note",
+            value=naming.get("note", ""),
+            max_chars=runs.MAX_NOTE,
+            key=f"{key}_note_{run.name}",
+            placeholder="What this run tried, what to remember about it",
+        )
+        if st.form_submit_button("Save name and note", icon=":material/save:", key=f"{key}_save_{run.name}"):
+            try:
+                runs.write_naming(run, name, note)
+            except (ValueError, OSError) as error:
+                st.error(f"The name was not saved: {md(error)}")
+            else:
+                st.success(f"Saved: {md(runs.clean_name(name))}.")

@@ -248,6 +248,10 @@ def choose_dataset() -> None:
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
 
 st.title("Data")
+linked = common.read_dataset_url()
+if linked:  # the chooser and the slider start again from what the link holds
+    for key in (SOURCE, PATH_INPUT, THRESHOLD):
+        st.session_state.pop(key, None)
 choose_dataset()
 
 path = st.session_state[common.DATASET]
@@ -289,6 +293,7 @@ else:
         "in-the-wild datasets hold many blurred, tiny or turned faces at low confidence.",
     )
     st.session_state[common.MIN_CONFIDENCE] = threshold
+common.write_url(common.dataset_url())
 facts = common.dataset_summary(path, threshold)
 
 kept_col, dropped_col, faces_col = st.columns(3)

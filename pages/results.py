@@ -7,23 +7,26 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import paths, report, results, runs
+from fer import paths, report, results, runs, saliency
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
 
 TRUE, PREDICTED, CHART = "results_true", "results_predicted", "results_confusion"
+COMPARE = "results_compare"  # the comparison's widget key
+COMPARED = "results_compared"  # the runs compared, kept while other pages show (Streamlit drops the widget's)
 MAX_FACES = 40  # faces shown for one cell; the table below them lists every one
 
 
 def _stamp(run: str) -> tuple[float, ...]:
     """Modification times of the files a run rewrites, so cached readings follow a live run."""
     times = []
-    for name in (runs.STATUS, runs.HISTORY, runs.METRICS, runs.PREDICTIONS):
+    for name in (runs.STATUS, runs.HISTORY, runs.METRICS, runs.PREDICTIONS, runs.NAME):
         try:
             times.append((Path(run) / name).stat().st_mtime)
         except OSError:
@@ -259,9 +262,16 @@ def cell_faces(run: runs.Run) -> None:
         crops = []
     # Rows as dicts: a label need not be a Python name, so itertuples would rename its column.
     found = [(crop, row) for crop, row in zip(crops, shown.to_dict("records")) if crop is not None]
+    pictures = [crop for crop, _ in found]
+    if found and st.toggle(
+        "Show where the model looked",
+        key="results_saliency",
+        help=f"Colours each face by how much each part of it counted for the answer {predicted} (Grad-CAM).",
+    ):
+        pictures = looked_at(run, predicted, found) or pictures
     if found:
         st.image(
-            [crop for crop, _ in found],
+            pictures,
             caption=[  # image captions are Markdown too
                 f"{common.md(predicted)} {r[f'p_{predicted}']:.0%}"
                 + ("" if true == predicted else f", {common.md(true)} {r[f'p_{true}']:.0%}")
@@ -278,6 +288,33 @@ def cell_faces(run: runs.Run) -> None:
         hide_index=True,
         column_config={f"p_{label}": percent_column(label) for label in labels},
     )
+
+
+def looked_at(run: runs.Run, predicted: str, found: list) -> list:
+    """The faces with the map of where the run's model looked for `predicted` laid over them; none
+    (with a note saying why) where that cannot be shown."""
+    model = run.path / runs.BEST
+    if not model.is_file():
+        st.info("This run has no best.keras, so where its model looked cannot be shown.")
+        return []
+    keys = tuple((str(row.get("dataset", "")), str(row["photo"]), int(row["face"])) for _, row in found)
+    try:
+        with st.spinner("Finding where the model looked..."):
+            maps = _maps(str(model), model.stat().st_mtime, predicted, keys, [crop for crop, _ in found])
+    except (saliency.SaliencyError, ValueError) as error:
+        st.warning(f"Where the model looked cannot be shown: {common.md(error)}.")
+        return []
+    st.caption(saliency.EXPLANATION)
+    return [saliency.overlay(crop, found_map, scale=2) for (crop, _), found_map in zip(found, maps)]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _maps(model_path: str, stamp: float, predicted: str, keys: tuple, _faces: list):
+    """Maps of the faces `keys` name (their pixels in `_faces`) for the label `predicted`."""
+    shared = common.predictor(model_path)
+    if predicted not in shared.labels:
+        raise ValueError(f"the model does not know the label {predicted!r}")
+    return shared.maps(np.stack(_faces), [predicted] * len(_faces))
 
 
 # Curves and comparison ----------------------------------------------------------------------------
@@ -352,13 +389,17 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
     if len(finished) < 2:
         st.caption("Finish two or more runs to compare them here.")
         return
+    if COMPARE not in st.session_state:  # first visit, a link, or back from another page
+        default = [str(current.path)] if str(current.path) in finished else []
+        st.session_state[COMPARE] = st.session_state.get(COMPARED, default)
+    st.session_state[COMPARE] = [p for p in st.session_state[COMPARE] if p in finished]  # deleted meanwhile
     chosen = st.multiselect(
         "Runs to compare",
         finished,
-        default=[str(current.path)] if str(current.path) in finished else [],
-        format_func=lambda p: Path(p).name,
-        key="results_compare",
+        format_func=lambda p: f"{runs.run_title(p)} · {Path(p).name}",
+        key=COMPARE,
     )
+    st.session_state[COMPARED] = chosen
     if len(chosen) < 2:
         st.caption("Choose two or more runs.")
         return
@@ -376,7 +417,7 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
                 x=history["epoch"],
                 y=history["val_accuracy"],
                 mode="lines+markers",
-                name=common.plot_text(Path(run).name),
+                name=common.plot_text(f"{runs.run_title(run)} · {Path(run).name}"),
             )
     figure.update_layout(
         title="Validation accuracy per epoch",
@@ -401,14 +442,24 @@ if not run_dirs:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
+linked = common.read_url(
+    {common.Q_RUN: common.checked_run, common.Q_COMPARE: common.checked_runs}, many=(common.Q_COMPARE,)
+)
+if common.Q_RUN in linked:
+    st.session_state[common.RUN] = linked[common.Q_RUN]
+    st.session_state.pop("results_run", None)  # the run picker starts again at the link's run
+if common.Q_COMPARE in linked:
+    st.session_state[COMPARED] = linked[common.Q_COMPARE]
+    st.session_state.pop(COMPARE, None)
 options = [str(p) for p in run_dirs]
 states = {p: runs.read_status(Path(p)).get("state", "interrupted") for p in options}
+titles = {p: runs.run_title(p) for p in options}
 remembered = st.session_state.get(common.RUN)
 chosen = st.selectbox(
     "Run",
     options,
     index=options.index(remembered) if remembered in options else 0,
-    format_func=lambda p: f"{Path(p).name} ({runs.STATE_WORDS.get(states[p], states[p])})",
+    format_func=lambda p: f"{titles[p]} · {Path(p).name} ({runs.STATE_WORDS.get(states[p], states[p])})",
     key="results_run",
 )
 st.session_state[common.RUN] = chosen
@@ -419,6 +470,8 @@ except ValueError as error:
     st.stop()
 
 train = run.train
+if run.note:
+    st.markdown(common.note_markdown(run.note))
 st.caption(
     common.md(", ".join(results.dataset_title(d) for d in train.get("datasets", [])))
     + f" · {common.md(train.get('arch'))} · {common.md(train.get('image_size'))} px faces · "
@@ -426,6 +479,11 @@ st.caption(
 )
 status(run)
 downloads(run)
+with st.expander("Its settings, name and note"):
+    common.run_settings(train)
+    common.naming_editor(run.path, "results_naming")
+if run.finished and common.train_again_button(run.path, "results_train_again"):
+    st.switch_page("pages/train.py")
 
 if run.finished:
     metrics = run.metrics
@@ -471,3 +529,11 @@ elif not run.finished:
 
 st.subheader("Compare runs")
 compare(run_dirs, run)
+compared = st.session_state.get(COMPARED) or []
+common.write_url(
+    {
+        common.Q_RUN: run.name,
+        # Left out while it is the comparison a visit starts with: this run alone.
+        common.Q_COMPARE: [Path(p).name for p in compared] if compared != [str(run.path)] else None,
+    }
+)

@@ -185,6 +185,7 @@ def outcome(run: Path, status: dict) -> None:
             st.session_state[common.RUN] = str(run)
             st.session_state[ANNOUNCED] = str(run)
         st.page_link("pages/results.py", label="See its results", icon=":material/insights:")
+        finished_run(run)
     elif state == "failed":
         # Its traceback (and the log that holds it) stays in the run folder and goes to the server's log.
         st.error(f"Run {name} failed: {error or 'no error was recorded'}")
@@ -200,6 +201,18 @@ def outcome(run: Path, status: dict) -> None:
         with st.expander("End of the training log"):
             st.code(status["log"], language=None)
     curves(run)
+
+
+def finished_run(run: Path) -> None:
+    """A finished run's name, note and settings, and the button that trains it again."""
+    st.markdown(f"**{common.md(runs.run_title(run))}**")
+    note = runs.read_naming(run).get("note")
+    if note:
+        st.markdown(common.note_markdown(note))
+    with st.expander("Its settings, name and note"):
+        common.run_settings((runs.read_json(run / runs.CONFIG, {}) or {}).get("train") or {})
+        common.naming_editor(run, "train_naming")
+    common.train_again_button(run, "train_again")
 
 
 def watch_run() -> None:
@@ -232,6 +245,20 @@ st.write(
     "in the background: you can close this tab or reload it and come back to the same run."
 )
 
+# A link's dataset, threshold and settings; the form as this session left it ------------------------
+common.read_dataset_url()
+FORM = common.train_form()
+from_link = common.read_url(
+    {**{key: parse for key, (parse, _) in FORM.items()}, common.Q_START: common.checked_model}
+)
+saved = st.session_state.setdefault(common.TRAIN_SETTINGS, {})
+saved.update(from_link)
+filled = st.session_state.pop(common.TRAIN_FILL, None)
+for key, (_, default) in FORM.items():
+    # Streamlit forgets a widget's value while another page shows: it comes back from `saved`.
+    if key not in st.session_state or key in from_link or filled:
+        st.session_state[key] = saved.get(key, default)
+
 # The dataset ---------------------------------------------------------------------------------------
 dataset = st.session_state[common.DATASET]
 threshold = float(st.session_state[common.MIN_CONFIDENCE] or 0.0)
@@ -257,6 +284,17 @@ with st.container(border=True):
 # The settings --------------------------------------------------------------------------------------
 FRESH = "A new model (fresh weights)"
 starts = {FRESH: "", **common.model_choices()}
+# Kept as a path: a run's label changes when it is renamed (and it is gone when the run is deleted).
+if st.session_state.get("start_from") not in starts or common.Q_START in from_link or filled:
+    wanted = saved.get(common.Q_START, "")
+    st.session_state["start_from"] = next((label for label, path in starts.items() if path == wanted), FRESH)
+if filled:
+    refused = filled["refused"]
+    st.info(
+        f"The form holds the settings of run {common.md(filled['run'])}"
+        + (f", except: {common.md('; '.join(refused))}." if refused else "."),
+        icon=":material/replay:",
+    )
 start_label = st.selectbox(
     "Start from",
     list(starts),
@@ -284,7 +322,6 @@ first, second, third = st.columns(3)
 arch = first.selectbox(
     "Network",
     ARCHITECTURES,
-    index=ARCHITECTURES.index(DEFAULTS.arch),
     format_func=ARCH_LABELS.get,
     key="arch",
     disabled=bool(init_from),
@@ -293,8 +330,7 @@ arch = first.selectbox(
 )
 image_size = first.select_slider(
     "Image size (pixels)",
-    options=[48, 64, 96, 128, 160, 224],
-    value=DEFAULTS.image_size,
+    options=common.IMAGE_SIZES,
     key="image_size",
     disabled=bool(init_from),
     help="Each face is shrunk to this many pixels a side. Bigger keeps more detail but trains much slower.",
@@ -303,21 +339,18 @@ epochs = first.number_input(
     "Epochs",
     min_value=1,
     max_value=500,
-    value=DEFAULTS.epochs,
     key="epochs",
     help="How many times the model studies every training face. It stops early when it stops improving.",
 )
 batch_size = second.select_slider(
     "Batch size",
-    options=[8, 16, 32, 64, 128, 256],
-    value=DEFAULTS.batch_size,
+    options=common.BATCH_SIZES,
     key="batch_size",
     help="How many faces the model looks at before each small correction. Larger is faster per face.",
 )
 learning_rate = second.select_slider(
     "Learning rate",
-    options=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-    value=DEFAULTS.learning_rate,
+    options=common.LEARNING_RATES,
     format_func=lambda rate: f"{rate:g}",
     key="learning_rate",
     help="How big each correction is: too big and it never settles, too small and it crawls. "
@@ -327,7 +360,6 @@ dropout = second.slider(
     "Dropout",
     min_value=0.0,
     max_value=0.9,
-    value=DEFAULTS.dropout,
     step=0.05,
     key="dropout",
     help="Share of the model switched off at random while it learns, so it cannot just memorise the faces.",
@@ -336,7 +368,6 @@ val_share = second.slider(
     "Validation share",
     min_value=0.05,
     max_value=0.5,
-    value=DEFAULTS.val_share,
     step=0.05,
     key="val_share",
     help="Share of the faces held back to check progress after each epoch (when the dataset does not come "
@@ -344,14 +375,12 @@ val_share = second.slider(
 )
 augment = third.checkbox(
     "Augmentation",
-    value=DEFAULTS.augment,
     key="augment",
     help="Show the model slightly flipped, shifted, turned and zoomed copies of each face, so it learns "
     "the expression rather than the exact picture.",
 )
 class_weight = third.checkbox(
     "Class weighting",
-    value=DEFAULTS.class_weight,
     key="class_weight",
     help="Count mistakes on rare expressions (such as disgust) more, so they are not ignored.",
 )
@@ -359,17 +388,24 @@ seed = third.number_input(
     "Seed",
     min_value=0,
     max_value=2**31 - 1,
-    value=DEFAULTS.seed,
     key="seed",
     help="Fixes the random choices. The same seed and settings give the same run again.",
 )
 max_faces = third.number_input(
     "Quick trial: use at most this many faces (0 = all)",
     min_value=0,
-    value=0,
     step=100,
     key="max_faces",
     help="Train on a random sample of the training faces to try settings in minutes. 0 uses them all.",
+)
+
+# The form as it stands: kept for this session's other pages, and in the address for a link.
+saved.update({key: st.session_state[key] for key in FORM})
+saved[common.Q_START] = init_from
+common.write_url(
+    common.dataset_url()
+    | {key: saved[key] for key, (_, default) in FORM.items() if saved[key] != default}
+    | {common.Q_START: common.model_param(init_from) if init_from else None}
 )
 
 active = launch.active_runs()
@@ -454,6 +490,7 @@ for run in run_dirs:
     created = status.get("created")
     rows.append(
         {
+            "name": runs.run_title(run),
             "run": run.name,
             "state": runs.STATE_WORDS.get(status["state"], status["state"])
             + (f" (place {status['place']} in line)" if status.get("place") else ""),

@@ -144,3 +144,53 @@ def test_grow_refuses_a_narrower_or_different_model():
             build(ModelConfig(arch="vgg", num_classes=7, width=4)),
             build(ModelConfig(arch="vgg", num_classes=4, width=4)),
         )
+
+
+# Precision ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_bfloat16_model_and_its_float32_twin_predict_alike(arch, tmp_path):
+    import keras
+
+    from fer.models import float32_twin, is_mixed
+
+    keras.utils.set_random_seed(0)
+    mixed = build(ModelConfig(arch=arch, num_classes=7, width=8), "bfloat16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert is_mixed(mixed)
+    assert mixed.layers[1].compute_dtype == "bfloat16"
+    assert mixed.get_layer("probabilities").compute_dtype == "float32"
+    # One eager step moves the weights (and batch-norm statistics) off their initial values.
+    mixed.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", run_eagerly=True
+    )
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (16, 48, 48, 1)).astype(np.float32)
+    mixed.train_on_batch(x, np.arange(16) % 7)
+
+    twin = float32_twin(mixed)
+    assert not is_mixed(twin)
+    assert all(layer.compute_dtype == "float32" for layer in twin.layers)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in mixed.layers]
+    for a, b in zip(twin.get_weights(), mixed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    expected, got = mixed.predict(x, verbose=0), twin.predict(x, verbose=0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=0.03)  # bfloat16 keeps 8 significant bits
+    assert float32_twin(twin) is twin
+
+    twin.save(tmp_path / "twin.keras")
+    loaded = keras.saving.load_model(tmp_path / "twin.keras")
+    assert not is_mixed(loaded)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), got)
+
+
+def test_a_float32_build_is_what_it_always_was():
+    from fer.models import is_mixed
+
+    model = build(ModelConfig(width=8))
+    assert not is_mixed(model)
+    assert all(layer.compute_dtype == "float32" for layer in model.layers)
+    with pytest.raises(ValueError, match="precision must be float32 or bfloat16, got 'float16'"):
+        build(ModelConfig(width=8), "float16")

@@ -142,6 +142,22 @@ def test_photos_that_are_their_own_face_are_packed_as_their_own_bytes(tmp_path):
         assert np.array_equal(direct[split].images, unpacked[split].images)
 
 
+def test_reencode_encodes_even_photos_that_could_be_kept(tmp_path):
+    """`--reencode --quality Q` makes a smaller pack, at a small loss, for a transfer size limit."""
+    from helpers import folders
+
+    root = folders(tmp_path / "faces", {"train/happy": 8, "train/sad": 8, "val/happy": 2, "val/sad": 2},
+                   size=(48, 48), suffix=".jpg")  # fmt: skip
+    out = tmp_path / "faces.npz"
+    assert cli.main(["pack", str(root), "--out", str(out), "--reencode", "--quality", "60"]) == 0
+    summary = pack.read_meta(out)
+    assert summary["source_bytes_kept"] == 0 and summary["reencoded"] is True
+    _, direct = load_splits(TrainConfig(datasets=(str(root),), **TINY))
+    _, unpacked = load_splits(TrainConfig(datasets=(str(out),), **TINY))
+    difference = np.abs(direct["train"].images.astype(int) - unpacked["train"].images.astype(int))
+    assert 0 < difference.mean() < 12
+
+
 def test_commands_other_than_train_say_a_pack_needs_its_datasets(packed, capsys):
     assert cli.main(["summary", str(packed)]) == 2
     assert "is a pack of prepared faces" in capsys.readouterr().err

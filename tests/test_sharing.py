@@ -195,19 +195,24 @@ def test_results_classify_and_train_take_no_typed_path(sharing_home, page):
     at = visit(page)
     assert at.get("selectbox") or at.get("file_uploader")  # the page really rendered its inputs
     for kind in ("text_input", "text_area", "chat_input"):
-        assert not at.get(kind), f"{page} has a {kind}: {[w.label for w in at.get(kind)]}"
+        # The only text they take is a run's name and note, kept in its folder, never opened as a path.
+        typed = [w for w in at.get(kind) if not re.match(r"(results|train)_naming_(name|note)_", w.key or "")]
+        assert not typed, f"{page} has a {kind}: {[w.label for w in typed]}"
     # What they take instead: choices the server lists itself, from its own folders.
     served = (paths.runs_dir().resolve(), paths.BUNDLED_MODEL.parent.resolve())
     for box in at.selectbox:
         if box.key == "results_run":
             names = [path.name for path in R.list_runs(paths.runs_dir())]
-            assert [option.split(" (")[0] for option in box.options] == names == ["newer", "older"]
+            # "<run name> · <folder> (<state>)"
+            folders = [option.split(" (")[0].rsplit(" · ", 1)[1] for option in box.options]
+            assert folders == names == ["newer", "older"]
         elif box.key == "classify_model":
             assert box.options == list(common.model_choices())
         else:
             continue
         assert any(Path(box.value).resolve().is_relative_to(folder) for folder in served), box.value
-    # Nor from the address bar: no page reads query parameters.
+    # Nor from the address bar: pages read it only through pages/common.py, whose checks take runs and
+    # models by the names the server lists (tests/test_url_state.py).
     assert "query_params" not in (PROJECT / page).read_text()
 
 

@@ -17,6 +17,7 @@ import pytest
 from helpers import RUN_FILES, expw_faces, suite_home
 
 import fer.faces
+from fer import cli
 from fer import runs as R
 from fer import train as T
 from fer.augment import AugmentSettings, augment
@@ -255,6 +256,7 @@ def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
         ("strategy", "horovod"),
         ("max_faces", 0),
         ("datasets", ()),
+        ("precision", "float16"),
     ],
 )
 def test_train_config_errors_name_the_field(field, value):
@@ -265,6 +267,76 @@ def test_train_config_errors_name_the_field(field, value):
 def test_train_config_round_trips_through_json():
     config = TrainConfig(datasets=("a", "b"), arch="seed", epochs=2, max_faces=10, min_confidence=0.5)
     assert TrainConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
+
+
+# Precision ----------------------------------------------------------------------------------------
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: x\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n\n")
+    monkeypatch.setattr(T, "CPUINFO", cpuinfo)
+    assert {"avx512f", "avx512_bf16", "amx_tile"} <= T.cpu_flags()
+    assert T.bfloat16_cpu()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not T.bfloat16_cpu()
+    monkeypatch.setattr(T, "CPUINFO", tmp_path / "missing")  # not Linux: no bfloat16, no error
+    assert T.cpu_flags() == set()
+    assert not T.bfloat16_cpu()
+
+
+@pytest.mark.parametrize("flags", [{"avx512_bf16"}, {"amx_bf16"}])
+def test_auto_precision_is_bfloat16_on_a_cpu_with_bfloat16_instructions(monkeypatch, flags):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("auto is float32 on other backends")
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("auto is float32 where there is a GPU")
+    monkeypatch.setattr(T, "cpu_flags", lambda: {"fpu", "avx512f", *flags})
+    assert T.precision("auto") == "bfloat16"
+
+
+def test_auto_precision_falls_back_to_float32_without_bfloat16_instructions(monkeypatch):
+    monkeypatch.setattr(T, "cpu_flags", lambda: {"fpu", "sse", "avx2", "avx512f"})
+    assert T.precision("auto") == "float32"
+    assert T.precision("bfloat16") == "bfloat16"  # asked for by name: given, whatever the CPU
+    monkeypatch.setattr(T, "cpu_flags", lambda: {"avx512_bf16"})
+    assert T.precision("float32") == "float32"
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_saves_a_float32_best_model(tmp_path, tiny_dataset):
+    import keras
+
+    from fer.models import is_mixed
+
+    config = TrainConfig(datasets=(str(tiny_dataset),), epochs=1, precision="bfloat16", **TINY)
+    metrics = T.train(config, tmp_path / "run")
+    assert R.read_status(tmp_path / "run")["state"] == "done"
+    best, metadata = load_model(tmp_path / "run" / "best.keras")
+    assert metadata["trained_in"] == "bfloat16"
+    assert metadata["train"]["precision"] == "bfloat16"
+    assert not is_mixed(best)
+    assert all(layer.compute_dtype == "float32" for layer in best.layers)
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    probabilities = predict_probabilities(best, faces, 4)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert metrics["n"] == 7
+    # last.keras keeps training's precision, so a resume carries on in it.
+    assert is_mixed(keras.saving.load_model(tmp_path / "run" / "last.keras"))
+    assert read_metadata(tmp_path / "run" / "last.keras")["trained_in"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_a_float32_run_records_it(tmp_path, tiny_dataset):
+    config = TrainConfig(datasets=(str(tiny_dataset),), epochs=1, precision="float32", **TINY)
+    T.train(config, tmp_path / "run")
+    assert read_metadata(tmp_path / "run" / "best.keras")["trained_in"] == "float32"
+    assert read_metadata(tmp_path / "run" / "last.keras")["trained_in"] == "float32"
 
 
 def test_resume_needs_a_run_folder(tmp_path):
@@ -395,6 +467,33 @@ def test_default_augmentation_changes_every_face():
     out = augment(faces, np.random.default_rng(0))
     change = np.abs(out - faces).mean(axis=(1, 2))
     assert (change > 1.0).all(), change
+
+
+def test_erasing_covers_one_rectangle_of_some_faces_and_leaves_the_others():
+    faces = _faces(n=64)
+    settings = AugmentSettings(**{**asdict(NONE), "erase": 0.5})
+    out = augment(faces, np.random.default_rng(3), settings)
+    changed = np.abs(out - faces) > 1e-3
+    erased = changed.any(axis=(1, 2))
+    assert 10 < erased.sum() < 54  # about half
+    for mask in changed[erased]:
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert mask.sum() >= 0.8 * box  # one solid rectangle (noise may match a pixel or two)
+        assert box <= 0.25 * mask.size + 2 * max(mask.shape)  # at most a quarter, give or take rounding
+    np.testing.assert_allclose(out[~erased], faces[~erased], atol=1e-3)
+
+
+def test_erase_and_weight_decay_are_checked_and_reach_the_command_line():
+    with pytest.raises(ValueError, match="erase"):
+        TrainConfig(erase=1.5)
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainConfig(weight_decay=-0.1)
+    args = cli.build_parser().parse_args(
+        ["train", "demo", "--run-dir", "r", "--erase", "0.5", "--weight-decay", "0.05"]
+    )
+    config = cli.train_config(args)
+    assert (config.erase, config.weight_decay) == (0.5, 0.05)
 
 
 # The run store ------------------------------------------------------------------------------------

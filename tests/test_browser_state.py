@@ -1,0 +1,167 @@
+"""Links to a view, in a real browser against a real server: a reload keeps what a page shows, and a
+copied address opened in a fresh browser context (no cookies, no session: another person's browser)
+shows the same dataset, threshold, run and Train settings.
+
+The server is `streamlit run streamlit_app.py` (helpers.serving) with a home of its own holding a
+small dataset and two finished runs; the browser is conftest's. Waits are for text and for the
+page's script to finish, never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from helpers import LOAD_MS, expw_faces, known_run, require_browser, serving
+
+from fer import demo, paths
+from fer import runs as R
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_browser()
+    home = tmp_path_factory.mktemp("state-home")
+    (home / demo.NAME).symlink_to(demo.ensure(paths.data_dir()))  # the suite's demo, not built again
+    mine = expw_faces(home / "datasets" / "mine", photos=18).resolve()
+    for age, name in ((200, "older"), (100, "newer")):
+        run = known_run(home / "runs" / name)
+        stamp = run.stat().st_mtime - age
+        os.utime(run / "config.json", (stamp, stamp))
+    R.write_naming(home / "runs" / "older", "The older try", "kept for the link test")
+    with serving(home) as url:
+        yield url, home, mine
+    log = (home / "server.log").read_text()
+    assert "its value set via the Session State API" not in log, log[-3000:]
+
+
+def _context(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 2000})
+    context.set_default_timeout(LOAD_MS)
+    return context
+
+
+def _settle(page) -> None:
+    """Wait until Streamlit has finished running the page and no element is still loading."""
+    page.wait_for_function(
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
+        " && !document.querySelector('[data-testid=\"stStatusWidget\"]'); }",
+        timeout=LOAD_MS,
+    )
+    page.wait_for_function(
+        '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
+        timeout=LOAD_MS,
+    )
+
+
+def _query(page) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+def _chosen(page, key: str) -> str:
+    """The option a select box shows (its combobox input's value)."""
+    return page.locator(f'.st-key-{key} input[role="combobox"]').input_value()
+
+
+def _no_exception(page) -> None:
+    errors = page.locator('[data-testid="stException"]')
+    assert not errors.count(), errors.first.inner_text()
+
+
+def test_a_reload_keeps_the_train_settings_and_a_copied_link_opens_them(server, browser):
+    url, _, _ = server
+    context = _context(browser)
+    page = context.new_page()
+    page.goto(f"{url}/train")
+    page.get_by_text("Start training").first.wait_for()
+    _settle(page)
+    field = page.get_by_label("Epochs", exact=True)
+    field.fill("7")
+    field.press("Enter")
+    page.wait_for_url(re.compile(r"[?&]epochs=7\b"))
+    _settle(page)
+    page.reload()
+    page.get_by_text("Start training").first.wait_for()
+    _settle(page)
+    assert page.get_by_label("Epochs", exact=True).input_value() == "7"
+    assert _query(page) == {"epochs": ["7"]}
+    _no_exception(page)
+    link = page.url
+    context.close()
+
+    other = _context(browser)  # someone else's browser: nothing but the address
+    page = other.new_page()
+    page.goto(link)
+    page.get_by_text("Start training").first.wait_for()
+    _settle(page)
+    assert page.get_by_label("Epochs", exact=True).input_value() == "7"
+    _no_exception(page)
+    other.close()
+
+
+def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser):
+    url, _, mine = server
+    context = _context(browser)
+    page = context.new_page()
+    page.goto(f"{url}/data?dataset={mine}&threshold=0.5")
+    page.get_by_text("Label counts").first.wait_for()
+    _settle(page)
+    assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
+    assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
+    kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
+    first_kept = kept.inner_text()
+    assert _query(page) == {"dataset": [str(mine)], "threshold": ["0.5"]}
+    page.reload()
+    page.get_by_text("Label counts").first.wait_for()
+    _settle(page)
+    assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
+    link = page.url
+    context.close()
+
+    other = _context(browser)
+    page = other.new_page()
+    page.goto(link)
+    page.get_by_text("Label counts").first.wait_for()
+    _settle(page)
+    assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
+    assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
+    kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
+    assert kept.inner_text() == first_kept != "18"
+    _no_exception(page)
+    other.close()
+
+
+def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, browser):
+    url, home, _ = server
+    context = _context(browser)
+    page = context.new_page()
+    page.goto(f"{url}/results?run=older")
+    page.get_by_text("Compare runs").first.wait_for()
+    _settle(page)
+    assert _chosen(page, "results_run") == "The older try · older (finished)"
+    assert page.get_by_text("kept for the link test").count()  # its note
+    link = page.url
+    context.close()
+
+    other = _context(browser)
+    page = other.new_page()
+    page.goto(link)
+    page.get_by_text("Compare runs").first.wait_for()
+    _settle(page)
+    assert _chosen(page, "results_run") == "The older try · older (finished)"
+    # A run the server does not list (a path, here) is named in a warning, and the newest run shows.
+    page.goto(f"{url}/results?run=..%2F..%2Fetc")
+    page.get_by_text("Compare runs").first.wait_for()
+    _settle(page)
+    assert page.get_by_text(re.compile(r"The link's run \(\.\./\.\./etc\) cannot be used")).count()
+    assert _chosen(page, "results_run").endswith(" · newer (finished)")
+    assert _query(page) == {"run": ["newer"]}
+    _no_exception(page)
+    other.close()
+    assert Path(home / "runs" / "older").is_dir()
