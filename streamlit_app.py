@@ -14,5 +14,6 @@ st.navigation(
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/results.py", title="Results", icon=":material/insights:"),
         st.Page("pages/classify.py", title="Classify", icon=":material/photo_camera:"),
+        st.Page("pages/collect.py", title="Your faces", icon=":material/face:"),
     ]
 ).run()

@@ -24,6 +24,7 @@ from fer import facecheck, images, modelfile, portable
 
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
+DEFAULT_DETECTOR = "mtcnn"  # fer.detect.NAMES; what Classify and the own-faces page find faces with
 
 
 @dataclass
@@ -48,7 +49,7 @@ class PhotoResult:
 class Predictor:
     """A loaded model (and detector) ready for photos. Load once, use for many."""
 
-    def __init__(self, model_path: str | Path, detector: str = "mtcnn") -> None:
+    def __init__(self, model_path: str | Path, detector: str = DEFAULT_DETECTOR) -> None:
         self.model, self.metadata = portable.load_model(Path(model_path))  # .keras, .tflite or .onnx
         self.labels, self.settings = modelfile.check_model(self.model, self.metadata, Path(model_path))
         self.detector_name = detector

@@ -197,6 +197,11 @@ class SharedPredictor:
         with self.lock:
             return self.predictor.predict(source, **options)
 
+    def classify(self, faces, **options):
+        """Probabilities for already-cropped (n, size, size) uint8 faces (fer.predict.Predictor.classify)."""
+        with self.lock:
+            return self.predictor.classify(faces, **options)
+
     def maps(self, faces, labels=None):
         """Where the model looked, per face (fer.predict.Predictor.maps), under the same lock."""
         with self.lock:

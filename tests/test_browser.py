@@ -76,6 +76,7 @@ def _settle(page) -> None:
         ("train", "Start training"),
         ("results", "Results"),
         ("classify", "Classify photos"),
+        ("collect", "Your faces"),
     ],
 )
 def test_each_page_loads_and_is_captured(server, page, tmp_path, path, text):
@@ -121,6 +122,27 @@ def test_a_webcam_snapshot_of_a_face_is_classified(server, page, tmp_path, expw_
     assert page.get_by_text("Face 1:").count(), page.locator('[data-testid="stAlert"]').all_inner_texts()
     assert page.get_by_text("webcam snapshot").count()
     _screenshot(page, "classify-webcam", tmp_path)
+
+
+@pytest.mark.realdata
+def test_a_webcam_snapshot_of_a_face_is_saved_to_a_collection(server, page, tmp_path, expw_sample):
+    url, home = server
+    page.goto(f"{url}/collect")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('video'); return v && v.readyState >= 2 && v.videoWidth > 0; }"
+    )
+    page.get_by_role("button", name="Take Photo").click()
+    expression = page.locator('[data-testid="stRadio"]').filter(has_text="Expression")
+    expression.wait_for()
+    assert not page.get_by_text("No face was found").count()  # the detector found the face
+    expression.get_by_text("fear", exact=True).click()
+    _screenshot(page, "collect-webcam", tmp_path)
+    page.get_by_role("button", name="Save face").click()
+    page.get_by_text("Saved face as fear").first.wait_for()
+    [line] = (home / "own-faces" / "my-faces" / "label.lst").read_text().splitlines()
+    photo, _, top, left, right, bottom, score, label = line.split()
+    assert label == "2" and float(score) > 0.9 and float(bottom) > float(top) and float(right) > float(left)
+    assert (home / "own-faces" / "my-faces" / "image" / photo).is_file()
 
 
 def test_a_shared_link_to_a_page_opens_it_with_the_menu_on_a_fresh_server(browser, tmp_path):
