@@ -125,7 +125,10 @@ class Predictor:
 
     def _face_score(self, photo: Image.Image) -> float | None:
         """How much the whole photo looks like a face; None where the check cannot run (its network
-        needs TensorFlow, which a JAX-only machine lacks): the picture is then classified as given."""
+        needs TensorFlow, which a JAX-only machine lacks, and which a portable model is meant to do
+        without): the picture is then classified as given."""
+        if isinstance(self.model, (portable.OnnxModel, portable.TfliteModel)):
+            return None
         try:
             return self.face_scorer.score_whole(photo)
         except ImportError:
