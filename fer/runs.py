@@ -11,7 +11,7 @@ A run folder holds:
     last.keras        the latest epoch's model with its optimizer state, to resume from
     state.json        epoch, best validation accuracy and the like, to resume from
     metrics.json      final test metrics (the fields of `python -m fer evaluate --json`)
-    predictions.csv   one row per test face: photo, face, label, predicted, a probability per label
+    predictions.csv   one row per test face: photo, face, label, predicted, probability (of that answer), p_<label> each
     lock              locked (fcntl.flock) by the process writing the run, for as long as it lives
 
 A run whose status says running but whose process is gone (killed, even by kill -9, or the machine
@@ -71,6 +71,9 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 LOG = "train.log"  # the training process's output, when the dashboard started it
 CANCEL = "cancel"  # present: the run is asked to stop after its current batch
+# predictions.csv's column for the model's probability of its answer ("confidence" in files written
+# before it was renamed, which read_predictions still reads; a detector's score is something else).
+PROBABILITY = "probability"
 LOCK = "lock"  # flock'ed by the process writing the run; holds its pid and host, for the refusal message
 SLOTS = ".slots"  # in a runs folder: the lock files of its training slots, 0 .. max_trainings() - 1
 # Set (to "1") in the environment of the trainings the dashboard starts: wait in line for a slot.
@@ -459,9 +462,12 @@ def read_predictions(run_dir: Path) -> pd.DataFrame:
     "nan" or a label "NA" is not a missing value."""
     path = Path(run_dir) / PREDICTIONS
     try:
-        return read_csv(path, ("dataset", "photo", "split", "label", "predicted"))
+        frame = read_csv(path, ("dataset", "photo", "split", "label", "predicted"))
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return pd.DataFrame()
+    if "confidence" in frame.columns and PROBABILITY not in frame.columns:  # written before the rename
+        frame = frame.rename(columns={"confidence": PROBABILITY})
+    return frame
 
 
 # Reading a run ------------------------------------------------------------------------------------
