@@ -594,4 +594,10 @@ _PATH = re.compile(r"(?<![\w.~/:])~?/[^\s'\"`<>|,;()]+")
 def without_paths(text: object) -> str:
     """`text` with every server path (/srv/data/runs/x, ~/faces/a.jpg) shortened to its last part: what
     a reader outside the server is shown (error messages, dataset names)."""
-    return _PATH.sub(lambda match: Path(match.group().rstrip("/.:")).name or "…", str(text))
+
+    def last_part(match: re.Match) -> str:
+        path = match.group()
+        core = path.rstrip("/.:")
+        return (Path(core).name or "…") + path[len(core) :].lstrip("/")
+
+    return _PATH.sub(last_part, str(text))

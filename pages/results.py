@@ -278,7 +278,8 @@ def cell_faces(run: runs.Run) -> None:
         crops = run_faces(str(run.path)).crops(shown)
     except results.FacesUnavailable as error:
         st.warning(
-            f"The faces cannot be shown: {common.md(error)}. The table lists them by photo.",
+            f"The faces cannot be shown: {common.md(results.without_paths(error))}. The table lists them by "
+            "photo.",
             icon=":material/image_not_supported:",
         )
         crops = []
