@@ -382,6 +382,9 @@ def epoch_seconds(history: pd.DataFrame, recent: int = 3) -> float | None:
     return float(np.median(durations[-recent:])) if durations else None
 
 
+FIRST_BATCHES = 3  # batches of a run's first epoch before its time left is estimated from them
+
+
 def seconds_left(
     history: pd.DataFrame, progress: dict, epochs: int, now: float | None = None
 ) -> float | None:
@@ -397,8 +400,8 @@ def seconds_left(
     if updated is not None:
         spent += max(0.0, (now if now is not None else time.time()) - updated)
     per_epoch = epoch_seconds(history)
-    if per_epoch is None:  # the first epoch: from its own batches so far
-        if batch <= 0:
+    if per_epoch is None:  # the first epoch: from its own batches so far (its first ones also compile)
+        if batch < min(FIRST_BATCHES, batches):
             return None
         per_epoch = (_seconds(progress.get("seconds")) or 0.0) / batch * batches
     current = max(per_epoch - spent, 0.0)
@@ -477,6 +480,24 @@ class LiveRun:
         return runs.STATE_WORDS.get(self.state, self.state)
 
 
+def _waits(run: Path, status: dict) -> bool:
+    """Whether a queued run waits for others (a slot taken, or runs before it in line); a queued run
+    first in line with a slot free is only starting (its process is still loading)."""
+    place = status.get("place") or runs.place_in_line(run)
+    if not place:
+        return False
+    if place > 1:
+        return True
+    try:
+        limit = runs.max_trainings()
+    except ValueError:  # the server's setting is wrong: the run will say so when it starts
+        return False
+    training = [
+        other for other in runs.list_runs(run.parent) if runs.read_status(other)["state"] == "running"
+    ]
+    return len(training) >= limit
+
+
 def live_run(run_dir: Path | str, status: dict | None = None, now: float | None = None) -> LiveRun:
     """The run in `run_dir` as it stands now; `status` is its read status when the caller has it."""
     run = Path(run_dir)
@@ -492,7 +513,7 @@ def live_run(run_dir: Path | str, status: dict | None = None, now: float | None 
     if not active:
         stage = state
     elif state == "queued":
-        stage = "waiting" if status.get("place") or runs.place_in_line(run) else "starting"
+        stage = "waiting" if _waits(run, status) else "starting"
     elif progress.get("stage") in ("preparing faces", "testing"):
         stage = str(progress["stage"])
     elif "batch" in progress or finished:

@@ -489,7 +489,12 @@ def past_runs() -> None:
         rows.append(
             {
                 "run": run.name,
-                "state": now.words + (f" (place {status['place']} in line)" if status.get("place") else ""),
+                "state": now.words
+                + (
+                    f" (place {status['place']} in line)"
+                    if now.stage == "waiting" and status.get("place")
+                    else ""
+                ),
                 "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
                 "network": train.get("arch"),
                 "epochs done": f"{now.finished_epochs} of {train.get('epochs', '?')}",

@@ -57,8 +57,10 @@ def test_time_left_is_the_rest_of_this_epoch_and_the_epochs_to_come(home):
 
 
 def test_in_the_first_epoch_the_estimate_comes_from_its_batches(home):
-    run = going_run(finished=0, batch=2)  # 12 s for 2 of 10 batches: 60 s an epoch
-    assert results.live_run(run, now=1000.0).seconds_left == pytest.approx(48.0 + 3 * 60.0)
+    run = going_run(finished=0, batch=4)  # 24 s for 4 of 10 batches: 60 s an epoch
+    assert results.live_run(run, now=1000.0).seconds_left == pytest.approx(36.0 + 3 * 60.0)
+    early = going_run("early", finished=0, batch=results.FIRST_BATCHES - 1)  # still compiling: no guess
+    assert results.live_run(early, now=1000.0).time_left == "not known yet"
 
 
 def test_epoch_seconds_prefers_the_recent_epochs_to_the_first():
@@ -85,6 +87,16 @@ def test_stages_before_and_after_training_have_no_estimate(home):
     R.set_status(run, "done")
     over = results.live_run(run)
     assert not over.active and over.words == "finished" and over.time_left == ""
+
+
+def test_a_queued_run_waits_only_when_the_slots_are_taken(home, monkeypatch):
+    monkeypatch.setenv(R.MAX_TRAININGS_ENV, "1")
+    first = R.new_run_dir(paths.runs_dir(), "first")
+    R.write_json(first / R.CONFIG, {"train": TrainConfig().__dict__})
+    R.set_status(first, "queued")  # its process (this one) still loading: first in line, a slot free
+    assert results.live_run(first).words == "starting"
+    going_run("other")  # now a run trains in the one slot
+    assert results.live_run(first).words == "waiting for a free training slot"
 
 
 # The Train page -----------------------------------------------------------------------------------
