@@ -492,10 +492,7 @@ def _waits(run: Path, status: dict) -> bool:
         limit = runs.max_trainings()
     except ValueError:  # the server's setting is wrong: the run will say so when it starts
         return False
-    training = [
-        other for other in runs.list_runs(run.parent) if runs.read_status(other)["state"] == "running"
-    ]
-    return len(training) >= limit
+    return runs.slots_taken(run.parent) >= limit
 
 
 def live_run(run_dir: Path | str, status: dict | None = None, now: float | None = None) -> LiveRun:

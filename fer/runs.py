@@ -387,6 +387,20 @@ def place_in_line(run_dir: Path) -> int | None:
     return line.index(run_dir.resolve()) + 1 if run_dir.resolve() in line else None
 
 
+def slots_taken(runs_dir: Path) -> int:
+    """How many training slots of `runs_dir` a live process holds, read from what each holder wrote
+    into its slot file (its pid and host; see wait_for_slot), without touching the locks."""
+    taken = 0
+    for slot in (Path(runs_dir) / SLOTS).glob("*"):
+        try:
+            pid, host = slot.read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+            taken += 1
+    return taken
+
+
 def wait_for_slot(run_dir: Path, poll_seconds: float = 0.5) -> IO[str] | None:
     """Wait until `run_dir` is first in its runs folder's line and a slot is free, then take the slot:
     returns its open lock file (held until closed or the process ends). None: the run was cancelled

@@ -4,6 +4,7 @@ epoch durations, the past-runs table and the Cancel button (which answers at onc
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -95,7 +96,8 @@ def test_a_queued_run_waits_only_when_the_slots_are_taken(home, monkeypatch):
     R.write_json(first / R.CONFIG, {"train": TrainConfig().__dict__})
     R.set_status(first, "queued")  # its process (this one) still loading: first in line, a slot free
     assert results.live_run(first).words == "starting"
-    going_run("other")  # now a run trains in the one slot
+    (paths.runs_dir() / R.SLOTS).mkdir()  # now a live process holds the one slot, and says so in it
+    (paths.runs_dir() / R.SLOTS / "0").write_text(f"{os.getpid()} {socket.gethostname()} other\n")
     assert results.live_run(first).words == "waiting for a free training slot"
 
 
