@@ -409,14 +409,14 @@ def seconds_left(
 
 
 def duration_words(seconds: float | None) -> str:
-    """A duration as a reader says it: "under a minute", "about 4 minutes", "about 1 h 20 min"."""
+    """A duration as a reader says it: "under a minute", "about 4 min", "about 1 h 20 min"."""
     if seconds is None or not math.isfinite(seconds):
         return "not known yet"
     minutes = round(seconds / 60)
     if seconds < 60:
         return "under a minute"
     if minutes < 60:
-        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+        return f"about {minutes} min"  # short: it fits a metric card a quarter of the page wide
     hours, rest = divmod(minutes, 60)
     return f"about {hours} h {rest} min" if rest else f"about {hours} h"
 

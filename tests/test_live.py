@@ -51,7 +51,7 @@ def test_time_left_is_the_rest_of_this_epoch_and_the_epochs_to_come(home):
     now = results.live_run(run, now=1000.0)
     assert (now.stage, now.epoch, now.epochs, now.finished_epochs) == ("training", 3, 4, 2)
     assert now.seconds_left == pytest.approx(90.0)
-    assert now.words == "training, epoch 3 of 4" and now.time_left == "about 2 minutes"
+    assert now.words == "training, epoch 3 of 4" and now.time_left == "about 2 min"
     assert now.fraction == pytest.approx(2.5 / 4)
     # Time passing since the last progress write counts too.
     assert results.live_run(run, now=1020.0).seconds_left == pytest.approx(70.0)
@@ -72,7 +72,7 @@ def test_epoch_seconds_prefers_the_recent_epochs_to_the_first():
 
 @pytest.mark.parametrize(
     ("seconds", "words"),
-    [(None, "not known yet"), (20, "under a minute"), (61, "about 1 minute"), (600, "about 10 minutes"),
+    [(None, "not known yet"), (20, "under a minute"), (61, "about 1 min"), (600, "about 10 min"),
      (3600, "about 1 h"), (4800, "about 1 h 20 min")],
 )  # fmt: skip
 def test_duration_words(seconds, words):
