@@ -63,7 +63,7 @@ def predictions_table(faces: pd.DataFrame, labels: list[str], probabilities: np.
     keep = [c for c in ("dataset", "photo", "face", "split", "label") if c in faces.columns]
     table = faces[keep].reset_index(drop=True).copy()
     table["predicted"] = [labels[i] for i in probabilities.argmax(axis=1)]
-    table["confidence"] = probabilities.max(axis=1)
+    table[runs.PROBABILITY] = probabilities.max(axis=1)  # the model's probability of its answer
     for i, label in enumerate(labels):
         table[f"p_{label}"] = probabilities[:, i]
     return table

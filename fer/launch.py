@@ -180,10 +180,12 @@ def queue(runs_dir: Path | None = None) -> list[Path]:
 # Stopping and deleting ----------------------------------------------------------------------------
 
 
-def cancel(run_dir: Path) -> None:
+def cancel(run_dir: Path, wait: bool = True) -> None:
     """Ask a run to stop. Training stops after its current batch (the recorder sees the `cancel` file).
     A run still starting or preparing its faces has no batch yet, which can take minutes on a large
-    dataset, so its process group (preparation workers included) is terminated instead."""
+    dataset, so its process group (preparation workers included) is terminated instead, and, with
+    `wait`, recorded as cancelled once it is gone. Without `wait` this returns at once (a page's Cancel
+    button): the run reads "cancelled" as soon as its process has ended all the same (see status)."""
     run_dir = Path(run_dir)
     if not (run_dir / runs.STATUS).is_file():
         raise ValueError(f"run_dir must be a run folder (with a status.json), got {run_dir}")
@@ -199,6 +201,8 @@ def cancel(run_dir: Path) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
+        return
+    if not wait:
         return
     for _ in range(50):  # it has no handler for SIGTERM: gone within moments
         if not runs._alive(pid):

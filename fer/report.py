@@ -267,7 +267,7 @@ def _faces_html(
     run: runs.Run, faces: results.RunFaces | None, unavailable: str | None, per_group: int
 ) -> str:
     if faces is None or run.predictions.empty:
-        why = unavailable or "the run has no predictions.csv"
+        why = results.without_paths(unavailable or "the run has no predictions.csv")
         return f'<p class="note">No example faces: {escape(why)}. The numbers above are complete.</p>'
     groups = results.examples(run.predictions, list(run.metrics["labels"]), per_group)
     blocks = []
@@ -280,10 +280,11 @@ def _faces_html(
                 if crop is None:
                     continue
                 right = row.predicted == row.label
+                probability = getattr(row, runs.PROBABILITY)
                 caption = (
-                    f"{row.predicted} {row.confidence:.0%}"
+                    f"{row.predicted} {probability:.0%}"
                     if right
-                    else f"called {row.predicted} ({row.confidence:.0%})"
+                    else f"called {row.predicted} ({probability:.0%})"
                 )
                 figures.append(
                     f'<figure class="{"right" if right else "wrong"}"><img src="{png_data_uri(crop)}" '
@@ -347,9 +348,10 @@ def _settings_html(run: runs.Run) -> str:
     train = run.train
     items = [
         ("Datasets", ", ".join(results.dataset_title(d) for d in train.get("datasets", [])) or "unknown"),
-        ("Architecture", f"{train.get('arch')} (first-block width {train.get('width')})"),
+        ("Network", f"{train.get('arch')}: {results.ARCH_WORDS.get(str(train.get('arch')), 'a custom network')} "
+                    f"(first-block width {train.get('width')})"),
         ("Faces", f"{train.get('image_size')}×{train.get('image_size')} grayscale, margin {train.get('margin', 0)}"),
-        ("Minimum detector confidence", "none" if train.get("min_confidence") is None else str(train["min_confidence"])),
+        ("Minimum detector score", "none" if train.get("min_confidence") is None else str(train["min_confidence"])),
         ("Epochs", f"{len(run.history)} (of at most {train.get('epochs')}), the model kept is from epoch "
                    f"{(run.metrics or {}).get('best_epoch') or run.status.get('best_epoch') or '–'}"),
         ("Batch size, learning rate", f"{train.get('batch_size')}, {train.get('learning_rate')}"),
@@ -359,10 +361,9 @@ def _settings_html(run: runs.Run) -> str:
         ("Seed, val / test share", f"{train.get('seed')}, {train.get('val_share')} / {train.get('test_share')}"),
         ("Training-face cap", "none" if not train.get("max_faces") else f"{int(train['max_faces']):,}"),
     ]  # fmt: skip
-    rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in items)
-    command = run.config.get("command")
-    made = f"<p>Made by <code>{escape(str(command))}</code></p>" if command else ""
-    return f"<dl>{rows}</dl>{made}"
+    # Read by people outside the server: no command line, and no server path (datasets by folder name).
+    rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(results.without_paths(v))}</dd>" for k, v in items)
+    return f"<dl>{rows}</dl>"
 
 
 def _counts_html(run: runs.Run, faces: results.RunFaces | None) -> str:
@@ -433,7 +434,7 @@ def build_report(
         error = run.status.get("error")
         body.append(
             f'<p class="error">This run is {escape(runs.STATE_WORDS.get(run.state, run.state))}'
-            + (f": {escape(str(error))}" if error else "")
+            + (f": {escape(results.without_paths(error))}" if error else "")
             + ". The report shows what it had written so far.</p>"
         )
     body += ["<h2>What was trained on what</h2>", _settings_html(run)]

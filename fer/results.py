@@ -14,6 +14,8 @@ numbers without pictures.
 from __future__ import annotations
 
 import math
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +198,7 @@ def cell_faces(predictions: pd.DataFrame, true_label: str, predicted_label: str)
         return pd.DataFrame(columns=predictions.columns)
     chosen = predictions[(predictions["label"] == true_label) & (predictions["predicted"] == predicted_label)]
     column = f"p_{predicted_label}"
-    order = column if column in chosen.columns else "confidence"
+    order = column if column in chosen.columns else runs.PROBABILITY
     return chosen.sort_values(order, ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -207,7 +209,7 @@ def examples(
     result = {}
     for label in labels:
         faces = predictions[predictions["label"] == label].sort_values(
-            "confidence", ascending=False, kind="stable"
+            runs.PROBABILITY, ascending=False, kind="stable"
         )
         right = faces["predicted"] == label
         result[label] = {"correct": faces[right].head(per_group), "mistakes": faces[~right].head(per_group)}
@@ -243,7 +245,8 @@ def compare_table(run_dirs: list[Path | str]) -> pd.DataFrame:
 
 
 def dataset_title(name: str) -> str:
-    return "built-in demo (synthetic)" if name == "demo" else str(name)
+    """A dataset as a reader sees it: its folder's name, never where it lies on the server."""
+    return "built-in demo (synthetic)" if name == "demo" else Path(str(name)).name or str(name)
 
 
 # The run's test faces -----------------------------------------------------------------------------
@@ -363,3 +366,266 @@ def run_faces(run_dir: Path | str, *, progress: Progress | None = None) -> RunFa
     if not prepared:
         raise FacesUnavailable("the run's config.json names no dataset")
     return RunFaces(prepared=prepared, train=train)
+
+
+# A run still going --------------------------------------------------------------------------------
+# Read from the run folder alone (status, progress, history), so every page and tab shows the same thing.
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def epoch_seconds(history: pd.DataFrame, recent: int = 3) -> float | None:
+    """How long one epoch takes: the median of the last `recent` finished epochs' durations (history.csv's
+    `seconds`; the first epoch of a run also builds the model, so later ones are preferred); None
+    before any epoch has finished."""
+    if "seconds" not in history or not len(history):
+        return None
+    durations = [s for s in (_seconds(v) for v in history["seconds"]) if s is not None]
+    if len(durations) > 1:
+        durations = durations[1:]
+    return float(np.median(durations[-recent:])) if durations else None
+
+
+FIRST_BATCHES = 3  # batches of a run's first epoch before its time left is estimated from them
+
+
+def seconds_left(
+    history: pd.DataFrame, progress: dict, epochs: int, now: float | None = None
+) -> float | None:
+    """Estimated seconds until the run's last epoch ends: the epochs still to come at the recent epoch
+    duration, plus what is left of the current one. Early stopping can end a run sooner, so this is
+    the most it should take. None while it cannot be told (faces still being prepared, no batch yet)."""
+    if "batch" not in progress:
+        return None
+    epoch = int(progress.get("epoch") or 1)
+    batch, batches = int(progress.get("batch") or 0), max(int(progress.get("batches") or 1), 1)
+    spent = _seconds(progress.get("seconds")) or 0.0
+    updated = _seconds(progress.get("updated"))
+    if updated is not None:
+        spent += max(0.0, (now if now is not None else time.time()) - updated)
+    per_epoch = epoch_seconds(history)
+    if per_epoch is None:  # the first epoch: from its own batches so far (its first ones also compile)
+        if batch < min(FIRST_BATCHES, batches):
+            return None
+        per_epoch = (_seconds(progress.get("seconds")) or 0.0) / batch * batches
+    current = max(per_epoch - spent, 0.0)
+    return current + max(int(epochs) - epoch, 0) * per_epoch
+
+
+def duration_words(seconds: float | None) -> str:
+    """A duration as a reader says it: "under a minute", "about 4 min", "about 1 h 20 min"."""
+    if seconds is None or not math.isfinite(seconds):
+        return "not known yet"
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return "under a minute"
+    if minutes < 60:
+        return f"about {minutes} min"  # short: it fits a metric card a quarter of the page wide
+    hours, rest = divmod(minutes, 60)
+    return f"about {hours} h {rest} min" if rest else f"about {hours} h"
+
+
+@dataclass
+class LiveRun:
+    """Where a run stands, read from its folder: what it is doing in words, epochs, time left."""
+
+    state: str  # the status (fer.runs.STATES, or "interrupted")
+    stage: str  # "waiting", "starting", "preparing faces", "training", "testing", or the state
+    epoch: int  # the epoch under way (training) or the last finished one
+    epochs: int  # the most the run will train
+    finished_epochs: int
+    seconds_left: float | None  # None: not known (yet), or the run is over
+    progress: dict  # progress.json as written
+    cancelling: bool  # a cancel was asked for and the run is still going
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    @property
+    def fraction(self) -> float:
+        """How far through its epochs the run is, 0 to 1 (faces being prepared: 0)."""
+        if not self.active:
+            return 1.0 if self.state == "done" else min(self.finished_epochs / max(self.epochs, 1), 1.0)
+        if self.stage == "testing":
+            return 1.0
+        if self.stage != "training":
+            return 0.0
+        batch, batches = int(self.progress.get("batch") or 0), max(int(self.progress.get("batches") or 1), 1)
+        return min(max((self.epoch - 1 + min(batch / batches, 1.0)) / max(self.epochs, 1), 0.0), 1.0)
+
+    @property
+    def time_left(self) -> str:
+        """The time left in words ("" for a run that is over)."""
+        if not self.active:
+            return ""
+        if self.cancelling:
+            return "stopping"
+        if self.stage == "testing":
+            return "under a minute"
+        return duration_words(self.seconds_left)
+
+    @property
+    def words(self) -> str:
+        """One line: "training, epoch 3 of 4", "preparing faces (1,200 of 5,000)", "finished"."""
+        if self.cancelling:
+            return "cancelling…"
+        if self.stage == "training":
+            return f"training, epoch {self.epoch} of {self.epochs}"
+        if self.stage == "preparing faces":
+            done, total = int(self.progress.get("done", 0)), int(self.progress.get("total", 0))
+            return f"preparing faces ({done:,} of {total:,})" if total > 1 else "preparing faces"
+        if self.stage == "testing":
+            return "scoring its test faces"
+        if self.stage == "waiting":
+            return "waiting for a free training slot"
+        if self.stage == "starting":
+            return "starting"
+        return runs.STATE_WORDS.get(self.state, self.state)
+
+
+def _waits(run: Path, status: dict) -> bool:
+    """Whether a queued run waits for others (a slot taken, or runs before it in line); a queued run
+    first in line with a slot free is only starting (its process is still loading)."""
+    place = status.get("place") or runs.place_in_line(run)
+    if not place:
+        return False
+    if place > 1:
+        return True
+    try:
+        limit = runs.max_trainings()
+    except ValueError:  # the server's setting is wrong: the run will say so when it starts
+        return False
+    return runs.slots_taken(run.parent) >= limit
+
+
+def live_run(run_dir: Path | str, status: dict | None = None, now: float | None = None) -> LiveRun:
+    """The run in `run_dir` as it stands now; `status` is its read status when the caller has it."""
+    run = Path(run_dir)
+    status = status if status is not None else runs.read_status(run)
+    state = str(status.get("state", "interrupted"))
+    train = dict((runs.read_json(run / runs.CONFIG, {}) or {}).get("train", {}))
+    history = runs.read_history(run)
+    finished = int(history["epoch"].max()) if "epoch" in history and len(history) else 0
+    epochs = int(status.get("epochs") or train.get("epochs") or 0)
+    progress = runs.read_json(run / runs.PROGRESS, {}) or {}
+    progress = progress if isinstance(progress, dict) else {}
+    active = state in ("queued", "running")
+    if not active:
+        stage = state
+    elif state == "queued":
+        stage = "waiting" if _waits(run, status) else "starting"
+    elif progress.get("stage") in ("preparing faces", "testing"):
+        stage = str(progress["stage"])
+    elif "batch" in progress or finished:
+        stage = "training"
+    else:
+        stage = "starting"
+    epoch = (
+        int(progress.get("epoch") or status.get("epoch") or finished + 1) if stage == "training" else finished
+    )
+    left = seconds_left(history, progress, epochs, now) if stage == "training" else None
+    return LiveRun(
+        state=state,
+        stage=stage,
+        epoch=epoch,
+        epochs=epochs,
+        finished_epochs=finished,
+        seconds_left=left,
+        progress=progress,
+        cancelling=active and (run / runs.CANCEL).exists(),
+    )
+
+
+# Words for readers who are not engineers ----------------------------------------------------------
+
+# The networks a run can train, as the Train and Results pages name them (fer.config.ARCHITECTURES).
+ARCH_WORDS = {
+    "vgg": "VGG-style network: pairs of small convolution layers, the most accurate in our tests",
+    "vgg-small": "small VGG-style network: the same shape with fewer filters, faster, a little less accurate",
+    "seed": "the report's CNN: three convolution blocks, the network this project started from",
+}
+ARCH_HELP = (
+    "The network's name: "
+    + "; ".join(f"{name} = {words}" for name, words in ARCH_WORDS.items())
+    + ". (The Seed setting is something else: the number that fixes a run's random choices.)"
+)
+MACRO_F1_HELP = (
+    "F1 scores a label by both how often the model is right when it says that label and how many of that "
+    "label's faces it finds. Macro F1 averages it over the labels with each counting the same, so a rare "
+    "expression (such as disgust) weighs as much as a common one."
+)
+
+# What the test faces of each dataset look like, for the sentences that say how a model does on them.
+_PHOTO_KINDS = {
+    "fer2013": "posed, frontal faces (FER2013: small grayscale close-ups, most looking at the camera)",
+    "expw": "faces in everyday photos from the web (ExpW), cut out along boxes people drew",
+    "demo": "the built-in synthetic cartoon faces",
+}
+_DETECTED = (
+    "everyday photos from the web (ExpW), the faces found by the face detector as on the Classify page"
+)
+
+
+def photo_kind(name: str) -> str:
+    """What the faces scored under `name` (a key of a model's test_metrics) look like, in plain words."""
+    base, _, detector = str(name).partition(" [")
+    base = Path(base).name.lower()
+    if detector and base.startswith("expw"):
+        return _DETECTED
+    for key, words in _PHOTO_KINDS.items():
+        if base.startswith(key):
+            return words
+    if base in ("test", ""):
+        return "the faces held back from its own training data"
+    return f"the faces of dataset {Path(str(name)).name}"
+
+
+def tested_on(train: dict) -> str:
+    """What the test faces of a run (its training config `train`) look like, in one sentence."""
+    kinds = [photo_kind(str(name)) for name in train.get("datasets", [])] or ["its dataset's faces"]
+    return (
+        "The test faces are " + "; and ".join(kinds) + ": on other kinds of photo it can do better or worse."
+    )
+
+
+def score_lines(test_metrics: dict) -> list[str]:
+    """One plain sentence per kind of photo a model was scored on (a model file's test_metrics: either
+    one metrics dict or dataset name -> metrics), best first."""
+    if not isinstance(test_metrics, dict) or not test_metrics:
+        return []
+    scores = {"test": test_metrics} if "accuracy" in test_metrics else test_metrics
+    lines = []
+    for name, score in sorted(scores.items(), key=lambda item: -float(item[1].get("accuracy", 0))):
+        if not isinstance(score, dict) or "accuracy" not in score:
+            continue
+        faces = int(score.get("n") or 0)
+        missed = int(score.get("undetected") or 0)
+        lines.append(
+            f"On {photo_kind(name)}: right {score['accuracy']:.0%} of the time "
+            f"({faces:,} faces it never saw while training"
+            + (f"; the {missed:,} faces the detector missed count as wrong" if missed else "")
+            + ")."
+        )
+    return lines
+
+
+_PATH = re.compile(r"(?<![\w.~/:])~?/[^\s'\"`<>|,;()]+")
+
+
+def without_paths(text: object) -> str:
+    """`text` with every server path (/srv/data/runs/x, ~/faces/a.jpg) shortened to its last part: what
+    a reader outside the server is shown (error messages, dataset names)."""
+
+    def last_part(match: re.Match) -> str:
+        path = match.group()
+        core = path.rstrip("/.:")
+        return (Path(core).name or "…") + path[len(core) :].lstrip("/")
+
+    return _PATH.sub(last_part, str(text))

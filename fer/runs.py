@@ -12,7 +12,7 @@ A run folder holds:
     state.json        epoch, best validation accuracy and the like, to resume from
     metrics.json      final test metrics (the fields of `python -m fer evaluate --json`)
     name.json         the name and note people gave the run (absent: a name made from its settings)
-    predictions.csv   one row per test face: photo, face, label, predicted, a probability per label
+    predictions.csv   one row per test face: photo, face, label, predicted, probability (of that answer), p_<label> each
     lock              locked (fcntl.flock) by the process writing the run, for as long as it lives
 
 A run whose status says running but whose process is gone (killed, even by kill -9, or the machine
@@ -73,6 +73,9 @@ PREDICTIONS = "predictions.csv"
 NAME = "name.json"  # {"name": ..., "note": ...}, written by the dashboard when someone names the run
 LOG = "train.log"  # the training process's output, when the dashboard started it
 CANCEL = "cancel"  # present: the run is asked to stop after its current batch
+# predictions.csv's column for the model's probability of its answer ("confidence" in files written
+# before it was renamed, which read_predictions still reads; a detector's score is something else).
+PROBABILITY = "probability"
 LOCK = "lock"  # flock'ed by the process writing the run; holds its pid and host, for the refusal message
 SLOTS = ".slots"  # in a runs folder: the lock files of its training slots, 0 .. max_trainings() - 1
 # Set (to "1") in the environment of the trainings the dashboard starts: wait in line for a slot.
@@ -388,6 +391,20 @@ def place_in_line(run_dir: Path) -> int | None:
     return line.index(run_dir.resolve()) + 1 if run_dir.resolve() in line else None
 
 
+def slots_taken(runs_dir: Path) -> int:
+    """How many training slots of `runs_dir` a live process holds, read from what each holder wrote
+    into its slot file (its pid and host; see wait_for_slot), without touching the locks."""
+    taken = 0
+    for slot in (Path(runs_dir) / SLOTS).glob("*"):
+        try:
+            pid, host = slot.read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+            taken += 1
+    return taken
+
+
 def wait_for_slot(run_dir: Path, poll_seconds: float = 0.5) -> IO[str] | None:
     """Wait until `run_dir` is first in its runs folder's line and a slot is free, then take the slot:
     returns its open lock file (held until closed or the process ends). None: the run was cancelled
@@ -463,9 +480,12 @@ def read_predictions(run_dir: Path) -> pd.DataFrame:
     "nan" or a label "NA" is not a missing value."""
     path = Path(run_dir) / PREDICTIONS
     try:
-        return read_csv(path, ("dataset", "photo", "split", "label", "predicted"))
+        frame = read_csv(path, ("dataset", "photo", "split", "label", "predicted"))
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return pd.DataFrame()
+    if "confidence" in frame.columns and PROBABILITY not in frame.columns:  # written before the rename
+        frame = frame.rename(columns={"confidence": PROBABILITY})
+    return frame
 
 
 # Reading a run ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from fer import images, modelfile, predict, runs, saliency
+from fer import images, modelfile, predict, results, runs, saliency
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -33,7 +33,7 @@ st.session_state.setdefault(UPLOADED, {})
 model_box = st.container()  # the model list goes here, above the upload that may add to it
 with st.expander("Use your own model file"):
     st.write(
-        "A `.keras` file saved by `python -m fer train` (a run's model, as the Results page downloads "
+        "A .keras model file saved by this tool's training (a run's model, as the Results page downloads "
         "it). It is checked before it is used: models holding Python code (Lambda layers) are refused, "
         "and so are models bigger than this server allows."
     )
@@ -57,7 +57,7 @@ with st.expander("Use your own model file"):
         if last[2]:
             st.error(
                 f"{common.md(upload.name)} cannot be used as a model: {common.md(last[2])}. Train a model "
-                "on the Train page, or upload a .keras file saved by `python -m fer train`."
+                "on the Train page, or upload a .keras file saved by this tool's training."
             )
         else:
             st.success(f"{common.md(upload.name)} is checked and can be chosen in the model list.")
@@ -133,14 +133,23 @@ calibrated = model.metadata.get("calibration")  # None: the network's own percen
 if calibrated:
     st.caption(
         "Percentages are calibrated: of faces given about 60%, about 6 in 10 are right, measured on "
-        f"held-out photos ({common.md(calibrated.get('fitted_on', 'validation faces'))}). In-the-wild photos "
+        f"held-out photos ({common.md(results.without_paths(calibrated.get('fitted_on', 'validation faces')))}). In-the-wild photos "
         "unlike those are read less well than the percentages say."
     )
 else:
     st.warning(
         "This model has no calibration: its percentages are the network's own, which run higher than how "
-        "often it is right. `python -m fer calibrate` fits them on held-out faces."
+        "often it is right. Whoever runs this server can calibrate it on held-out faces."
     )
+scores = results.score_lines(model.metadata.get("test_metrics") or {})
+if scores:
+    with st.expander("How well this model does, by kind of photo"):
+        # Which figure applies to which kind of photo, in words: a score means little without it.
+        st.markdown("\n".join(f"- {common.md(line)}" for line in scores))
+        st.caption(
+            "A photo unlike all of these (dim light, a face turned away, a small face in a crowd) is read "
+            "less well."
+        )
 
 
 # The faces of a photo with several are a grid of small crops beside the boxed picture, each with its

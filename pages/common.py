@@ -692,3 +692,26 @@ def portable_downloads(model_path: str, name: str, key: str) -> None:
             key=f"{key}_{fmt}",
             help=f"{use}. Labels, face size and calibration are inside the file; written when clicked.",
         )
+
+
+# Charts -------------------------------------------------------------------------------------------
+# Plotly draws its toolbar (zoom, download...) over the top right of a chart, where a title drawn
+# inside the chart runs at phone width (390 px). So the title is text above the chart, where it also
+# wraps, and the chart keeps an empty band at its top for the toolbar.
+TOOLBAR_ROOM = 36  # pixels at the top of a chart left to Plotly's toolbar
+
+
+def chart(figure, where=None, **options):
+    """`st.plotly_chart(figure, **options)` (in `where`, a column or container, if given) with the
+    figure's title moved above it and room at its top for the toolbar; returns what plotly_chart does."""
+    title, margin = figure.layout.title.text, figure.layout.margin.t
+    if title:  # the title's band becomes the toolbar's
+        figure.update_layout(title_text=None, margin_t=TOOLBAR_ROOM)
+    elif margin is not None:  # Plotly's default top margin (100 px) already has room
+        figure.update_layout(margin_t=margin + TOOLBAR_ROOM)
+    options.setdefault("width", "stretch")
+    options.setdefault("config", {"displaylogo": False})
+    box = (where or st).container()
+    if title:
+        box.markdown(f"**{md(html.unescape(title))}**")
+    return box.plotly_chart(figure, **options)

@@ -1,4 +1,4 @@
-"""Data: choose the dataset, see what it holds, filter faces by confidence, export the processed faces.
+"""Data: choose the dataset, see what it holds, filter faces by detector score, export the processed faces.
 
 The dataset in use is what the chooser shows: the demo, a typed path that passes the data-roots
 check and loads, or an uploaded zip once it is safely extracted. Input that cannot be used leaves
@@ -283,14 +283,15 @@ else:
         stored = float(st.session_state[common.MIN_CONFIDENCE])
         st.session_state[THRESHOLD] = min(max(stored, 0.0), top)
     threshold = st.slider(
-        "Minimum detector confidence",
+        "Minimum detector score",
         min_value=0.0,
         max_value=top,
         step=0.5 if top >= 20 else 0.01,
         format="%.1f" if top >= 20 else "%.2f",
         key=THRESHOLD,
-        help="Faces the detector was less sure of are dropped from training and export; "
-        "in-the-wild datasets hold many blurred, tiny or turned faces at low confidence.",
+        help="The detector score says how sure the face detector that drew the box was that it holds a "
+        "face (ExpW's run from 0 to about 126). Faces under this score are dropped from training and "
+        "export; in-the-wild datasets hold many blurred, tiny or turned faces with low scores.",
     )
     st.session_state[common.MIN_CONFIDENCE] = threshold
 common.write_url(common.dataset_url())
@@ -318,19 +319,22 @@ figure = px.bar(
     color_discrete_map=COLOURS,
     category_orders={"label": [common.plot_text(label) for label in facts["labels"]]},
 )
-st.plotly_chart(figure, width="stretch")
+common.chart(figure)
 split_counts = " · ".join(f"{name} {facts['per_split'][name]['kept']:,}" for name in splits.SPLITS)
 st.caption(f"Kept faces per split: {split_counts} (split: {common.md(facts['split_source'])}).")
 
 if confidence is None:
-    st.info("This dataset records no detector confidence, so there is nothing to filter: every face is kept.")
+    st.info("This dataset records no detector score, so there is nothing to filter: every face is kept.")
 else:
     scores = dataset.faces["confidence"].dropna()
     histogram = px.histogram(
         pd.DataFrame(
-            {"confidence": scores, "faces are": (scores >= threshold).map({True: "kept", False: "dropped"})}
+            {
+                "detector score": scores,
+                "faces are": (scores >= threshold).map({True: "kept", False: "dropped"}),
+            }
         ),
-        x="confidence",
+        x="detector score",
         color="faces are",
         nbins=60,
         color_discrete_map=COLOURS,
@@ -340,15 +344,15 @@ else:
         x=threshold, line_dash="dash", line_color=THRESHOLD_COLOUR, annotation_text=f"threshold {threshold:g}"
     )
     histogram.update_layout(yaxis_title="faces", bargap=0.05)
-    st.subheader("Detector confidence")
-    st.plotly_chart(histogram, width="stretch")
+    st.subheader("Detector score")
+    common.chart(histogram)
 
 # Samples --------------------------------------------------------------------------------------------
 
 st.header("Sample faces")
 st.caption(
     f"Up to {SAMPLES_PER_LABEL} kept faces per label, cropped from their photos, grayscale, "
-    f"{SAMPLE_SIZE}x{SAMPLE_SIZE}: what the model sees. Under each face: its detector confidence "
+    f"{SAMPLE_SIZE}x{SAMPLE_SIZE}: what the model sees. Under each face: its detector score "
     "(or, where the dataset records none, its photo's name, shortened in the middle, or its CSV row)."
 )
 for label, faces in sample_faces(path, threshold, facts["faces"]).items():

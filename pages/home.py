@@ -5,7 +5,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from fer import datasets
+from fer import datasets, results
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -47,11 +47,9 @@ with model_column:
         common.warm_up(model_path)
         try:
             metadata = common.model_metadata(model_path)
-            scores = metadata.get("test_metrics") or {}
-            for name, score in scores.items() if "accuracy" not in scores else [("test", scores)]:
-                st.caption(
-                    f"Accuracy on {common.md(name)}: {score['accuracy']:.1%} of {score['n']:,} held-out faces"
-                )
+            # Which figure applies to which kind of photo, in words: a score means little without it.
+            for line in results.score_lines(metadata.get("test_metrics") or {}):
+                st.caption(common.md(line))
         except Exception as error:  # noqa: BLE001 - a broken model must not take the home page down
             st.warning(
                 f"The model could not be read ({common.md(error)}); choose another on the Classify page."
@@ -70,4 +68,4 @@ figure = px.bar(
     labels={"x": "label", "y": "faces"},
     title="Faces per label",
 )
-st.plotly_chart(figure, width="stretch")
+common.chart(figure)

@@ -21,6 +21,7 @@ TRUE, PREDICTED, CHART = "results_true", "results_predicted", "results_confusion
 COMPARE = "results_compare"  # the comparison's widget key
 COMPARED = "results_compared"  # the runs compared, kept while other pages show (Streamlit drops the widget's)
 MAX_FACES = 40  # faces shown for one cell; the table below them lists every one
+POLL_SECONDS = 2.0  # how often a run still going is read again
 
 
 def _stamp(run: str) -> tuple[float, ...]:
@@ -63,45 +64,56 @@ def percents(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame.assign(**{c: frame[c] * 100 for c in columns if c in frame.columns})
 
 
-def percent_column(title: str) -> st.column_config.NumberColumn:
-    return st.column_config.NumberColumn(title, format="%.1f%%")
+def percent_column(title: str, help: str | None = None) -> st.column_config.NumberColumn:
+    return st.column_config.NumberColumn(title, format="%.1f%%", help=help)
 
 
 # The chosen run -----------------------------------------------------------------------------------
 
 
 def status(run: runs.Run) -> None:
-    """Say plainly where a run that has not finished stands."""
-    state, error = run.state, common.md(common.error_line(run.status.get("error") or ""))
-    resume = common.md(f"python -m fer train --resume --run-dir {run.path}", code=True)
-    if state in ("running", "queued"):
-        epoch, epochs = run.status.get("epoch") or 0, run.status.get("epochs") or run.train.get("epochs")
-        st.info(
-            f"This run is {runs.STATE_WORDS[state]}: epoch {common.md(epoch)} of {common.md(epochs)}. Its test "
-            "results appear here when it finishes.",
-            icon=":material/hourglass_top:",
-        )
-        if epochs:
-            st.progress(min(int(epoch) / int(epochs), 1.0))
-        st.button("Refresh", key="results_refresh")
-    elif state == "failed":
+    """Say plainly where a run that has ended without results stands (a run still going: `live`)."""
+    state = run.state
+    error = common.md(results.without_paths(common.error_line(run.status.get("error") or "")))
+    resume = "Whoever runs this server can resume it from its last finished epoch."
+    if state == "failed":
         # The traceback stays in the run folder and goes to the server's log, never to the page.
         st.error(f"This run failed: {error or 'no error was recorded'}", icon=":material/error:")
         common.log_failure(run.path)
     elif state == "cancelled":
-        st.warning(
-            f"This run was cancelled before it finished. Resume it with {resume}.", icon=":material/cancel:"
-        )
+        st.warning(f"This run was cancelled before it finished. {resume}", icon=":material/cancel:")
     elif state == "interrupted":
         st.warning(
-            f"This run was interrupted: {error or 'its process stopped without finishing'}. Resume it with {resume}.",
+            f"This run was interrupted: {error or 'its process stopped without finishing'}. {resume}",
             icon=":material/warning:",
         )
-    elif run.metrics is None:
+    elif state == "done" and run.metrics is None:
         st.error(
-            "This run says it is done, but its metrics.json is missing or unreadable, so there are no test "
-            "results to show. Train it again, or score its model with `python -m fer evaluate`."
+            "This run says it is done, but its test results are missing or unreadable, so there is "
+            "nothing to show. Train it again, or ask whoever runs this server to score its model."
         )
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def live(run_dir: str) -> None:
+    """A run still going, redrawn every few seconds from its folder: where it is, the time left, its
+    curves. When it ends, the whole page redraws with its results."""
+    run = Path(run_dir)
+    now = results.live_run(run)
+    if not now.active:
+        st.rerun()
+    left = "" if now.stage in ("waiting", "starting") else f" Time left: {now.time_left}."
+    st.info(
+        f"This run is {now.words}.{left} Its test results appear here when it finishes: this page follows "
+        "it by itself.",
+        icon=":material/hourglass_top:",
+    )
+    st.progress(now.fraction)
+    history = runs.read_history(run)
+    if len(history):
+        training_curves(history)
+    else:
+        st.caption("No epoch has finished yet, so there are no curves.")
 
 
 def downloads(run: runs.Run) -> None:
@@ -130,6 +142,8 @@ def downloads(run: runs.Run) -> None:
         disabled=not predictions.is_file(),
         icon=":material/download:",
         key="results_download_predictions",
+        help="One row per test face: its true label, the model's answer (predicted), its probability for "
+        "that answer (probability), then its probability for every label (p_...).",
     )
     right.download_button(
         "Report (HTML)",
@@ -145,11 +159,22 @@ def downloads(run: runs.Run) -> None:
     common.portable_downloads(str(model), run.name, key="results_download")
 
 
+METRIC_HELP = {
+    "accuracy": "Share of the test faces the model labels correctly.",
+    "precision": "When the model says an expression, how often it is right; averaged over the expressions, "
+    "each weighted by how many test faces it has.",
+    "recall": "Of the faces showing an expression, the share the model finds; averaged the same way.",
+    "f1": "Precision and recall combined in one number per expression (their harmonic mean), then averaged "
+    "the same way.",
+    "macro_f1": results.MACRO_F1_HELP,
+}
+
+
 def metric_cards(metrics: dict) -> None:
     said = results.sentences(metrics, name=common.md)
     for column, (key, title) in zip(st.columns(len(results.METRICS)), results.METRICS.items()):
         with column.container(border=True):
-            st.metric(title, f"{metrics[key]:.1%}")
+            st.metric(title, f"{metrics[key]:.1%}", help=METRIC_HELP.get(key))
             st.caption(said[key])
 
 
@@ -257,7 +282,8 @@ def cell_faces(run: runs.Run) -> None:
         crops = run_faces(str(run.path)).crops(shown)
     except results.FacesUnavailable as error:
         st.warning(
-            f"The faces cannot be shown: {common.md(error)}. The table lists them by photo.",
+            f"The faces cannot be shown: {common.md(results.without_paths(error))}. The table lists them by "
+            "photo.",
             icon=":material/image_not_supported:",
         )
         crops = []
@@ -338,6 +364,13 @@ def curves_figure(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
     return figure
 
 
+def training_curves(history: pd.DataFrame) -> None:
+    st.subheader("Training curves")
+    left, right = st.columns(2)
+    common.chart(curves_figure(history, "loss", "Loss"), left, key="results_loss")
+    common.chart(curves_figure(history, "accuracy", "Accuracy"), right, key="results_accuracy")
+
+
 def reliability_figure(metrics: dict) -> go.Figure:
     """Accuracy against mean top probability per confidence bin, before and after calibration, with
     the diagonal an honest model's points lie on."""
@@ -382,7 +415,7 @@ def calibration_section(metrics: dict) -> None:
         "probability; up, the share labelled correctly. On the dashed diagonal, a face given about 60% "
         "is right about 6 times in 10."
     )
-    st.plotly_chart(reliability_figure(metrics), width="stretch", key="results_reliability")
+    common.chart(reliability_figure(metrics), key="results_reliability")
 
 
 def compare(run_dirs: list[Path], current: runs.Run) -> None:
@@ -408,7 +441,11 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
     st.dataframe(
         percents(results.compare_table(chosen), shares),
         hide_index=True,
-        column_config={title: percent_column(title) for title in shares},
+        column_config={
+            **{title: percent_column(title) for title in shares},
+            results.METRICS["macro_f1"]: percent_column(results.METRICS["macro_f1"], results.MACRO_F1_HELP),
+            "arch": st.column_config.TextColumn("network", help=results.ARCH_HELP),
+        },
     )
     figure = go.Figure()
     for run in chosen:
@@ -427,7 +464,7 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
         yaxis_tickformat=".0%",
         height=360,
     )
-    st.plotly_chart(figure, width="stretch", key="results_compare_chart")
+    common.chart(figure, key="results_compare_chart")
 
 
 # The page -----------------------------------------------------------------------------------------
@@ -436,8 +473,7 @@ st.title("Results")
 run_dirs = runs.list_runs(paths.runs_dir())
 if not run_dirs:
     st.info(
-        "No training runs yet. Train a model on the Train page, or from a terminal with "
-        "`python -m fer train demo --run-dir runs/first`, and its results appear here.",
+        "No training runs yet. Train a model on the Train page, and its results appear here.",
         icon=":material/info:",
     )
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
@@ -475,10 +511,14 @@ if run.note:
     st.markdown(common.note_markdown(run.note))
 st.caption(
     common.md(", ".join(results.dataset_title(d) for d in train.get("datasets", [])))
-    + f" · {common.md(train.get('arch'))} · {common.md(train.get('image_size'))} px faces · "
-    f"{len(run.history)} of {common.md(train.get('epochs'))} epochs"
+    + f" · {common.md(train.get('arch'))} network · {common.md(train.get('image_size'))} px faces · "
+    f"{len(run.history)} of {common.md(train.get('epochs'))} epochs",
+    help=results.ARCH_HELP,
 )
-status(run)
+if run.state in ("queued", "running"):
+    live(chosen)
+else:
+    status(run)
 downloads(run)
 with st.expander("Its settings, name and note"):
     common.run_settings(train)
@@ -489,6 +529,7 @@ if run.finished and common.train_again_button(run.path, "results_train_again"):
 if run.finished:
     metrics = run.metrics
     st.subheader(f"How well it does on {metrics['n']:,} {common.md(metrics.get('split', 'test'))} faces")
+    st.caption(common.md(results.tested_on(train)))
     metric_cards(metrics)
 
     st.subheader("Per label")
@@ -508,9 +549,8 @@ if run.finished:
     st.caption(
         "Rows: the true label; columns: what the model said. Click a cell, or pick one below, to see its faces."
     )
-    st.plotly_chart(
+    common.chart(
         confusion_figure(metrics, shares, chosen_cell(metrics)),
-        width="stretch",
         on_select=functools.partial(picked_cell, list(metrics["labels"])),
         selection_mode="points",
         key=CHART,
@@ -518,15 +558,8 @@ if run.finished:
     cell_faces(run)
     calibration_section(metrics)
 
-if len(run.history):
-    st.subheader("Training curves")
-    left, right = st.columns(2)
-    left.plotly_chart(curves_figure(run.history, "loss", "Loss"), width="stretch", key="results_loss")
-    right.plotly_chart(
-        curves_figure(run.history, "accuracy", "Accuracy"), width="stretch", key="results_accuracy"
-    )
-elif not run.finished:
-    st.caption("No epoch has finished yet, so there are no curves.")
+if len(run.history) and run.state not in ("queued", "running"):
+    training_curves(run.history)
 
 st.subheader("Compare runs")
 compare(run_dirs, run)

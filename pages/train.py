@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import datasets, launch, paths, runs
+from fer import datasets, launch, paths, results, runs
 from fer.config import ARCHITECTURES, TrainConfig
 from fer.modelfile import read_metadata
 from pages import common
@@ -29,9 +29,9 @@ POLL_SECONDS = 2.0
 
 DEFAULTS = TrainConfig()
 ARCH_LABELS = {
-    "vgg": "VGG-style network (default, the most accurate measured)",
-    "seed": "The report's CNN (three convolution blocks)",
-    "vgg-small": "Small VGG-style network (faster, a little less accurate)",
+    "vgg": "vgg: VGG-style network (default, the most accurate measured)",
+    "seed": "seed: the report's CNN (three convolution blocks)",
+    "vgg-small": "vgg-small: small VGG-style network (faster, a little less accurate)",
 }
 
 
@@ -73,45 +73,66 @@ def curves(run: Path) -> None:
         )
         if metric == "accuracy":
             figure.update_yaxes(tickformat=".0%")
-        column.plotly_chart(figure, width="stretch")
+        common.chart(figure, column)
 
 
 def show_progress(run: Path, status: dict) -> None:
-    progress = runs.read_json(run / runs.PROGRESS, {}) or {}
-    if status["state"] == "queued" and status.get("place"):
+    now = results.live_run(run, status)
+    if now.cancelling:
+        st.warning(
+            "Cancelling… the run stops after its current batch (a run still preparing its faces stops at "
+            "once); its finished epochs are kept.",
+            icon=":material/hourglass_top:",
+        )
+    if now.stage == "waiting" and status.get("place"):
         st.progress(0.0, text=f"Waiting for a free training slot: place {status['place']} in line.")
-    elif status["state"] == "queued" or not progress:
+    elif now.stage in ("waiting", "starting"):
         st.progress(0.0, text="Starting the training process...")
-    elif progress.get("stage") == "preparing faces":
-        done, total = int(progress.get("done", 0)), max(int(progress.get("total", 1)), 1)
+    elif now.stage == "preparing faces":
+        done, total = int(now.progress.get("done", 0)), max(int(now.progress.get("total", 1)), 1)
         st.progress(
             min(done / total, 1.0),
             text=f"Preparing faces (crop, resize, grayscale): {done:,} of {total:,}",
         )
-    elif progress.get("stage") == "testing":
+    elif now.stage == "testing":
         st.progress(1.0, text="Training finished; scoring the held-out test faces...")
     else:
-        epoch, epochs = int(progress.get("epoch", 1)), int(progress.get("epochs", 1))
-        batch, batches = int(progress.get("batch", 0)), max(int(progress.get("batches", 1)), 1)
+        batch, batches = int(now.progress.get("batch", 0)), max(int(now.progress.get("batches", 1)), 1)
         history = runs.read_history(run)
         best = history["val_accuracy"].max() if "val_accuracy" in history else None
-        first, second, third = st.columns(3)
-        first.metric("Epoch", f"{epoch} of {epochs}", help="One epoch is one pass over every training face.")
+        first, second, third, fourth = st.columns(4)
+        first.metric(
+            "Epoch", f"{now.epoch} of {now.epochs}", help="One epoch is one pass over every training face."
+        )
         second.metric(
-            "Training accuracy",
-            f"{progress.get('accuracy', float('nan')):.1%}",
-            help="Share of training faces right so far in this epoch.",
+            "Time left",
+            now.time_left,
+            help="Estimated from how long its epochs take. It is the most it should take: training stops "
+            "early when the model stops improving.",
         )
         third.metric(
+            "Training accuracy",
+            f"{now.progress.get('accuracy', float('nan')):.1%}",
+            help="Share of training faces right so far in this epoch.",
+        )
+        fourth.metric(
             "Best validation accuracy",
             "-" if best is None or pd.isna(best) else f"{best:.1%}",
             help="Share of held-back faces the best model so far gets right: the honest measure.",
         )
         st.progress(
-            min(batch / batches, 1.0), text=f"Epoch {epoch} of {epochs}: batch {batch:,} of {batches:,}"
+            min(batch / batches, 1.0),
+            text=f"Epoch {now.epoch} of {now.epochs}: batch {batch:,} of {batches:,}",
         )
-    if (run / runs.CANCEL).exists():
-        st.caption("Cancel requested: the run stops after its current batch.")
+
+
+def request_cancel(run_dir: str) -> None:
+    """The Cancel button's callback: asks the run to stop and returns at once, so the page says
+    "Cancelling…" on the redraw the click starts (the run folder's cancel file tells every tab)."""
+    try:
+        launch.cancel(Path(run_dir), wait=False)
+    except ValueError:  # deleted meanwhile: nothing left to cancel
+        pass
 
 
 @st.fragment(run_every=POLL_SECONDS)
@@ -121,13 +142,21 @@ def live(run_dir: str) -> None:
     status = launch.status(run)
     if status["state"] not in launch.ACTIVE:
         st.rerun()  # it has ended: the whole page redraws with the outcome and stops polling
-    st.markdown(f"**Run {common.md(run.name)}** is {runs.STATE_WORDS[status['state']]}.")
+    cancelling = (run / runs.CANCEL).exists()
+    st.markdown(
+        f"**Run {common.md(run.name)}** is "
+        + ("being cancelled." if cancelling else f"{runs.STATE_WORDS[status['state']]}.")
+    )
     show_progress(run, status)
-    if st.button(
-        "Cancel", key="cancel", icon=":material/stop:", help="Stop this run after its current batch."
-    ):
-        launch.cancel(run)
-        st.rerun()
+    st.button(
+        "Cancelling…" if cancelling else "Cancel",
+        key="cancel",
+        icon=":material/stop:",
+        disabled=cancelling,
+        on_click=request_cancel,
+        args=(run_dir,),
+        help="Stop this run after its current batch.",
+    )
     curves(run)
 
 
@@ -274,7 +303,7 @@ except (datasets.DatasetError, ValueError) as error:
 with st.container(border=True):
     left, right = st.columns([3, 1], vertical_alignment="center")
     kept = (
-        f"{facts['kept']:,} of {facts['faces']:,} faces (detector confidence at least {threshold:g})"
+        f"{facts['kept']:,} of {facts['faces']:,} faces (detector score at least {threshold:g})"
         if threshold
         else f"all {facts['faces']:,} faces"
     )
@@ -326,7 +355,7 @@ arch = first.selectbox(
     key="arch",
     disabled=bool(init_from),
     help="The shape of the model. The default was the most accurate in our tests; the report's CNN "
-    "reproduces the report.",
+    "reproduces the report. " + results.ARCH_HELP,
 )
 image_size = first.select_slider(
     "Image size (pixels)",
@@ -482,33 +511,59 @@ run_dirs = runs.list_runs(paths.runs_dir())
 if not run_dirs:
     st.info("No runs yet: choose the settings above and start one.")
     st.stop()
-rows, finished = [], []
-for run in run_dirs:
-    status = launch.status(run)
-    train = (runs.read_json(run / runs.CONFIG, {}) or {}).get("train", {})
-    metrics = (runs.read_json(run / runs.METRICS, {}) or {}) if status["state"] == "done" else {}
-    created = status.get("created")
-    rows.append(
-        {
-            "name": runs.run_title(run),
-            "run": run.name,
-            "state": runs.STATE_WORDS.get(status["state"], status["state"])
-            + (f" (place {status['place']} in line)" if status.get("place") else ""),
-            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
-            "network": train.get("arch"),
-            "epochs": f"{finished_epochs(run)} of {train.get('epochs', '?')}",
-            "test accuracy": metrics.get("accuracy"),
-            "datasets": ", ".join(common.dataset_label(name) for name in train.get("datasets", [])),
-        }
+
+
+def past_runs() -> None:
+    """The table of runs; while one is going it is redrawn every few seconds (see below)."""
+    rows = []
+    for run in runs.list_runs(paths.runs_dir()):
+        status = launch.status(run)
+        now = results.live_run(run, status)
+        train = (runs.read_json(run / runs.CONFIG, {}) or {}).get("train", {})
+        metrics = (runs.read_json(run / runs.METRICS, {}) or {}) if status["state"] == "done" else {}
+        created = status.get("created")
+        rows.append(
+            {
+                "name": runs.run_title(run),
+                "run": run.name,
+                "state": now.words
+                + (
+                    f" (place {status['place']} in line)"
+                    if now.stage == "waiting" and status.get("place")
+                    else ""
+                ),
+                "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
+                "network": train.get("arch"),
+                "epochs done": f"{now.finished_epochs} of {train.get('epochs', '?')}",
+                "time left": now.time_left,
+                # Text, so a run without a score yet shows an empty cell rather than "None".
+                "test accuracy": f"{metrics['accuracy']:.1%}" if "accuracy" in metrics else "",
+                "datasets": ", ".join(common.dataset_label(name) for name in train.get("datasets", [])),
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "network": st.column_config.TextColumn(help=results.ARCH_HELP),
+            "epochs done": st.column_config.TextColumn(
+                help="Finished epochs, of the most the run may train."
+            ),
+            "time left": st.column_config.TextColumn(
+                help="For a run still going: estimated from how long its epochs take (training can stop "
+                "sooner, when the model stops improving)."
+            ),
+            "test accuracy": st.column_config.TextColumn(
+                help="Share of the held-back test faces the finished model labels correctly."
+            ),
+        },
     )
-    if status["state"] not in launch.ACTIVE:
-        finished.append(run.name)
-st.dataframe(
-    pd.DataFrame(rows),
-    hide_index=True,
-    width="stretch",
-    column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
-)
+
+
+# While a run is going the table follows it by itself; otherwise it is drawn once.
+st.fragment(past_runs, run_every=POLL_SECONDS if active else None)()
+finished = [run.name for run in run_dirs if launch.status(run)["state"] not in launch.ACTIVE]
 if finished:
     with st.expander("Delete a run"):
         # A confirmation is for one run: choosing another run unticks it.

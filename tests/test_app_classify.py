@@ -137,7 +137,7 @@ def test_a_text_file_uploaded_as_a_model_is_refused_and_the_bundled_model_stays(
     assert error.value.startswith("m.keras cannot be used as a model: ")
     assert "not a Keras model file" in error.value
     assert (
-        "Train a model on the Train page, or upload a .keras file saved by `python -m fer train`"
+        "Train a model on the Train page, or upload a .keras file saved by this tool's training"
         in error.value
     )
     model = at.selectbox(key="classify_model")

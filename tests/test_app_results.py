@@ -33,7 +33,7 @@ def test_no_runs_says_how_to_make_one(tmp_path, monkeypatch):
     at = results_page()
     assert not at.exception
     assert [t.value for t in at.title] == ["Results"]
-    assert "python -m fer train" in at.info[0].value
+    assert "Train page" in at.info[0].value and "python -m" not in at.info[0].value
     assert not at.selectbox
 
 
@@ -87,7 +87,9 @@ def test_failed_run_shows_its_error(tmp_path, monkeypatch):
     R.set_status(run, "failed", error="DatasetError: dataset not found: /data/gone does not exist")
     at = results_page(run)
     assert not at.exception
-    assert "This run failed: DatasetError: dataset not found: /data/gone" in at.error[0].value
+    # The server's path is shortened to its last part: the page is for people outside the server.
+    assert "This run failed: DatasetError: dataset not found: gone does not exist" in at.error[0].value
+    assert "/data" not in at.error[0].value
     assert not at.metric
 
 
@@ -110,7 +112,9 @@ def test_running_run_shows_its_progress_and_curves_so_far(tmp_path, monkeypatch)
     R.set_status(run, "running", epoch=2, epochs=5)  # this process's pid: alive, so still running
     at = results_page(run)
     assert not at.exception
-    assert "still training: epoch 2 of 5" in at.info[0].value
+    assert "training, epoch 2 of 5" in at.info[0].value
+    assert "Time left" in at.info[0].value and "by itself" in at.info[0].value
+    assert not [b for b in at.button if b.label == "Refresh"]  # it follows the run without a click
     assert not at.metric
     assert "Training curves" in [s.value for s in at.subheader]
     curves = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

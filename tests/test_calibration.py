@@ -115,7 +115,7 @@ def test_a_trained_run_is_calibrated_and_writes_calibrated_probabilities(tiny_ru
     expected = calibration.apply(raw[columns].to_numpy(), metadata)
     np.testing.assert_allclose(written[columns].to_numpy(), expected, atol=1e-4)
     assert not np.allclose(written[columns].to_numpy(), raw[columns].to_numpy(), atol=1e-4)
-    np.testing.assert_allclose(written["confidence"], expected.max(axis=1), atol=1e-4)
+    np.testing.assert_allclose(written["probability"], expected.max(axis=1), atol=1e-4)
     # fer evaluate writes the same calibrated probabilities, and its JSON the calibration error.
     result, shown = evaluate(dataset, tiny_run / R.BEST)
     shown = shown.sort_values(key).reset_index(drop=True)

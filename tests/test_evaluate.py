@@ -97,10 +97,10 @@ def test_predictions_table_has_a_probability_per_label():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], dtype=np.float32)
     table = predictions_table(faces, ["happy", "sad", "neutral"], probabilities)
     assert list(table.columns) == [
-        "photo", "face", "label", "predicted", "confidence", "p_happy", "p_sad", "p_neutral",
+        "photo", "face", "label", "predicted", "probability", "p_happy", "p_sad", "p_neutral",
     ]  # fmt: skip
     assert table["predicted"].tolist() == ["happy", "neutral"]
-    np.testing.assert_allclose(table["confidence"], [0.7, 0.6])
+    np.testing.assert_allclose(table["probability"], [0.7, 0.6])
 
 
 # A trained model on other data --------------------------------------------------------------------
