@@ -107,6 +107,11 @@ def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
     assert heading.count(), page.locator('[data-testid="stAlert"]').all_inner_texts()
     assert any(label in heading.inner_text() for label in ("angry", "disgust", "fear", "happy", "sad",
                                                               "surprise", "neutral"))  # fmt: skip
+    page.get_by_text("Show where the model looked").first.click()  # the map over the face
+    caption = page.get_by_text("Where the model looked", exact=True)  # under the map, not the switch
+    caption.first.wait_for()
+    assert page.locator('[data-testid="stImage"] img').count() >= 2  # the boxed photo and the map
+    _screenshot(page, "classify-saliency", tmp_path)
 
 
 @pytest.mark.realdata
