@@ -22,7 +22,8 @@ chooses it.
 
 DATASET defaults to data/expw-sample; MODEL to models/default.keras. Give a dataset's own folder
 (data/fer2013, not data/fer2013/test): its test part is chosen from it. `--limit` takes the first N
-test faces (in photo order) instead of all of them; `--no-webcam` skips the detector part.
+test faces (in photo order) instead of all of them; `--no-webcam` skips the detector part. `--steady`
+reads every crop the way `predict --steady` does (the crop and its slightly moved copies, averaged).
 """
 
 from __future__ import annotations
@@ -60,18 +61,23 @@ GREY = (128, 128, 128)
 PAD = 0.25  # share of a whole-image face's side padded on each side; covers an 8% move and a 1.15 scale
 
 
-def variant_boxes(box: tuple) -> list[tuple]:
-    """The five (top, left, bottom, right) boxes of one labelled box, in VARIANTS order."""
-    return [images.shifted_box(box, dx, dy, scale) for _, dx, dy, scale in VARIANTS]
+def variant_boxes(box: tuple, steady: bool = False) -> list[tuple]:
+    """The five (top, left, bottom, right) boxes of one labelled box, in VARIANTS order; with
+    `steady`, each followed by the moved copies a steady answer reads (fer.images.steady_boxes)."""
+    five = [images.shifted_box(box, dx, dy, scale) for _, dx, dy, scale in VARIANTS]
+    return [b for v in five for b in images.steady_boxes(v)] if steady else five
 
 
-def whole_image_variants(gray: Image.Image, settings: images.CropSettings) -> np.ndarray:
-    """(5, size, size) crops of a face that is the whole image: edge-padded, then the moved boxes."""
+def whole_image_variants(
+    gray: Image.Image, settings: images.CropSettings, steady: bool = False
+) -> np.ndarray:
+    """(5, size, size) crops of a face that is the whole image: edge-padded, then the moved boxes
+    (5 x the steady copies with `steady`)."""
     width, height = gray.size
     pad_x, pad_y = math.ceil(width * PAD), math.ceil(height * PAD)
     padded = Image.fromarray(np.pad(np.asarray(gray), ((pad_y, pad_y), (pad_x, pad_x)), mode="edge"))
     box = (pad_y, pad_x, pad_y + height, pad_x + width)
-    return images.crop_faces(padded, variant_boxes(box), settings)
+    return images.crop_faces(padded, variant_boxes(box, steady), settings)
 
 
 def letterbox(photo: Image.Image, frame: tuple[int, int] = FRAME) -> tuple[Image.Image, float, int, int]:
@@ -98,7 +104,7 @@ def test_faces(dataset: datasets.Dataset, metadata: dict, settings: preprocess.P
     return faces[(faces["split"] == "test") & faces["label"].isin(metadata["labels"])]
 
 
-def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame) -> None:
+def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool) -> None:
     settings = predictor.settings
     crops, kept = [], []
     for i, (_, face) in enumerate(faces.iterrows()):
@@ -106,11 +112,11 @@ def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataF
         box = (face["top"], face["left"], face["bottom"], face["right"])
         if math.isnan(box[0]):
             gray = images.open_photo(path).convert("L")
-            crops.append(whole_image_variants(gray, settings))
+            crops.append(whole_image_variants(gray, settings, steady))
         else:
             # One box a call: a photo's JPEG decode scale follows its smallest box, so cropping the
             # five together would change the labelled box's own pixels.
-            made = [preprocess.process_photo(path, [b], settings)[0] for b in variant_boxes(box)]
+            made = [preprocess.process_photo(path, [b], settings)[0] for b in variant_boxes(box, steady)]
             if any(isinstance(m, str) for m in made):
                 continue  # a moved box fell outside the photo: the face is left out, and counted
             crops.append(np.stack(made))
@@ -119,7 +125,8 @@ def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataF
         print("no face could be cropped five ways")
         return
     stack = np.concatenate(crops)
-    probabilities = predictor.classify(stack).reshape(len(crops), len(VARIANTS), -1)
+    copies = len(images.STEADY_MOVES) if steady else 1
+    probabilities = predictor.classify(stack).reshape(len(crops), len(VARIANTS), copies, -1).mean(axis=2)
     predicted = probabilities.argmax(axis=2)  # (faces, variants)
     truth = faces["label"].iloc[kept].map({label: i for i, label in enumerate(predictor.labels)}).to_numpy()
     same = (predicted == predicted[:, :1]).all(axis=1)
@@ -139,7 +146,7 @@ def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataF
     print(f"faces with one label over all five crops: {same.mean():.3f} ({same.sum():,} of {len(kept):,})")
 
 
-def webcam(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame) -> None:
+def webcam(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool) -> None:
     photos = faces.groupby("photo", sort=True)
     matched, agree, right_upload, right_frame, labelled = 0, 0, 0, 0, 0
     start = time.perf_counter()
@@ -154,8 +161,8 @@ def webcam(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame)
         ]
         frame, scale, x, y = letterbox(photo)
         in_frame = [(t * scale + y, lt * scale + x, b * scale + y, r * scale + x) for t, lt, b, r in boxes]
-        upload = predictor.predict(photo).faces
-        webcam_faces = predictor.predict(frame).faces
+        upload = predictor.predict(photo, steady=steady).faces
+        webcam_faces = predictor.predict(frame, steady=steady).faces
         on_upload = detect.match(boxes, [f.box for f in upload])
         on_frame = detect.match(in_frame, [f.box for f in webcam_faces])
         labelled += len(boxes)
@@ -185,6 +192,9 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--limit", type=int, default=None, help="the first N test faces only")
     parser.add_argument("--no-webcam", action="store_true", help="skip the detector part")
+    parser.add_argument(
+        "--steady", action="store_true", help="steady answers: each crop averaged with moved copies of it"
+    )
     args = parser.parse_args()
 
     predictor = Predictor(args.model)
@@ -198,9 +208,10 @@ def main() -> None:
         f"(size {predictor.settings.size}, margin {predictor.settings.margin:g}, {calibrated}); "
         f"{os.cpu_count()} cores"
     )
-    moved_boxes(predictor, dataset, faces)
+    print("steady answers (each crop averaged with its moved copies)" if args.steady else "one crop a face")
+    moved_boxes(predictor, dataset, faces, args.steady)
     if not args.no_webcam and faces["top"].notna().any():
-        webcam(predictor, dataset, faces[faces["top"].notna()])
+        webcam(predictor, dataset, faces[faces["top"].notna()], args.steady)
 
 
 if __name__ == "__main__":

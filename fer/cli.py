@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--flip", action="store_true", help="average with the mirrored face (test-time flip)"
     )
+    predict.add_argument(
+        "--steady",
+        action="store_true",
+        help="read each found face from its box and slightly moved copies of it, averaged (steadier)",
+    )
     predict.add_argument("--json", action="store_true", help="print one JSON object")
 
     report = commands.add_parser("report", help="write a run's shareable, self-contained HTML report")
@@ -483,7 +488,7 @@ def _predict(args: argparse.Namespace) -> int:
     photos, failed = [], 0
     for path in args.images:
         try:
-            result = predictor.predict(path, whole=args.whole, flip=args.flip)
+            result = predictor.predict(path, whole=args.whole, flip=args.flip, steady=args.steady)
             photos.append({"photo": str(path), **asdict(result), "error": None})
         except (PhotoError, OSError) as error:
             failed += 1

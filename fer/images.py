@@ -228,6 +228,25 @@ def shifted_box(
     return (centre_y - half_h, centre_x - half_w, centre_y + half_h, centre_x + half_w)
 
 
+# Steady answers: a face is read from its box and from slightly moved and scaled copies of it, and
+# the probabilities averaged, so that a face framed a little differently (a webcam frame against an
+# upload, another detector's box) gets the same answer (measured in benchmarks/stability.py).
+STEADY_MOVES = (  # (dx, dy, scale), as shifted_box takes them
+    (0.0, 0.0, 1.0),
+    (-0.05, 0.0, 1.0),
+    (0.05, 0.0, 1.0),
+    (0.0, -0.05, 1.0),
+    (0.0, 0.05, 1.0),
+    (0.0, 0.0, 0.92),
+    (0.0, 0.0, 1.08),
+)
+
+
+def steady_boxes(box: tuple[float, float, float, float]) -> list[tuple[float, float, float, float]]:
+    """The boxes a steady answer reads one face from: the box itself first, then its moved copies."""
+    return [shifted_box(box, dx, dy, scale) for dx, dy, scale in STEADY_MOVES]
+
+
 def upright_box(box: tuple, width: int, height: int, turn: Image.Transpose | None) -> tuple:
     """A (top, left, bottom, right) box in a photo's stored pixels (`width` x `height`), moved to
     where it lies once the photo is turned by `turn` (what `orientation_of` says, or None)."""

@@ -80,8 +80,22 @@ class Predictor:
         calibration; `flip` averages with the mirrored faces."""
         return modelfile.predict_probabilities(self.model, faces, metadata=self.metadata, flip=flip)
 
-    def predict(self, source, *, whole: bool = False, flip: bool = False) -> PhotoResult:
-        """Every face in the photo with its box, label and probabilities; no face, an empty list."""
+    def steady_probabilities(self, gray: Image.Image, boxes: list[tuple], flip: bool = False) -> np.ndarray:
+        """(n, labels) probabilities of the faces at `boxes` in `gray`, each the mean over the box and
+        its slightly moved and scaled copies (fer.images.steady_boxes), in one model call."""
+        if not boxes:
+            return np.zeros((0, len(self.labels)), np.float32)
+        moved = [b for box in boxes for b in images.steady_boxes(box)]
+        faces = images.crop_faces(gray, moved, self.settings)
+        per_copy = self.classify(faces, flip=flip).reshape(len(boxes), len(images.STEADY_MOVES), -1)
+        return per_copy.mean(axis=1)
+
+    def predict(
+        self, source, *, whole: bool = False, flip: bool = False, steady: bool = False
+    ) -> PhotoResult:
+        """Every face in the photo with its box, label and probabilities; no face, an empty list.
+        `steady` reads each found face from its box and slightly moved copies of it and averages them
+        (not for a `whole` photo, which is its own crop)."""
         photo = source if isinstance(source, Image.Image) else images.open_photo(source)
         width, height = photo.size
         result = PhotoResult(width, height)
@@ -95,8 +109,12 @@ class Predictor:
             boxes, scores = [(0.0, 0.0, float(height), float(width))], [None]
         else:
             boxes, scores = self._detect(photo)
-        faces = images.crop_faces(photo.convert("L"), boxes, self.settings)
-        probabilities = self.classify(faces, flip=flip)
+        if steady and not whole:
+            probabilities = self.steady_probabilities(photo.convert("L"), boxes, flip=flip)
+        else:
+            probabilities = self.classify(
+                images.crop_faces(photo.convert("L"), boxes, self.settings), flip=flip
+            )
         for box, score, row in zip(boxes, scores, probabilities):
             result.faces.append(
                 Face(

@@ -112,6 +112,12 @@ flip = right.toggle(
     key="flip",
     help="Averages the model's answer for the face and its mirror image.",
 )
+steady = left.toggle(
+    "Steadier answers (slower)",
+    key="steady",
+    help="Reads each face found from its box and six slightly moved or scaled copies of it, and "
+    "averages them, so the same face framed a little differently gets the same answer more often.",
+)
 looked = st.toggle(
     "Show where the model looked",
     key="classify_saliency",
@@ -177,14 +183,14 @@ def thumbnail(photo: Image.Image, box: tuple[float, float, float, float]) -> byt
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def classify(
-    data: bytes, model_path: str, whole: bool, flip: bool
+    data: bytes, model_path: str, whole: bool, flip: bool, steady: bool = False
 ) -> tuple[predict.PhotoResult, bytes, list[bytes]]:
     """The faces in a photo, the photo with them boxed (a JPEG at most 1600 px long) and, where there
     are several, each face's crop for the grid, all from one decode; cached, so redrawing the page
     neither decodes nor classifies the photo again."""
     shared = common.predictor(model_path)
     photo = images.open_photo(data)
-    result = shared.predict(photo, whole=whole, flip=flip)
+    result = shared.predict(photo, whole=whole, flip=flip, steady=steady)
     buffer = io.BytesIO()
     predict.annotate(photo, result, shared.labels).save(buffer, format="JPEG", quality=90)
     crops = [thumbnail(photo, face.box) for face in result.faces] if len(result.faces) > 1 else []
@@ -195,10 +201,10 @@ MAP_SCALE = 3  # a 48-pixel face's map is shown 3 times larger
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def where_looked(data: bytes, model_path: str, whole: bool, flip: bool) -> list[bytes]:
+def where_looked(data: bytes, model_path: str, whole: bool, flip: bool, steady: bool = False) -> list[bytes]:
     """Each face of the photo as the model saw it, with the map of where it looked for its label laid
     over it, as PNGs; cached like `classify`."""
-    result, _, _ = classify(data, model_path, whole, flip)
+    result, _, _ = classify(data, model_path, whole, flip, steady)
     shared = common.predictor(model_path)
     faces = shared.predictor.crops(images.open_photo(data), result)
     maps = shared.maps(faces, [face.label for face in result.faces])
@@ -275,7 +281,7 @@ def show_photo(number: int, name: str, data: bytes) -> predict.PhotoResult | Non
     """One photo's answer: the boxed picture beside its faces; None where the photo cannot be read."""
     st.subheader(common.md(name))
     try:
-        result, annotated, crops = classify(data, model_path, whole, flip)
+        result, annotated, crops = classify(data, model_path, whole, flip, steady)
     except images.PhotoError as error:
         st.error(f"{common.md(name)}: {common.md(error)}")
         return None
@@ -315,7 +321,7 @@ def face_maps(name: str, data: bytes) -> list[bytes]:
     cannot give them."""
     try:
         with st.spinner(f"Finding where the model looked in {common.md(name)}..."):
-            return where_looked(data, model_path, whole, flip)
+            return where_looked(data, model_path, whole, flip, steady)
     except saliency.SaliencyError as error:
         st.warning(f"Where the model looked cannot be shown for this model: {common.md(error)}.")
         return []

@@ -108,6 +108,19 @@ def test_flip_averaging_is_symmetric(predictor):
     assert not np.allclose(predictor.classify(faces), predictor.classify(faces[:, :, ::-1]))
 
 
+def test_steady_answers_average_the_box_and_its_moved_copies(predictor):
+    box = (40.0, 60.0, 140.0, 160.0)
+    copies = images.steady_boxes(box)
+    assert copies[0] == box and len(copies) == len(images.STEADY_MOVES) == len(set(copies))
+    gray = Image.fromarray(np.random.default_rng(1).integers(0, 256, (240, 320), dtype=np.uint8))
+    expected = predictor.classify(images.crop_faces(gray, copies, predictor.settings)).mean(axis=0)
+    steady = predictor.steady_probabilities(gray, [box, box])
+    np.testing.assert_allclose(steady, [expected, expected], atol=1e-5)
+    single = predictor.classify(images.crop_faces(gray, [box], predictor.settings))[0]
+    assert not np.allclose(steady[0], single)  # the copies really differ from the box alone
+    assert predictor.steady_probabilities(gray, []).shape == (0, len(predictor.labels))
+
+
 def test_cli_predict_lists_faces_and_errors(tmp_path, capsys, model_path):
     good = tmp_path / "face.png"
     face_crop(48).save(good)
