@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import images, modelfile
+from fer import detect, images, modelfile
 
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
@@ -43,7 +43,7 @@ class PhotoResult:
 class Predictor:
     """A loaded model (and detector) ready for photos. Load once, use for many."""
 
-    def __init__(self, model_path: str | Path, detector: str = "mtcnn") -> None:
+    def __init__(self, model_path: str | Path, detector: str = detect.DEFAULT) -> None:
         self.model, self.metadata = modelfile.load_model(Path(model_path))
         self.labels, self.settings = modelfile.check_model(self.model, self.metadata, Path(model_path))
         self.detector_name = detector
@@ -54,8 +54,6 @@ class Predictor:
     @property
     def detector(self):
         if self._detector is None:
-            from fer import detect
-
             self._detector = detect.make(self.detector_name)
         return self._detector
 
