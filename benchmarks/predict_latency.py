@@ -43,7 +43,7 @@ WARMUP = 3
 PEER = """
 import json, resource, sys, time
 import cv2
-from fer import FER
+from fer.fer import FER
 paths = json.loads(sys.argv[1])
 detector = FER()
 for path in paths[:WARMUP]:
@@ -54,7 +54,7 @@ for path in paths:
     start = time.perf_counter()
     found = detector.detect_emotions(image)
     seconds.append(time.perf_counter() - start)
-    boxes.append([[y, x, y + h, x + w] for x, y, w, h in (f["box"] for f in found)])
+    boxes.append([[int(y), int(x), int(y + h), int(x + w)] for x, y, w, h in (f["box"] for f in found)])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "boxes": boxes, "peak_mb": peak}))
 """.replace("WARMUP", str(WARMUP))
