@@ -109,7 +109,7 @@ class MtcnnDetector:
 # BlazeFace boxes hug the eyes-to-mouth region; the datasets' boxes (ExpW's, and so the crops the
 # models were trained on) take in the forehead and chin. A BlazeFace box is scaled by FRAME_SCALE
 # about its centre after the centre is moved up by FRAME_UP of the box's height, which matches the
-# labelled boxes' framing (both chosen on expw-sample's val part: benchmarks/detectors.py --tune).
+# labelled boxes' framing (matched to the labelled boxes; benchmarks/detectors.py --tune scores framings on the val part).
 FRAME_SCALE = 1.24
 FRAME_UP = 0.16
 # Faces under about a twentieth of the photo's longer side are too small for the network at 192 pixels:
