@@ -1,26 +1,29 @@
-"""Face detectors on expw-sample's photos against its labelled boxes, same run, same photos,
-each with and without the false-face check (fer.facecheck) that fer.detect.make() puts on them.
+"""Face detectors on expw-sample's photos against its labelled boxes, same run, same photos.
 
 For each detector: recall (labelled faces with a detection at IoU >= 0.3), detections per photo
 that match no labelled face (some are real faces ExpW did not label), and milliseconds per photo
-(single process, after one warm-up photo; the printout names the CPU cores it ran on). The check
-runs on the raw detections of the same photo, so "raw" and "checked" differ only by the check;
-its cost is printed as a ratio to the detector's own time.
+(single process, after one warm-up photo; the printout names the CPU cores it ran on).
 
-    .venv/bin/python benchmarks/detectors.py [DATASET] [--photos N] [--seed S] [--every K] [--start S]
+    .venv/bin/python benchmarks/detectors.py [DATASET] [--photos N] [--seed S] [--detectors a,b]
+    .venv/bin/python benchmarks/detectors.py [DATASET] --tune --model MODEL.keras
 
-DATASET is an ExpW-format folder (default data/expw-sample).
+DATASET is an ExpW-format folder (default data/expw-sample). The candidates are every detector of
+`fer.detect.NAMES` plus "mtcnn@640": MTCNN on a copy shrunk to at most 640 pixels on its longer side,
+its boxes mapped back; each as the product runs it (its detections through the false-face check,
+fer.facecheck) and, named NAME:raw, without that check.
 
-Photos are visited in a seeded random order, and the figures so far are printed every K photos
-(default 200), so a run stopped early (Ctrl-C) still reports on a random sample. `--photos`
-stops after N photos; `--start S` skips the first S (to share the photos between processes). `--save FILE` writes each photo's raw detections and their face scores
-(JSON lines), for trying other settings of the check without detecting again.
+`--photos` scores a seeded random sample of photos instead of all of them.
+
+`--tune` chooses BlazeFace's framing (fer.detect.FRAME_SCALE, FRAME_UP) on the dataset's val part:
+for each framing on a small grid, `fer evaluate --detect`'s accuracy on the val faces (never the test
+faces) with MODEL, and the recall; the framing with the best accuracy is the one to put in
+fer/detect.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import os
 import time
 from pathlib import Path
@@ -30,30 +33,64 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from PIL import Image
 
-from fer import datasets, detect, facecheck
+from fer import datasets, detect
 
 DEFAULT = Path(__file__).resolve().parents[1] / "data" / "expw-sample"
 
 
-class Tally:
-    def __init__(self) -> None:
-        self.hits, self.unmatched, self.seconds = 0, 0, 0.0
+class Downscaled:
+    """A detector run on a copy at most `side` pixels long, its boxes mapped back to the photo."""
 
-    def add(self, truth: list[tuple], found: list, seconds: float) -> None:
+    def __init__(self, detector, side: int) -> None:
+        self.detector, self.side = detector, side
+
+    def detect(self, rgb: np.ndarray) -> list[detect.Detection]:
+        scale = min(1.0, self.side / max(rgb.shape[:2]))
+        if scale == 1.0:
+            return self.detector.detect(rgb)
+        height, width = (max(1, round(v * scale)) for v in rgb.shape[:2])
+        small = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+        return [detect.Detection(*(v / scale for v in d.box), d.score) for d in self.detector.detect(small)]
+
+
+def make(name: str):
+    """A candidate by name: a detector of fer.detect.NAMES, "@SIDE" for a shrunk copy, ":raw" for its
+    detections without the false-face check (fer.facecheck) that fer.detect.make puts on them."""
+    raw = name.endswith(":raw")
+    name = name.removesuffix(":raw")
+    if "@" in name:
+        base, side = name.split("@")
+        return Downscaled(detect.make(base, check=not raw), int(side))
+    return detect.make(name, check=not raw)
+
+
+def score(detector, photos, images, groups) -> tuple[int, int, float]:
+    """Labelled faces found, unmatched detections, seconds in detect()."""
+    hits, unmatched, seconds = 0, 0, 0.0
+    for photo in photos:
+        truth = [tuple(r) for r in groups.get_group(photo)[["top", "left", "bottom", "right"]].to_numpy()]
+        start = time.perf_counter()
+        found = detector.detect(images[photo])
+        seconds += time.perf_counter() - start
         matched = detect.match(truth, [d.box for d in found])
-        self.hits += sum(m is not None for m in matched)
-        self.unmatched += len(found) - sum(m is not None for m in matched)
-        self.seconds += seconds
+        hits += sum(m is not None for m in matched)
+        unmatched += len(found) - sum(m is not None for m in matched)
+    return hits, unmatched, seconds
 
 
-def report(name: str, raw: Tally, checked: Tally, photos: int, faces: int) -> None:
-    for label, tally in (("raw", raw), ("checked", checked)):
-        seconds = raw.seconds + (checked.seconds if tally is checked else 0.0)
-        print(
-            f"{name:<8}{label:<9}{tally.hits / faces:>11.3f}{tally.unmatched / photos:>17.2f}"
-            f"{1000 * seconds / photos:>10.0f}"
-        )
-    print(f"{name:<8}check cost / detection: {checked.seconds / max(raw.seconds, 1e-9):.3f}")
+def tune(dataset_path: str, model: Path) -> None:
+    from fer.evaluate import evaluate
+
+    print(f"BlazeFace framing on {dataset_path}'s val part, model {model.name}, {os.cpu_count()} cores")
+    print(f"{'scale':>6}{'up':>6}{'accuracy':>10}{'undetected':>12}")
+    best = None
+    for scale, up in itertools.product((1.1, 1.17, 1.24, 1.31, 1.4), (0.08, 0.12, 0.16, 0.2)):
+        detect.FRAME_SCALE, detect.FRAME_UP = scale, up
+        result, _ = evaluate(dataset_path, model, split="val", detector="blazeface")
+        print(f"{scale:>6.2f}{up:>6.2f}{result['accuracy']:>10.4f}{result['undetected']:>12}", flush=True)
+        if best is None or result["accuracy"] > best[0]:
+            best = (result["accuracy"], scale, up)
+    print(f"best: scale {best[1]}, up {best[2]} (val accuracy {best[0]:.4f})")
 
 
 def main() -> None:
@@ -61,55 +98,36 @@ def main() -> None:
     parser.add_argument("dataset", nargs="?", default=str(DEFAULT))
     parser.add_argument("--photos", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--every", type=int, default=200)
-    parser.add_argument("--start", type=int, default=0, help="skip the first S photos of the order")
-    parser.add_argument("--save", type=Path, default=None, help="JSON lines of every raw detection")
+    candidates = detect.NAMES + ("mtcnn@640",)
+    parser.add_argument(
+        "--detectors", default=",".join(c + suffix for c in candidates for suffix in ("", ":raw"))
+    )
+    parser.add_argument("--tune", action="store_true", help="choose BlazeFace's framing on the val part")
+    parser.add_argument("--model", type=Path, default=None, help="the model --tune scores with")
     args = parser.parse_args()
-    save = args.save.open("w") if args.save else None
+    if args.tune:
+        if args.model is None:
+            parser.error("--tune needs --model")
+        tune(args.dataset, args.model)
+        return
 
     dataset = datasets.load(args.dataset)
     groups = dataset.faces.groupby("photo")
-    photos = list(np.random.default_rng(args.seed).permutation(sorted(groups.groups)))
-    photos = photos[args.start :][: args.photos]
-    print(f"{dataset.name}: {len(photos):,} photos, {os.cpu_count()} cores")
-    detectors = {name: detect.make(name) for name in detect.NAMES}
-    first = np.asarray(Image.open(dataset.photo_path(photos[0])).convert("RGB"))
-    for checked in detectors.values():
-        checked.detect(first)  # warm-up: model construction, graph tracing
-    tallies = {name: (Tally(), Tally()) for name in detectors}
-    done = faces = 0
-    try:
-        for photo in photos:
-            rgb = np.asarray(Image.open(dataset.photo_path(photo)).convert("RGB"))
-            truth = [tuple(r) for r in groups.get_group(photo)[["top", "left", "bottom", "right"]].to_numpy()]
-            for name, checked in detectors.items():
-                start = time.perf_counter()
-                found = checked.detector.detect(rgb)
-                middle = time.perf_counter()
-                boxes = [d.box for d in found]
-                scores = checked.scorer.score(rgb, boxes) if found else np.zeros(0)
-                kept = [found[i] for i in facecheck.plausible(boxes, scores)]  # = checked.check(rgb, found)
-                end = time.perf_counter()
-                if save:
-                    record = {"photo": str(photo), "detector": name, "truth": truth, "boxes": boxes}
-                    save.write(json.dumps({**record, "face_scores": scores.tolist()}) + "\n")
-                tallies[name][0].add(truth, found, middle - start)
-                tallies[name][1].add(truth, kept, end - middle)
-            done, faces = done + 1, faces + len(truth)
-            if done % args.every == 0 and done < len(photos):
-                table(tallies, done, faces, args.seed)
-    except KeyboardInterrupt:
-        print("stopped early")
-    if done:
-        table(tallies, done, faces, args.seed)
-
-
-def table(tallies: dict, photos: int, faces: int, seed: int) -> None:
-    print(f"{photos:,} photos, {faces:,} labelled faces (seed {seed})")
-    print(f"{'detector':<8}{'':<9}{'recall@0.3':>11}{'unmatched/photo':>17}{'ms/photo':>10}")
-    for name, (raw, checked) in tallies.items():
-        report(name, raw, checked, photos, faces)
-    print(flush=True)
+    photos = sorted(groups.groups)
+    if args.photos and args.photos < len(photos):
+        photos = sorted(np.random.default_rng(args.seed).choice(photos, args.photos, replace=False))
+    images = {p: np.asarray(Image.open(dataset.photo_path(p)).convert("RGB")) for p in photos}
+    faces = sum(len(groups.get_group(p)) for p in photos)
+    print(f"{dataset.name}: {len(photos):,} photos, {faces:,} labelled faces, {os.cpu_count()} cores")
+    print(f"{'detector':<12}{'recall@0.3':>12}{'unmatched/photo':>17}{'ms/photo':>10}", flush=True)
+    for name in args.detectors.split(","):
+        detector = make(name)
+        detector.detect(images[photos[0]])  # warm-up: model construction, graph tracing
+        hits, unmatched, seconds = score(detector, photos, images, groups)
+        print(
+            f"{name:<12}{hits / faces:>12.3f}{unmatched / len(photos):>17.2f}{1000 * seconds / len(photos):>10.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

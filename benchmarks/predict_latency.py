@@ -1,68 +1,159 @@
-"""Prediction latency: one 640x480 photo (detect + classify) and one pre-cropped face, single process.
+"""Prediction latency of a photo (detect + classify) against the `fer` package, same photos, same run.
 
-Median milliseconds over `--runs` calls after warm-up, and the process's peak resident memory.
-The photo (`--photo`, default data/expw-sample/image/afraid_man_208.jpg, the one the published figures
-used) is resized to 640x480; the face is a fixed crop of it in grayscale.
+60 different expw-sample photos (a seeded sample), each resized to 640 pixels on its longer side, go
+through `fer.predict.Predictor.predict` (one process per detector) and, where `--peer-python` names a
+Python that has the `fer` package from PyPI installed (requirements-peer.txt), through that package's
+`FER().detect_emotions` in its own process. Each process is timed per photo after 3 warm-up photos;
+the printout gives the median and 90th percentile milliseconds per photo, the recall of the labelled
+faces (a detection at IoU >= 0.3 with the labelled box, scaled with the photo) and the process's peak
+resident memory.
 
-    .venv/bin/python benchmarks/predict_latency.py --model MODEL.keras [--runs 50] [--detector mtcnn]
+    .venv/bin/python benchmarks/predict_latency.py --model models/default.keras \\
+        [--dataset data/expw-sample] [--photos 60] [--detectors blazeface,mtcnn] \\
+        [--peer-python /tmp/ferpeer/bin/python]
+
+The peer's Python is set up once, outside the project's venv (the package is also called `fer`):
+
+    python3.11 -m venv /tmp/ferpeer
+    /tmp/ferpeer/bin/pip install --no-deps -r requirements-peer.txt
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import os
-import resource
-import statistics
-import time
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from PIL import Image
+import numpy as np
 
-from fer.predict import Predictor
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = ROOT / "data" / "expw-sample"
+SIDE = 640
+WARMUP = 3
 
-PHOTO = Path(__file__).resolve().parents[1] / "data" / "expw-sample" / "image" / "afraid_man_208.jpg"
+# Run by the peer's Python in isolated mode (-I: neither this folder nor PYTHONPATH on its path, so
+# `fer` is the PyPI package). Prints one JSON line: per-photo seconds, (top, left, bottom, right)
+# boxes, peak resident memory.
+PEER = """
+import json, resource, sys, time
+import cv2
+from fer.fer import FER
+paths = json.loads(sys.argv[1])
+detector = FER()
+for path in paths[:WARMUP]:
+    detector.detect_emotions(cv2.imread(path))
+seconds, boxes = [], []
+for path in paths:
+    image = cv2.imread(path)
+    start = time.perf_counter()
+    found = detector.detect_emotions(image)
+    seconds.append(time.perf_counter() - start)
+    boxes.append([[int(y), int(x), int(y + h), int(x + w)] for x, y, w, h in (f["box"] for f in found)])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "boxes": boxes, "peak_mb": peak}))
+""".replace("WARMUP", str(WARMUP))
 
 
-def median_ms(function, runs: int) -> float:
-    for _ in range(3):
-        function()
-    times = []
-    for _ in range(runs):
+def ours(model: str, detector: str, paths: list[str]) -> None:
+    """The worker: this project's Predictor on the photos, one JSON line like the peer's."""
+    import resource
+    import time
+
+    from PIL import Image
+
+    from fer.predict import Predictor
+
+    predictor = Predictor(model, detector=detector)
+    photos = [Image.open(path).convert("RGB") for path in paths]
+    for photo in photos[:WARMUP]:
+        predictor.predict(photo)
+    seconds, boxes = [], []
+    for photo in photos:
         start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        result = predictor.predict(photo)
+        seconds.append(time.perf_counter() - start)
+        boxes.append([list(face.box) for face in result.faces])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "boxes": boxes, "peak_mb": peak}))
+
+
+def run(command: list[str], **kwargs) -> dict:
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if done.returncode != 0:
+        sys.exit(f"{command[0]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--detector", default="mtcnn")
-    parser.add_argument("--photo", type=Path, default=PHOTO)
+    parser.add_argument("--model", default=str(ROOT / "models" / "default.keras"))
+    parser.add_argument("--dataset", default=str(DATASET))
+    parser.add_argument("--photos", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--detectors", default="blazeface,mtcnn")
+    parser.add_argument("--peer-python", default=None, help="a Python with the `fer` package installed")
+    parser.add_argument("--worker", nargs=2, metavar=("DETECTOR", "PATHS_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        ours(args.model, args.worker[0], json.loads(args.worker[1]))
+        return
 
-    predictor = Predictor(args.model, detector=args.detector)
-    buffer = io.BytesIO()
-    Image.open(args.photo).convert("RGB").resize((640, 480)).save(buffer, "JPEG", quality=90)
-    photo = buffer.getvalue()
-    face = io.BytesIO()
-    Image.open(args.photo).convert("L").crop((28, 38, 142, 152)).save(face, "PNG")
-    face = face.getvalue()
+    from PIL import Image
 
-    found = len(predictor.predict(photo).faces)
-    photo_ms = median_ms(lambda: predictor.predict(photo), args.runs)
-    face_ms = median_ms(lambda: predictor.predict(face, whole=True), args.runs)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"model {args.model.name}, detector {args.detector}, {args.runs} runs after warm-up, {os.cpu_count()} cores"
-    )
-    print(f"640x480 photo, detect + classify ({found} face): median {photo_ms:.0f} ms")
-    print(f"pre-cropped face, classify only: median {face_ms:.1f} ms")
-    print(f"peak resident memory: {peak_mb:.0f} MB")
+    from fer import datasets, detect
+
+    dataset = datasets.load(args.dataset)
+    groups = dataset.faces.groupby("photo")
+    names = sorted(np.random.default_rng(args.seed).choice(sorted(groups.groups), args.photos, replace=False))
+    with tempfile.TemporaryDirectory() as folder:
+        paths, truth = [], []
+        for number, name in enumerate(names):
+            image = Image.open(dataset.photo_path(name)).convert("RGB")
+            scale = SIDE / max(image.size)
+            image = image.resize(
+                (round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR
+            )
+            paths.append(str(Path(folder) / f"{number:03d}.jpg"))
+            image.save(paths[-1], quality=90)
+            boxes = groups.get_group(name)[["top", "left", "bottom", "right"]].to_numpy() * scale
+            truth.append([tuple(box) for box in boxes])
+        labelled = sum(len(t) for t in truth)
+        print(
+            f"{len(paths)} expw-sample photos at {SIDE} px on the longer side ({labelled} labelled faces), "
+            f"{WARMUP} warm-up photos, one process each, {os.cpu_count()} cores"
+        )
+        print(f"{'':<28}{'median ms':>10}{'p90 ms':>9}{'recall@0.3':>12}{'peak MB':>9}", flush=True)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        contenders = []
+        if args.peer_python:
+            contenders.append(
+                (
+                    "fer package, FER()",
+                    [args.peer_python, "-I", "-c", PEER, json.dumps(paths)],
+                    dict(env=env, cwd=folder),
+                )
+            )
+        for name in args.detectors.split(","):
+            command = [sys.executable, __file__, "--model", args.model, "--worker", name, json.dumps(paths)]
+            contenders.append((f"fer.predict, {name}", command, {}))
+        for label, command, kwargs in contenders:
+            out = run(command, **kwargs)
+            hits = sum(
+                sum(m is not None for m in detect.match(t, [tuple(b) for b in found]))
+                for t, found in zip(truth, out["boxes"])
+            )
+            ms = 1000 * np.asarray(out["seconds"])
+            print(
+                f"{label:<28}{np.median(ms):>10.0f}{np.percentile(ms, 90):>9.0f}{hits / labelled:>12.3f}"
+                f"{out['peak_mb']:>9.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

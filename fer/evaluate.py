@@ -86,7 +86,7 @@ def evaluate(
     and counted in "unscored". Where the model was trained on this dataset, its split settings are
     reused so "test" means the faces it never saw.
 
-    With `detector` ("mtcnn" or "haar") faces are found by the detector instead of taken from the
+    With `detector` (one of fer.detect.NAMES) faces are found by the detector instead of taken from the
     dataset's boxes: a labelled face is scored on the detection that overlaps it best (IoU >= 0.3),
     and one with no such detection counts as wrong (predicted "(no face)").
 

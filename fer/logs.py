@@ -79,6 +79,27 @@ def stderr_filtered() -> Iterator[None]:
             yield
 
 
+@contextlib.contextmanager
+def _optional_packages_hidden() -> Iterator[None]:
+    """Hide, while Keras and TensorFlow are imported, packages they import only because they are
+    installed, for features fer never uses: JAX (TensorFlow Lite's JAX converter) and scikit-learn
+    (Keras' scikit-learn wrappers). About 165 MB less memory in a process that only predicts. They stay
+    importable afterwards (fer's metrics import scikit-learn as usual); under the JAX backend, JAX is
+    Keras' own and is left alone."""
+    hidden = ["sklearn"]
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        hidden.append("jax")
+    hidden = [name for name in hidden if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # an import of it raises ImportError, which both packages expect
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
 def load_keras():
     """`import keras` with TensorFlow's start-up lines left out (all of them kept when verbose).
     Cheap after the first call."""
@@ -87,7 +108,7 @@ def load_keras():
 
         return keras
     quiet_environment()
-    with _stderr_filtered():
+    with _stderr_filtered(), _optional_packages_hidden():
         import keras
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer import facecheck, images, modelfile, portable
+from fer import detect, facecheck, images, modelfile, portable
 
 # The detector sees at most this long a side; boxes are mapped back to the full photo.
 DETECT_SIDE = 1280
-DEFAULT_DETECTOR = "mtcnn"  # fer.detect.NAMES; what Classify and the own-faces page find faces with
+DEFAULT_DETECTOR = detect.DEFAULT  # fer.detect.NAMES; what Classify and the own-faces page find faces with
 
 
 @dataclass
@@ -55,9 +55,10 @@ class Predictor:
         self.detector_name = detector
         # The fitted calibration (None: the network's own, uncalibrated probabilities).
         self.calibration: dict | None = self.metadata.get("calibration")
+        # .tflite / .onnx: runs without TensorFlow, and so leaves out the checks that need it.
+        self.portable = isinstance(self.model, (portable.OnnxModel, portable.TfliteModel))
         self._detector = None
         self._grad_cam = None
-
         self._face_scorer: facecheck.FaceScorer | None = None
 
     @property
@@ -70,9 +71,9 @@ class Predictor:
     @property
     def detector(self):
         if self._detector is None:
-            from fer import detect
-
-            self._detector = detect.make(self.detector_name)
+            # A portable model is for a machine without TensorFlow: its detections skip the check
+            # that runs on TensorFlow (fer.facecheck).
+            self._detector = detect.make(self.detector_name, check=not self.portable)
         return self._detector
 
     def classify(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
@@ -145,7 +146,7 @@ class Predictor:
         """How much the whole photo looks like a face; None where the check cannot run (its network
         needs TensorFlow, which a JAX-only machine lacks, and which a portable model is meant to do
         without): the picture is then classified as given."""
-        if isinstance(self.model, (portable.OnnxModel, portable.TfliteModel)):
+        if self.portable:
             return None
         try:
             return self.face_scorer.score_whole(photo)

