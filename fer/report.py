@@ -304,7 +304,7 @@ def _looked_html(
     """For the most confused pairs of labels, a few of their faces beside the map of where the model
     looked when it gave the wrong label."""
     if faces is None or run.predictions.empty:
-        why = unavailable or "the run has no predictions.csv"
+        why = results.without_paths(unavailable or "the run has no predictions.csv")
         return f'<p class="note">No maps: {escape(why)}.</p>'
     cells = results.most_confused(run.metrics, pairs)
     if not cells:
@@ -317,7 +317,7 @@ def _looked_html(
         model, _ = modelfile.load_model(run.path / runs.BEST)
         grad_cam = saliency.GradCam(model)
     except (ValueError, OSError) as error:  # ModelFileError and SaliencyError are ValueErrors
-        return f'<p class="note">No maps: the run\'s model cannot give them ({escape(str(error))}).</p>'
+        return f'<p class="note">No maps: the run\'s model cannot give them ({escape(results.without_paths(error))}).</p>'
     labels = list(run.metrics["labels"])
     blocks = []
     for true, predicted, count in cells:

@@ -56,7 +56,8 @@ def test_blazeface_is_the_default_detector_everywhere():
 
     assert detect.DEFAULT == "blazeface" and detect.DEFAULT in detect.NAMES
     assert inspect.signature(predict.Predictor).parameters["detector"].default == "blazeface"
-    assert isinstance(detect.make(), detect.BlazeFaceDetector)
+    assert isinstance(detect.make(check=False), detect.BlazeFaceDetector)
+    assert isinstance(detect.make().detector, detect.BlazeFaceDetector)  # behind the face check
 
 
 def test_framing_moves_the_box_up_then_scales_it_about_its_centre():
