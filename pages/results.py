@@ -293,7 +293,8 @@ def cell_faces(run: runs.Run) -> None:
     if found and st.toggle(
         "Show where the model looked",
         key="results_saliency",
-        help=f"Colours each face by how much each part of it counted for the answer {predicted} (Grad-CAM).",
+        help="Colours each face by how much each part of it counted for the answer "
+        f"{common.md(predicted)} (Grad-CAM).",
     ):
         pictures = looked_at(run, predicted, found) or pictures
     if found:

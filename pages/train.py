@@ -524,8 +524,8 @@ def past_runs() -> None:
         created = status.get("created")
         rows.append(
             {
-                "name": runs.run_title(run),
                 "run": run.name,
+                "name": runs.run_title(run),
                 "state": now.words
                 + (
                     f" (place {status['place']} in line)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import photo
+from helpers import face_crop
 
 from fer import cli, portable
 from fer.labels import LABELS
@@ -128,7 +128,10 @@ def test_a_layer_onnx_cannot_take_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def face_png(tmp_path_factory) -> Path:
-    return photo(tmp_path_factory.mktemp("photos") / "face.png", (48, 48), seed=3)
+    """A real face cut close: a picture given whole that does not look like a face gets no expression."""
+    path = tmp_path_factory.mktemp("photos") / "face.png"
+    face_crop(48).save(path)
+    return path
 
 
 def predicted(capsys, model: Path, image: Path) -> dict:

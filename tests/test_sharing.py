@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import LOAD_MS, expw_faces, known_run, require_browser, serving
+from helpers import LOAD_MS, expw_faces, face_crop, known_run, require_browser, serving
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -365,9 +365,11 @@ def server(tmp_path_factory):
 
 
 def grey_crop(path: Path, shade: int) -> Path:
-    """A small face-sized picture of its own (a different picture per visitor, so none is cached)."""
+    """A face-sized picture of its own (a different picture per visitor, so none is cached): a real
+    face cut close, brightened or darkened by `shade`, since one that is not a face gets no answer."""
     rng = np.random.default_rng(shade)
-    pixels = np.clip(shade + rng.normal(0, 12, (96, 96)), 0, 255).astype(np.uint8)
+    face = np.asarray(face_crop(96), dtype=np.float64)
+    pixels = np.clip(face + (shade - 128) * 0.5 + rng.normal(0, 3, face.shape), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(path)
     return path
 
