@@ -15,7 +15,6 @@ from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
 
-PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 
 st.title("Classify photos")
 st.write(
@@ -338,7 +337,7 @@ with camera_tab:
 with upload_tab:
     uploads = st.file_uploader(
         "Photos (several at once)",
-        type=PHOTO_TYPES,
+        type=common.PHOTO_TYPES,
         accept_multiple_files=True,
         key="uploads",
         help="JPEG, PNG, WebP and the like; phone pictures are turned upright.",

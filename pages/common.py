@@ -28,6 +28,8 @@ MIN_CONFIDENCE = "min_confidence"  # the Data page's threshold (0 keeps every fa
 MODEL = "model"  # path of the .keras model the Classify page uses
 RUN = "run"  # the run folder the Results page shows ("" for the newest)
 
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]  # what the photo uploaders take
+
 DEFAULTS = {DATASET: "demo", MIN_CONFIDENCE: 0.0, MODEL: str(paths.BUNDLED_MODEL), RUN: ""}
 
 # The server's own log (stderr) says when it loads a model: once per model file per server, however
@@ -312,7 +314,7 @@ def model_label(model_path: str) -> str:
 Q_DATASET, Q_THRESHOLD, Q_RUN, Q_MODEL, Q_COMPARE = "dataset", "threshold", "run", "model", "compare"
 Q_START = "start_from"  # the Train form's starting model, named like Q_MODEL
 BUNDLED = "bundled"  # the bundled model, in a link
-URL_SEEN = "url_seen"  # session key: {parameter: values} as this session last read or wrote them
+URL_SEEN = "url_seen"  # state key: {parameter: values} as this browser tab last read or wrote them
 TRAIN_SETTINGS = "train_settings"  # session key: the Train form's values, kept while other pages show
 TRAIN_FILL = "train_fill"  # session key: set when the Train form is to take TRAIN_SETTINGS anew
 
@@ -456,7 +458,7 @@ def model_param(model_path: str) -> str | None:
 
 
 def read_url(parsers: dict[str, Callable], many: tuple[str, ...] = ()) -> dict[str, object]:
-    """The query parameters named in `parsers` that are new to this session (a reload, a new tab, a
+    """The query parameters named in `parsers` that are new to this browser tab (a reload, a new tab, a
     shared link), each parsed by its parser (those in `many` get every value, the others the last).
     A value its parser refuses is left out, with a warning naming it."""
     seen = st.session_state.setdefault(URL_SEEN, {})

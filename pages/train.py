@@ -274,7 +274,7 @@ st.write(
     "in the background: you can close this tab or reload it and come back to the same run."
 )
 
-# A link's dataset, threshold and settings; the form as this session left it ------------------------
+# A link's dataset, threshold and settings; the form as this browser tab left it --------------------
 common.read_dataset_url()
 FORM = common.train_form()
 from_link = common.read_url(

@@ -393,3 +393,55 @@ def open_train_page(dataset: Path):
     at.switch_page("pages/train.py").run()
     assert not at.exception, at.exception
     return at
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished running the page (the app's script state says it ran and is
+    not running: with the minimal toolbar there is no 'Running...' indicator to watch), every
+    element's code has loaded (no grey placeholder left), no spinner turns (a model loading) and every
+    chart on it is drawn."""
+    page.wait_for_function(
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
+        " && !document.querySelector('[data-testid=\"stStatusWidget\"]'); }",
+        timeout=LOAD_MS,
+    )
+    page.wait_for_function(
+        '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
+        timeout=LOAD_MS,
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+        ".every(chart => chart.offsetParent === null || chart.querySelector('.main-svg'))",
+        timeout=LOAD_MS,
+    )
+
+
+def open_page(name: str, **state):
+    """The app opened headless on pages/`name`.py with `state` in its session state, run once, no
+    exception raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PROJECT / "streamlit_app.py"), default_timeout=180)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def two_runs_home(folder: Path, monkeypatch) -> Path:
+    """A server home at `folder` (FER_HOME, no extra data roots) with two finished runs, `older` and
+    `newer` (that order by time), and the suite's demo dataset linked in."""
+    from fer import demo, paths
+
+    demo_dir = demo.ensure(paths.data_dir())  # the suite's, built once
+    folder.mkdir()
+    (folder / demo.NAME).symlink_to(demo_dir)
+    for age, name in ((200, "older"), (100, "newer")):
+        run = known_run(folder / "runs" / name)
+        stamp = run.stat().st_mtime - age
+        os.utime(run / "config.json", (stamp, stamp))
+    monkeypatch.setenv("FER_HOME", str(folder))
+    monkeypatch.setenv(paths.ROOTS_VARIABLE, "")
+    return folder

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import LOAD_MS, face_crop, require_browser, serving
+from helpers import LOAD_MS, face_crop, require_browser, serving, settle
 
 pytestmark = pytest.mark.slow
 
@@ -40,32 +40,10 @@ def page(browser):
 def _screenshot(page, name: str, tmp_path: Path) -> Path:
     folder = Path(os.environ.get("FER_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
-    _settle(page)
+    settle(page)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path))
     return path
-
-
-def _settle(page) -> None:
-    """Wait until Streamlit has finished running the page (the app's script state says it ran and is
-    not running: with the minimal toolbar there is no 'Running...' indicator to watch), every
-    element's code has loaded (no grey placeholder left), no spinner turns (a model loading) and every
-    chart on it is drawn."""
-    page.wait_for_function(
-        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
-        " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
-        " && !document.querySelector('[data-testid=\"stStatusWidget\"]'); }",
-        timeout=LOAD_MS,
-    )
-    page.wait_for_function(
-        '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
-        timeout=LOAD_MS,
-    )
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
-        ".every(chart => chart.offsetParent === null || chart.querySelector('.main-svg'))",
-        timeout=LOAD_MS,
-    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +61,7 @@ def test_each_page_loads_and_is_captured(server, page, tmp_path, path, text):
     url, _ = server
     page.goto(f"{url}/{path}")
     page.get_by_text(text, exact=False).first.wait_for()
-    _settle(page)
+    settle(page)
     errors = page.locator('[data-testid="stException"]')
     assert not errors.count(), errors.first.inner_text()
     shot = _screenshot(page, path or "home", tmp_path)
@@ -94,13 +72,13 @@ def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
     url, _ = server
     page.goto(f"{url}/classify")
     page.get_by_text("Take a snapshot or upload a photo").first.wait_for()  # the page has run to its end
-    _settle(page)
+    settle(page)
     page.get_by_role("tab", name="Upload photos").click()
     photo = tmp_path / "crop.png"
     face_crop(96).save(photo)
     page.get_by_text("already cropped").first.click()  # a close-up of one face: read whole
     page.wait_for_function("() => document.querySelector('.st-key-whole input')?.checked === true")
-    _settle(page)
+    settle(page)
     page.locator('.st-key-uploads [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
     page.get_by_text("Face 1:").or_(page.get_by_text("No face found")).first.wait_for()
     heading = page.get_by_text("Face 1:").first
@@ -158,7 +136,7 @@ def test_a_shared_link_to_a_page_opens_it_with_the_menu_on_a_fresh_server(browse
         page.set_default_timeout(LOAD_MS)
         page.goto(f"{url}/classify")
         page.get_by_text("Classify photos").first.wait_for()
-        _settle(page)
+        settle(page)
         menu = page.locator('[data-testid="stSidebarNav"]')
         assert menu.get_by_text("Home").count() and menu.get_by_text("Classify").count()
         assert not menu.get_by_text("common").count()  # not the file list of an old-style app
@@ -170,7 +148,7 @@ def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_pa
     url, _ = server
     page.goto(f"{url}/train")
     page.get_by_text("Start training").first.wait_for()
-    _settle(page)
+    settle(page)
     # Two epochs on 300 faces draw both curves; the README's screenshots ($FER_SCREENSHOTS) get a
     # longer run on every face, so their curves show it learning.
     epochs, faces = ("4", "0") if os.environ.get("FER_SCREENSHOTS") else ("2", "300")
@@ -178,14 +156,14 @@ def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_pa
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Enter")
-        _settle(page)
+        settle(page)
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("finished:").first.wait_for(timeout=600_000)
     # The outcome line is drawn before the curves under it: wait for both charts (loss and
     # accuracy, train and val) rather than counting whatever has been drawn so far.
     charts = page.locator('[data-testid="stPlotlyChart"]')
     charts.nth(1).wait_for()
-    _settle(page)
+    settle(page)
     assert charts.count() >= 2
     assert page.get_by_text("test accuracy").count()
     _screenshot(page, "train", tmp_path)
@@ -194,7 +172,7 @@ def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_pa
     page.get_by_text("test faces, the model labelled").first.wait_for()
     page.get_by_text("Where it goes wrong").first.wait_for()
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()  # the confusion matrix
-    _settle(page)
+    settle(page)
     # The five metric cards (accuracy, weighted precision / recall / F1, macro F1).
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMetric\"]').length >= 5")
     _screenshot(page, "results", tmp_path)

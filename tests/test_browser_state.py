@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from helpers import LOAD_MS, expw_faces, known_run, require_browser, serving
+from helpers import LOAD_MS, expw_faces, known_run, require_browser, serving, settle
 
 from fer import demo, paths
 from fer import runs as R
@@ -46,20 +46,6 @@ def _context(browser):
     return context
 
 
-def _settle(page) -> None:
-    """Wait until Streamlit has finished running the page and no element is still loading."""
-    page.wait_for_function(
-        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
-        " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
-        " && !document.querySelector('[data-testid=\"stStatusWidget\"]'); }",
-        timeout=LOAD_MS,
-    )
-    page.wait_for_function(
-        '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
-        timeout=LOAD_MS,
-    )
-
-
 def _query(page) -> dict[str, list[str]]:
     return parse_qs(urlsplit(page.url).query)
 
@@ -80,15 +66,15 @@ def test_a_reload_keeps_the_train_settings_and_a_copied_link_opens_them(server, 
     page = context.new_page()
     page.goto(f"{url}/train")
     page.get_by_text("Start training").first.wait_for()
-    _settle(page)
+    settle(page)
     field = page.get_by_label("Epochs", exact=True)
     field.fill("7")
     field.press("Enter")
     page.wait_for_url(re.compile(r"[?&]epochs=7\b"))
-    _settle(page)
+    settle(page)
     page.reload()
     page.get_by_text("Start training").first.wait_for()
-    _settle(page)
+    settle(page)
     assert page.get_by_label("Epochs", exact=True).input_value() == "7"
     assert _query(page) == {"epochs": ["7"]}
     _no_exception(page)
@@ -99,7 +85,7 @@ def test_a_reload_keeps_the_train_settings_and_a_copied_link_opens_them(server, 
     page = other.new_page()
     page.goto(link)
     page.get_by_text("Start training").first.wait_for()
-    _settle(page)
+    settle(page)
     assert page.get_by_label("Epochs", exact=True).input_value() == "7"
     _no_exception(page)
     other.close()
@@ -111,7 +97,7 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     page = context.new_page()
     page.goto(f"{url}/data?dataset={mine}&threshold=0.5")
     page.get_by_text("Label counts").first.wait_for()
-    _settle(page)
+    settle(page)
     assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
     assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
     kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
@@ -119,7 +105,7 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     assert _query(page) == {"dataset": [str(mine)], "threshold": ["0.5"]}
     page.reload()
     page.get_by_text("Label counts").first.wait_for()
-    _settle(page)
+    settle(page)
     assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
     link = page.url
     context.close()
@@ -128,7 +114,7 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     page = other.new_page()
     page.goto(link)
     page.get_by_text("Label counts").first.wait_for()
-    _settle(page)
+    settle(page)
     assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
     assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
     kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
@@ -143,7 +129,7 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     page = context.new_page()
     page.goto(f"{url}/results?run=older")
     page.get_by_text("Compare runs").first.wait_for()
-    _settle(page)
+    settle(page)
     assert _chosen(page, "results_run") == "The older try · older (finished)"
     assert page.get_by_text("kept for the link test").count()  # its note
     link = page.url
@@ -153,12 +139,12 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     page = other.new_page()
     page.goto(link)
     page.get_by_text("Compare runs").first.wait_for()
-    _settle(page)
+    settle(page)
     assert _chosen(page, "results_run") == "The older try · older (finished)"
     # A run the server does not list (a path, here) is named in a warning, and the newest run shows.
     page.goto(f"{url}/results?run=..%2F..%2Fetc")
     page.get_by_text("Compare runs").first.wait_for()
-    _settle(page)
+    settle(page)
     assert page.get_by_text(re.compile(r"The link's run \(\.\./\.\./etc\) cannot be used")).count()
     assert _chosen(page, "results_run").endswith(" · newer (finished)")
     assert _query(page) == {"run": ["newer"]}

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from helpers import face_crop, photo, serving, write_csv
+from helpers import face_crop, open_page, photo, serving, write_csv
 from streamlit.testing.v1 import AppTest
 
 from fer import paths, runs
@@ -76,15 +76,6 @@ def hostile_run(hostile_home, monkeypatch) -> Path:
     monkeypatch.setenv("FER_HOME", str(hostile_home))
     monkeypatch.setenv(paths.ROOTS_VARIABLE, "")
     return paths.runs_dir() / RUN
-
-
-def page(name: str, **session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.switch_page(f"pages/{name}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 # What a page shows --------------------------------------------------------------------------------
@@ -174,7 +165,7 @@ def test_the_markdown_escape_shows_every_special_character_as_it_is():
 
 @pytest.mark.slow
 def test_results_show_hostile_labels_as_text(hostile_run):
-    at = page("results", **{common.RUN: str(hostile_run)})
+    at = open_page("results", **{common.RUN: str(hostile_run)})
     assert at.selectbox(key="results_run").value == str(hostile_run)
     assert len(at.metric) == 5
     assert_shown_as_text(at)
@@ -198,21 +189,21 @@ def test_results_show_hostile_labels_as_text(hostile_run):
 @pytest.mark.slow
 def test_train_home_data_and_classify_show_hostile_names_as_text(hostile_run):
     csv = str(paths.data_dir() / DATASET / "faces.csv")
-    at = page("train", **{common.DATASET: csv})
+    at = open_page("train", **{common.DATASET: csv})
     assert any(plain(s.value).startswith(f"Run {RUN} finished") for s in at.success)
     assert_shown_as_text(at)
 
-    at = page("home", **{common.DATASET: csv})
+    at = open_page("home", **{common.DATASET: csv})
     [bars] = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
     assert sorted(bars["x"]) == sorted(common.plot_text(label) for label in LABELS)
     assert_shown_as_text(at)
 
-    at = page("data", **{common.DATASET: csv})
+    at = open_page("data", **{common.DATASET: csv})
     shown = [plain(m.value) for m in at.markdown]
     assert all(f"**{label}**" in shown for label in LABELS)
     assert_shown_as_text(at)
 
-    at = page("classify", **{common.MODEL: str(hostile_run / runs.BEST)})
+    at = open_page("classify", **{common.MODEL: str(hostile_run / runs.BEST)})
     assert at.selectbox(key="classify_model").value == str(hostile_run / runs.BEST)
     at.toggle(key="whole").set_value(True)
     at.file_uploader(key="uploads").set_value((PHOTO.format("upload"), photo_bytes(), "image/png")).run()
@@ -259,7 +250,7 @@ def all_text(at: AppTest) -> str:
 @pytest.mark.parametrize("name", ["results", "train"])
 def test_a_failed_run_shows_its_error_and_logs_its_traceback(failed_run, name, caplog):
     with caplog.at_level(logging.ERROR, logger="fer"):
-        at = page(name, **{common.RUN: str(failed_run)})
+        at = open_page(name, **{common.RUN: str(failed_run)})
     [error] = [plain(e.value) for e in at.error]
     assert "failed: ValueError: no face of label [x](http://host/phish) <img src=x>" in error
     assert TRACEBACK not in all_text(at) and "line 250" not in all_text(at)

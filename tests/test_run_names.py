@@ -6,14 +6,13 @@ A finished run's settings show with it, and "Train again with these settings" fi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from helpers import EVIL, known_run
+from helpers import EVIL, known_run, two_runs_home
 from streamlit.testing.v1 import AppTest
 
-from fer import demo, paths, report, results
+from fer import report, results
 from fer import runs as R
 from fer.config import TrainConfig
 from pages import common
@@ -25,17 +24,7 @@ APP = str(PROJECT / "streamlit_app.py")
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A server home with two finished runs (`older`, `newer`) and the suite's demo linked in."""
-    demo_dir = demo.ensure(paths.data_dir())
-    folder = tmp_path / "home"
-    folder.mkdir()
-    (folder / demo.NAME).symlink_to(demo_dir)
-    for age, name in ((200, "older"), (100, "newer")):
-        run = known_run(folder / "runs" / name)
-        stamp = run.stat().st_mtime - age
-        os.utime(run / "config.json", (stamp, stamp))
-    monkeypatch.setenv("FER_HOME", str(folder))
-    monkeypatch.setenv(paths.ROOTS_VARIABLE, "")
-    return folder
+    return two_runs_home(tmp_path / "home", monkeypatch)
 
 
 def page(path: str) -> AppTest:

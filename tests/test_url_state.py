@@ -9,15 +9,14 @@ the one the page wrote); a fresh AppTest is a fresh browser session.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import expw_faces, known_run
+from helpers import expw_faces, two_runs_home
 from streamlit.testing.v1 import AppTest
 
-from fer import demo, paths
+from fer import paths
 from fer.config import TrainConfig
 from pages import common
 
@@ -30,17 +29,8 @@ DUPLICATION = "was created with a default value but also had its value set via t
 def home(tmp_path, monkeypatch) -> Path:
     """A server home with a dataset of its own (`mine`, confidences 0.1 to 0.9), two finished runs
     (`older`, `newer`), and the suite's demo dataset linked in; no extra data roots."""
-    demo_dir = demo.ensure(paths.data_dir())  # the suite's, built once
-    folder = tmp_path / "home"
-    folder.mkdir()
-    (folder / demo.NAME).symlink_to(demo_dir)
+    folder = two_runs_home(tmp_path / "home", monkeypatch)
     expw_faces(folder / "datasets" / "mine", photos=18)
-    for age, name in ((200, "older"), (100, "newer")):
-        run = known_run(folder / "runs" / name)
-        stamp = run.stat().st_mtime - age
-        os.utime(run / "config.json", (stamp, stamp))
-    monkeypatch.setenv("FER_HOME", str(folder))
-    monkeypatch.setenv(paths.ROOTS_VARIABLE, "")
     return folder
 
 

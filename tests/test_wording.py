@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import known_run
+from helpers import known_run, open_page
 from streamlit.testing.v1 import AppTest
 
 from fer import evaluate, paths, report, results
@@ -50,15 +50,6 @@ def page_texts(at: AppTest) -> list[str]:
     for frame in at.dataframe:
         texts += [str(value) for value in frame.value.astype(str).to_numpy().ravel()]
     return texts
-
-
-def open_page(name: str, **session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.switch_page(f"pages/{name}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def assert_for_readers(texts: list[str], *paths_: object) -> None:
