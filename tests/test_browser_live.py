@@ -4,8 +4,8 @@ follow it without a click, Cancel answers at once, and at phone width no chart t
 The server trains one run at a time (FER_MAX_TRAININGS=1) on a 48-face dataset, and the test holds that
 one slot itself, so the order of events is fixed by construction: a run started on the page waits in
 line (and is cancelled there), a second waits while a second tab opens its Results page, and when the
-test frees the slot it trains (three epochs of one batch, the report's small CNN). Every wait is for a
-state a person would see; nothing is timed.
+test frees the slot it trains (three epochs of one batch, the report's small CNN) and its row leaves
+"waiting" for "finished" by itself. Every wait is for a state a person would see; nothing is timed.
 """
 
 from __future__ import annotations
@@ -168,8 +168,10 @@ def test_a_run_is_followed_without_a_click_and_cancel_answers_at_once(live_serve
     finally:
         held.close()  # the slot is free: the second run trains
 
-    # Its row follows it, epoch by epoch, with no click and no reload.
-    wait_for_row(page, second, "state", "^training, epoch [1-3] of 3$", timeout=TRAINING_MS)
+    # Its row follows it with no click and no reload: from waiting to training (a run of three one-batch
+    # epochs may finish between two redraws, so the row may go straight to finished) to finished. How a row
+    # reads in each epoch, with its time left, is checked on a run in its third epoch in test_live.py.
+    wait_for_row(page, second, "state", "^(training, epoch [1-3] of 3|finished)$", timeout=TRAINING_MS)
     wait_for_row(page, second, "state", "^finished$", timeout=TRAINING_MS)
     wait_for_row(page, second, "test accuracy", r"^\d+\.\d%$")
     # The Results tab, never touched, shows its test results.
