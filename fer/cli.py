@@ -372,12 +372,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _needs_keras(args: argparse.Namespace) -> bool:
-    """False for `predict` with a .tflite / .onnx model and no TensorFlow detector (mtcnn)."""
-    if args.command != "predict" or args.model is None:
+    """False for `predict` without the TensorFlow detector (mtcnn): its model runs on ONNX Runtime
+    or LiteRT (a .keras model as its ONNX twin, which is written, loading Keras, only the first time)."""
+    if args.command != "predict":
         return True
-    from fer.portable import is_portable
-
-    return not is_portable(args.model) or (not args.whole and args.detector == "mtcnn")
+    return not args.whole and args.detector == "mtcnn"
 
 
 def _load(args: argparse.Namespace) -> datasets.Dataset:

