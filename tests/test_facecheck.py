@@ -163,3 +163,20 @@ def test_predict_whole_says_a_flat_picture_is_not_a_face(tmp_path, capsys):
         and first["face_score"] < facecheck.WHOLE_MIN_SCORE
     )
     assert second["not_a_face"] is False and len(second["faces"]) == 1 and second["face_score"] > 0.5
+
+
+def test_the_onnx_o_net_computes_what_the_mtcnn_package_s_own_does():
+    from mtcnn.network.onet import ONet
+    from mtcnn.utils.tensorflow import load_weights
+
+    theirs = ONet()
+    theirs.build()
+    theirs.set_weights(load_weights("onet.lz4"))
+    patches = (
+        np.random.default_rng(0).uniform(-1, 1, (40, facecheck.PATCH, facecheck.PATCH, 3)).astype(np.float32)
+    )
+    patches[:20] = facecheck._patches(np.asarray(face_crop(mode="RGB")), [(0.0, 0.0, 150.0, 130.0)] * 20)
+    expected = np.asarray(theirs(patches, training=False)[2])[:, 1]
+    got = facecheck.FaceScorer()._run(patches)
+    assert expected[:20].min() > 0.9  # a real face, as both see it
+    np.testing.assert_allclose(got, expected, atol=1e-5)

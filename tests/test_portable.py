@@ -236,3 +236,79 @@ def test_tflite_predicts_without_tensorflow_and_hides_litert_s_start_up_line(tmp
     assert done.returncode == 0, done.stderr
     assert "likely" in done.stdout and done.stdout.strip().endswith("loaded:")
     assert "XNNPACK" not in done.stderr and done.stderr == ""
+
+
+# A .keras model classifying photos through its ONNX twin -----------------------------------------
+
+
+def test_a_keras_model_classifies_photos_as_its_onnx_twin_with_the_same_answers(tmp_path):
+    from fer.predict import Predictor
+
+    source = saved_model(tmp_path, "vgg-small")
+    twin = Predictor(source, detector="haar")
+    keras_run = Predictor(source, detector="haar", onnx=False)
+    assert isinstance(twin.model, portable.OnnxModel) and not isinstance(keras_run.model, portable.OnnxModel)
+    assert portable.twin_path(source).is_file()
+    assert twin.metadata == keras_run.metadata and twin.labels == keras_run.labels
+    np.testing.assert_allclose(twin.classify(faces()), keras_run.classify(faces()), atol=1e-4)
+    # Saliency maps need Keras' gradients: the twin's predictor loads the Keras model for them.
+    np.testing.assert_allclose(twin.maps(faces(3)), keras_run.maps(faces(3)), atol=1e-4)
+
+
+def test_the_twin_is_written_once_and_found_by_the_file_s_content(tmp_path, monkeypatch):
+    from fer.predict import Predictor
+
+    source = saved_model(tmp_path, "seed")
+    first = portable.onnx_twin(source)
+    assert first == portable.twin_path(source) and first.is_file()
+    monkeypatch.setattr(portable, "export", lambda *a, **k: pytest.fail("the kept twin was written again"))
+    assert portable.onnx_twin(source) == first
+    Predictor(source, detector="haar")
+    (tmp_path / "other").mkdir()
+    other = saved_model(tmp_path / "other", "vgg-small")
+    assert portable.twin_path(other) != first  # another model, another twin
+
+
+def test_a_network_onnx_cannot_take_runs_on_keras_and_is_not_tried_again(tmp_path, monkeypatch):
+    import keras
+
+    from fer.modelfile import save_model
+    from fer.predict import Predictor
+
+    inputs = keras.Input((48, 48, 1), name="face")
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.LeakyReLU(name="leaky")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
+    source = tmp_path / "leaky.keras"
+    save_model(model, source, {"labels": list(LABELS), "image_size": 48, "margin": 0.0})
+    predictor = Predictor(source, detector="haar")
+    assert not isinstance(predictor.model, portable.OnnxModel)
+    assert predictor.classify(faces(2)).shape == (2, 7)
+    note = portable.twin_path(source).with_suffix(".keras-only")
+    assert "LeakyReLU" in note.read_text()
+    monkeypatch.setattr(portable, "export", lambda *a, **k: pytest.fail("the export was tried again"))
+    assert portable.onnx_twin(source) is None
+
+
+def test_a_refused_keras_file_is_refused_before_any_twin_is_written(tmp_path):
+    from helpers import lambda_model
+
+    from fer.modelfile import ModelFileError
+    from fer.predict import Predictor
+
+    source = lambda_model(tmp_path / "lambda.keras")
+    with pytest.raises(ModelFileError, match="refused"):
+        Predictor(source, detector="haar")
+    assert not portable.twin_path(source).exists()
+    assert not portable.twin_path(source).with_suffix(".keras-only").exists()
+
+
+def test_a_keras_model_classifies_photos_without_tensorflow_once_its_twin_is_kept(tmp_path, face_png):
+    source = saved_model(tmp_path, "vgg-small")
+    portable.onnx_twin(source)
+    done = _run_without_tensorflow(source, face_png)
+    assert done.returncode == 0, done.stderr
+    assert "face.png: " in done.stdout and "likely" in done.stdout
+    assert done.stdout.strip().endswith("loaded:")  # neither TensorFlow nor Keras
+    assert done.stderr == ""
