@@ -9,7 +9,7 @@ faces (a detection at IoU >= 0.3 with the labelled box, scaled with the photo) a
 resident memory.
 
     .venv/bin/python benchmarks/predict_latency.py --model models/default.keras \\
-        [--dataset data/expw-sample] [--photos 60] [--detectors blazeface,mtcnn] \\
+        [--dataset data/expw-sample] [--photos 60] [--detectors blazeface,mtcnn,blazeface:keras+opencv] \\
         [--peer-python /tmp/ferpeer/bin/python]
 
 The peer's Python is set up once, outside the project's venv (the package is also called `fer`):
@@ -60,16 +60,32 @@ print(json.dumps({"seconds": seconds, "boxes": boxes, "peak_mb": peak}))
 """.replace("WARMUP", str(WARMUP))
 
 
-def ours(model: str, detector: str, paths: list[str]) -> None:
+# A contender's options after its detector's name ("blazeface:keras+opencv"), to measure the product
+# against how it ran before: "keras" runs the network on Keras (TensorFlow loaded) rather than as
+# its ONNX twin; "opencv" runs BlazeFace on OpenCV's DNN module rather than LiteRT; "threads2" gives
+# BlazeFace's LiteRT two threads.
+OPTIONS = ("keras", "opencv", "threads2")
+
+
+def ours(model: str, contender: str, paths: list[str]) -> None:
     """The worker: this project's Predictor on the photos, one JSON line like the peer's."""
     import resource
     import time
 
     from PIL import Image
 
+    from fer import detect
     from fer.predict import Predictor
 
-    predictor = Predictor(model, detector=detector)
+    detector, _, options = contender.partition(":")
+    options = set(filter(None, options.split("+")))
+    if options - set(OPTIONS):
+        sys.exit(f"unknown options {sorted(options - set(OPTIONS))}; known: {', '.join(OPTIONS)}")
+    if "opencv" in options:
+        detect._tflite_network = lambda path, threads=1: detect._OpenCvNetwork(path)
+    if "threads2" in options:
+        detect.BLAZEFACE_THREADS = 2
+    predictor = Predictor(model, detector=detector, onnx="keras" not in options)
     photos = [Image.open(path).convert("RGB") for path in paths]
     for photo in photos[:WARMUP]:
         predictor.predict(photo)
@@ -81,6 +97,15 @@ def ours(model: str, detector: str, paths: list[str]) -> None:
         boxes.append([list(face.box) for face in result.faces])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "boxes": boxes, "peak_mb": peak}))
+
+
+TWIN = """
+import json, sys
+from pathlib import Path
+from fer import portable
+twin = portable.onnx_twin(Path(sys.argv[1]))
+print(json.dumps({"twin": str(twin) if twin else "none (the network runs on Keras)"}))
+"""
 
 
 def run(command: list[str], **kwargs) -> dict:
@@ -128,8 +153,13 @@ def main() -> None:
             f"{len(paths)} expw-sample photos at {SIDE} px on the longer side ({labelled} labelled faces), "
             f"{WARMUP} warm-up photos, one process each, {os.cpu_count()} cores"
         )
-        print(f"{'':<28}{'median ms':>10}{'p90 ms':>9}{'recall@0.3':>12}{'peak MB':>9}", flush=True)
+        # A .keras model classifies as its ONNX twin, written the first time it is used (loading
+        # TensorFlow for it): written here, beforehand, so that each process times the product as every
+        # later use of the model runs it.
+        twin = run([sys.executable, "-c", TWIN, args.model])
+        print(f"the model's ONNX twin: {twin['twin']}")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        print(f"{'':<40}{'median ms':>10}{'p90 ms':>9}{'recall@0.3':>12}{'peak MB':>9}", flush=True)
         contenders = []
         if args.peer_python:
             contenders.append(
@@ -150,7 +180,7 @@ def main() -> None:
             )
             ms = 1000 * np.asarray(out["seconds"])
             print(
-                f"{label:<28}{np.median(ms):>10.0f}{np.percentile(ms, 90):>9.0f}{hits / labelled:>12.3f}"
+                f"{label:<40}{np.median(ms):>10.0f}{np.percentile(ms, 90):>9.0f}{hits / labelled:>12.3f}"
                 f"{out['peak_mb']:>9.0f}",
                 flush=True,
             )
