@@ -63,8 +63,9 @@ print(json.dumps({"seconds": seconds, "boxes": boxes, "peak_mb": peak}))
 # A contender's options after its detector's name ("blazeface:keras+opencv"), to measure the product
 # against how it ran before: "keras" runs the network on Keras (TensorFlow loaded) rather than as
 # its ONNX twin; "opencv" runs BlazeFace on OpenCV's DNN module rather than LiteRT; "threads2" gives
-# BlazeFace's LiteRT two threads.
-OPTIONS = ("keras", "opencv", "threads2")
+# BlazeFace's LiteRT two threads; "steady" reads each face from its box and six moved copies
+# (Classify's "Steadier answers").
+OPTIONS = ("keras", "opencv", "threads2", "steady")
 
 
 def ours(model: str, contender: str, paths: list[str]) -> None:
@@ -88,11 +89,11 @@ def ours(model: str, contender: str, paths: list[str]) -> None:
     predictor = Predictor(model, detector=detector, onnx="keras" not in options)
     photos = [Image.open(path).convert("RGB") for path in paths]
     for photo in photos[:WARMUP]:
-        predictor.predict(photo)
+        predictor.predict(photo, steady="steady" in options)
     seconds, boxes = [], []
     for photo in photos:
         start = time.perf_counter()
-        result = predictor.predict(photo)
+        result = predictor.predict(photo, steady="steady" in options)
         seconds.append(time.perf_counter() - start)
         boxes.append([list(face.box) for face in result.faces])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
