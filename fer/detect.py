@@ -158,9 +158,9 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> tu
     return np.array(kept_boxes).reshape(-1, 4), np.array(kept_scores)
 
 
-# Threads of one BlazeFace pass. Measured on 2 CPU cores (benchmarks/predict_latency.py
-# --blazeface-threads): one thread is as fast as two on a 192x192 input, and leaves the other core
-# to a second visitor's photo.
+# Threads of one BlazeFace pass. Measured on 2 CPU cores (benchmarks/predict_latency.py --detectors
+# blazeface,blazeface:threads2): one thread is as fast as two on a 192x192 input (26 against 25 ms a
+# photo), and leaves the other core to a second visitor's photo.
 BLAZEFACE_THREADS = 1
 
 
