@@ -23,7 +23,9 @@ chooses it.
 DATASET defaults to data/expw-sample; MODEL to models/default.keras. Give a dataset's own folder
 (data/fer2013, not data/fer2013/test): its test part is chosen from it. `--limit` takes the first N
 test faces (in photo order) instead of all of them; `--no-webcam` skips the detector part. `--steady`
-reads every crop the way `predict --steady` does (the crop and its slightly moved copies, averaged).
+reads every crop the way `predict --steady` does (the crop and its slightly moved copies, averaged);
+`--flip` averages every crop with its mirror image, as `predict --flip` does; `--split val` uses the
+val part (to choose settings on) instead of the test part.
 """
 
 from __future__ import annotations
@@ -90,8 +92,10 @@ def letterbox(photo: Image.Image, frame: tuple[int, int] = FRAME) -> tuple[Image
     return canvas, scale, x, y
 
 
-def test_faces(dataset: datasets.Dataset, metadata: dict, settings: preprocess.PrepSettings) -> pd.DataFrame:
-    """The dataset's test faces whose label the model knows, as `fer evaluate` chooses them."""
+def test_faces(
+    dataset: datasets.Dataset, metadata: dict, settings: preprocess.PrepSettings, split: str = "test"
+) -> pd.DataFrame:
+    """The dataset's test (or val) faces whose label the model knows, as `fer evaluate` chooses them."""
     faces = preprocess.prepare(dataset, settings).faces
     train = metadata.get("train", {})
     trained_on = metadata.get("dataset_roots") or [dataset_root(d) for d in train.get("datasets", [])]
@@ -101,10 +105,12 @@ def test_faces(dataset: datasets.Dataset, metadata: dict, settings: preprocess.P
         else splits.SplitSettings()
     )
     faces = faces.assign(split=splits.assign(faces, split_settings))
-    return faces[(faces["split"] == "test") & faces["label"].isin(metadata["labels"])]
+    return faces[(faces["split"] == split) & faces["label"].isin(metadata["labels"])]
 
 
-def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool) -> None:
+def moved_boxes(
+    predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool, flip: bool = False
+) -> None:
     settings = predictor.settings
     crops, kept = [], []
     for i, (_, face) in enumerate(faces.iterrows()):
@@ -126,7 +132,9 @@ def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataF
         return
     stack = np.concatenate(crops)
     copies = len(images.STEADY_MOVES) if steady else 1
-    probabilities = predictor.classify(stack).reshape(len(crops), len(VARIANTS), copies, -1).mean(axis=2)
+    probabilities = (
+        predictor.classify(stack, flip=flip).reshape(len(crops), len(VARIANTS), copies, -1).mean(axis=2)
+    )
     predicted = probabilities.argmax(axis=2)  # (faces, variants)
     truth = faces["label"].iloc[kept].map({label: i for i, label in enumerate(predictor.labels)}).to_numpy()
     same = (predicted == predicted[:, :1]).all(axis=1)
@@ -146,7 +154,9 @@ def moved_boxes(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataF
     print(f"faces with one label over all five crops: {same.mean():.3f} ({same.sum():,} of {len(kept):,})")
 
 
-def webcam(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool) -> None:
+def webcam(
+    predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool, flip: bool = False
+) -> None:
     photos = faces.groupby("photo", sort=True)
     matched, agree, right_upload, right_frame, labelled = 0, 0, 0, 0, 0
     start = time.perf_counter()
@@ -161,8 +171,8 @@ def webcam(predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame,
         ]
         frame, scale, x, y = letterbox(photo)
         in_frame = [(t * scale + y, lt * scale + x, b * scale + y, r * scale + x) for t, lt, b, r in boxes]
-        upload = predictor.predict(photo, steady=steady).faces
-        webcam_faces = predictor.predict(frame, steady=steady).faces
+        upload = predictor.predict(photo, steady=steady, flip=flip).faces
+        webcam_faces = predictor.predict(frame, steady=steady, flip=flip).faces
         on_upload = detect.match(boxes, [f.box for f in upload])
         on_frame = detect.match(in_frame, [f.box for f in webcam_faces])
         labelled += len(boxes)
@@ -195,23 +205,27 @@ def main() -> None:
     parser.add_argument(
         "--steady", action="store_true", help="steady answers: each crop averaged with moved copies of it"
     )
+    parser.add_argument("--flip", action="store_true", help="each crop averaged with its mirror image")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="the faces to use")
     args = parser.parse_args()
 
     predictor = Predictor(args.model)
     dataset = datasets.load(args.dataset)
-    faces = test_faces(dataset, predictor.metadata, predictor.settings)
+    faces = test_faces(dataset, predictor.metadata, predictor.settings, args.split)
     if args.limit:
         faces = faces.iloc[: args.limit]
     calibrated = "calibrated" if predictor.calibration else "uncalibrated"
     print(
-        f"{dataset.name} test: {len(faces):,} faces in {faces['photo'].nunique():,} photos; model {args.model} "
+        f"{dataset.name} {args.split}: {len(faces):,} faces in {faces['photo'].nunique():,} photos; model {args.model} "
         f"(size {predictor.settings.size}, margin {predictor.settings.margin:g}, {calibrated}); "
         f"{os.cpu_count()} cores"
     )
     print("steady answers (each crop averaged with its moved copies)" if args.steady else "one crop a face")
-    moved_boxes(predictor, dataset, faces, args.steady)
+    if args.flip:
+        print("each crop averaged with its mirror image")
+    moved_boxes(predictor, dataset, faces, args.steady, args.flip)
     if not args.no_webcam and faces["top"].notna().any():
-        webcam(predictor, dataset, faces[faces["top"].notna()], args.steady)
+        webcam(predictor, dataset, faces[faces["top"].notna()], args.steady, args.flip)
 
 
 if __name__ == "__main__":
