@@ -261,6 +261,7 @@ def calibrate_model(
     faces, share and calibration error on them before and after."""
     if not dataset_paths:
         raise ValueError("calibrating a model needs at least one dataset to take val faces from")
+    calibration.shares([1] * len(dataset_paths), weights)  # refused before any face is scored
     model_path = Path(source)
     model, metadata = modelfile.load_model(model_path)
     labels = list(metadata["labels"])
