@@ -6,6 +6,10 @@ number T (> 1 softens them, < 1 sharpens them) chosen to make the validation fac
 likely as possible. Dividing by a positive number keeps the order of the classes, so the label
 and the accuracy never change; only the percentages do.
 
+Fitted on the val faces of several datasets, each face counts once by default, so a large set
+(FER2013's 3,589 faces) outweighs a small in-the-wild one; `weights` give each dataset its own share
+of the fit instead (`shares`), which moves T toward the sets given more.
+
 The fitted T lives in the model file's metadata (`"calibration"`), and `apply` is the one place
 it is used: every probability the project shows or writes passes through it, and a model without
 the entry is left exactly as it is. Pure NumPy, so pages and the report can import it freely.
@@ -38,37 +42,95 @@ def scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return scaled.astype(kind if kind.kind == "f" else np.float32)  # the caller's float type
 
 
-def nll(probabilities: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the true labels `y` under the probabilities scaled by T."""
+def nll(
+    probabilities: np.ndarray, y: np.ndarray, temperature: float = 1.0, weights: np.ndarray | None = None
+) -> float:
+    """Mean negative log-likelihood of the true labels `y` under the probabilities scaled by T,
+    each face weighed by `weights` (None: all alike)."""
     logits = _log(probabilities) / temperature
     logits -= logits.max(axis=-1, keepdims=True)
     log_norm = np.log(np.exp(logits).sum(axis=-1))
-    return float(np.mean(log_norm - logits[np.arange(len(y)), np.asarray(y, dtype=int)]))
+    losses = log_norm - logits[np.arange(len(y)), np.asarray(y, dtype=int)]
+    return float(np.mean(losses) if weights is None else np.sum(weights * losses) / np.sum(weights))
 
 
-def fit_temperature(probabilities: np.ndarray, y: np.ndarray) -> float:
-    """The T in TEMPERATURE_RANGE that minimises the NLL of `y` (a golden-section search on log T;
-    the NLL is convex in 1/T, so it has one minimum)."""
+def _checked_weights(weights, count: int) -> np.ndarray | None:
+    if weights is None:
+        return None
+    weights = np.asarray(weights, dtype=np.float64)
+    if (
+        weights.shape != (count,)
+        or not np.all(np.isfinite(weights))
+        or weights.min() < 0
+        or weights.sum() <= 0
+    ):
+        raise ValueError(
+            f"weights must be one finite number of at least 0 per face ({count}), not all 0; got "
+            f"{weights.shape[0] if weights.ndim == 1 else weights.shape} of them"
+        )
+    return weights
+
+
+def fit_temperature(probabilities: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The T in TEMPERATURE_RANGE that minimises the NLL of `y`, each face weighed by `weights`
+    (None: all alike); a golden-section search on log T (the NLL is convex in 1/T, so it has one
+    minimum)."""
     probabilities, y = np.asarray(probabilities), np.asarray(y, dtype=int)
     if probabilities.ndim != 2 or len(probabilities) != len(y) or not len(y):
         raise ValueError(
             f"fitting a temperature needs one row of probabilities per label, got {probabilities.shape} "
             f"probabilities for {len(y)} labels"
         )
+    weights = _checked_weights(weights, len(y))
     low, high = (math.log(b) for b in TEMPERATURE_RANGE)
     ratio = (math.sqrt(5) - 1) / 2
     a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = nll(probabilities, y, math.exp(a)), nll(probabilities, y, math.exp(b))
+    fa, fb = nll(probabilities, y, math.exp(a), weights), nll(probabilities, y, math.exp(b), weights)
     for _ in range(80):  # the bracket shrinks by 0.618 a step: 80 steps reach float precision
         if fa <= fb:
             high, b, fb = b, a, fa
             a = high - ratio * (high - low)
-            fa = nll(probabilities, y, math.exp(a))
+            fa = nll(probabilities, y, math.exp(a), weights)
         else:
             low, a, fa = a, b, fb
             b = low + ratio * (high - low)
-            fb = nll(probabilities, y, math.exp(b))
+            fb = nll(probabilities, y, math.exp(b), weights)
     return float(math.exp((low + high) / 2))
+
+
+def shares(sizes: list[int], how: str | list[float] | None = None) -> list[float]:
+    """Each dataset's share of a fit (summing to 1) from its number of faces `sizes`: None or
+    "faces": in proportion to its faces (each face counts once); "equal": the same for each; a list
+    of numbers (one per dataset, at least 0, not all 0): in proportion to them."""
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"every dataset needs at least one face to fit on, got {sizes}")
+    if how is None or how == "faces":
+        raw = [float(n) for n in sizes]
+    elif how == "equal":
+        raw = [1.0] * len(sizes)
+    elif isinstance(how, str):
+        raise ValueError(f"weights must be 'faces', 'equal' or one number per dataset, got {how!r}")
+    else:
+        raw = list(how)
+        if len(raw) != len(sizes):
+            raise ValueError(f"give one weight per dataset: {len(sizes)} datasets, {len(raw)} weights")
+        if (
+            not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                for w in raw
+            )
+            or not sum(raw) > 0
+        ):
+            raise ValueError(f"weights must be numbers of at least 0, not all 0, got {raw}")
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def face_weights(sizes: list[int], dataset_shares: list[float]) -> np.ndarray:
+    """One weight per face, datasets in the order of `sizes` (their faces in a row), so that each
+    dataset's faces together weigh its share; they add up to the number of faces."""
+    weights = np.concatenate([np.full(n, share / n) for n, share in zip(sizes, dataset_shares)])
+    return weights * (len(weights) / weights.sum())
 
 
 def reliability(probabilities: np.ndarray, y: np.ndarray, bins: int = BINS) -> list[dict]:
@@ -107,9 +169,11 @@ def ece(probabilities: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:
     )
 
 
-def fit(probabilities: np.ndarray, y: np.ndarray, fitted_on: str) -> dict:
-    """The `"calibration"` entry of a model's metadata, fitted on these (held-out) faces."""
-    temperature = fit_temperature(probabilities, y)
+def fit(probabilities: np.ndarray, y: np.ndarray, fitted_on: str, weights: np.ndarray | None = None) -> dict:
+    """The `"calibration"` entry of a model's metadata, fitted on these (held-out) faces, each
+    weighed by `weights` (None: all alike). Its errors before and after are over all the faces,
+    each counted once."""
+    temperature = fit_temperature(probabilities, y, weights)
     return {
         "method": "temperature",
         "temperature": round(temperature, 6),

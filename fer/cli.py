@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("model", type=Path, help="a .keras model saved by train")
     calibrate.add_argument("datasets", nargs="+", help="datasets whose val faces to fit on")
     calibrate.add_argument("--out", required=True, type=Path, help="the .keras file to write")
+    calibrate.add_argument(
+        "--weights",
+        default="faces",
+        help="each dataset's share of the fit: 'faces' (each face counts once, the default), 'equal', "
+        "or one number per dataset, comma-separated (e.g. 0.725,0.275)",
+    )
 
     packer = commands.add_parser(
         "pack",
@@ -573,11 +579,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_weights(text: str) -> str | list[float]:
+    """--weights as fer.calibration.shares takes it: 'faces', 'equal' or a list of numbers."""
+    text = text.strip()
+    if text in ("faces", "equal"):
+        return text
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--weights must be 'faces', 'equal' or one number per dataset separated by commas, got {text!r}"
+        ) from None
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from fer.evaluate import calibrate_model
 
     metadata = calibrate_model(
-        args.model, tuple(args.datasets), args.out, progress=lambda what: print(what, file=sys.stderr)
+        args.model,
+        tuple(args.datasets),
+        args.out,
+        weights=_calibration_weights(args.weights),
+        progress=lambda what: print(what, file=sys.stderr),
     )
     entry = metadata["calibration"]
     print(f"wrote {args.out}")
@@ -585,6 +608,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         f"  temperature {entry['temperature']:.4f}, fitted on the {entry['fitted_on']}: calibration error "
         f"{entry['ece_before']:.3f} before, {entry['ece_after']:.3f} after"
     )
+    for part in entry["datasets"]:
+        print(
+            f"  {part['name']}: {part['faces']:,} val faces, share {part['share']:.3f}, calibration error "
+            f"{part['ece_before']:.3f} before, {part['ece_after']:.3f} after"
+        )
     return 0
 
 

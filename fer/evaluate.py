@@ -245,26 +245,56 @@ def export_model(
     return metadata
 
 
-def calibrate_model(source: Path, dataset_paths: tuple[str, ...], out: Path, *, progress=None) -> dict:
+def calibrate_model(
+    source: Path,
+    dataset_paths: tuple[str, ...],
+    out: Path,
+    *,
+    weights: str | list[float] | None = None,
+    progress=None,
+) -> dict:
     """Fit a temperature on the val faces of `dataset_paths` (the model's own split of a dataset it
     was trained on) and write the model to `out` with it in its metadata, without optimizer state.
-    The network is unchanged: only the probabilities it shows are. Returns the metadata."""
+    `weights` sets each dataset's share of the fit (fer.calibration.shares: None or "faces", each
+    face counts once; "equal"; or one number per dataset). The network is unchanged: only the
+    probabilities it shows are. Returns the metadata; its entry's "datasets" gives each dataset's
+    faces, share and calibration error on them before and after."""
     if not dataset_paths:
         raise ValueError("calibrating a model needs at least one dataset to take val faces from")
+    calibration.shares([1] * len(dataset_paths), weights)  # refused before any face is scored
     model_path = Path(source)
     model, metadata = modelfile.load_model(model_path)
     labels = list(metadata["labels"])
-    probabilities, y, counts = [], [], []
+    probabilities, y, names = [], [], []
     for name in dataset_paths:
         if progress:
             progress(f"scoring the val faces of {name}")
         _, table = evaluate(name, model_path, split="val", calibrated=False)
         probabilities.append(table[[f"p_{label}" for label in labels]].to_numpy(dtype=np.float64))
         y.append(table["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=int))
-        counts.append(f"{Path(dataset_root(name)).name} ({len(table):,})")
+        names.append(Path(dataset_root(name)).name)
+    sizes = [len(labels_of) for labels_of in y]
+    dataset_shares = calibration.shares(sizes, weights)
+    counts = [
+        f"{name} ({n:,}" + (f", share {share:.3g})" if weights not in (None, "faces") else ")")
+        for name, n, share in zip(names, sizes, dataset_shares)
+    ]
     entry = calibration.fit(
-        np.concatenate(probabilities), np.concatenate(y), "val faces of " + ", ".join(counts)
+        np.concatenate(probabilities),
+        np.concatenate(y),
+        "val faces of " + ", ".join(counts),
+        calibration.face_weights(sizes, dataset_shares),
     )
+    entry["datasets"] = [
+        {
+            "name": name,
+            "faces": n,
+            "share": round(share, 6),
+            "ece_before": calibration.ece(p, labels_of),
+            "ece_after": calibration.ece(calibration.scale(p, entry["temperature"]), labels_of),
+        }
+        for name, n, share, p, labels_of in zip(names, sizes, dataset_shares, probabilities, y)
+    ]
     metadata = {**metadata, "calibration": entry}
     modelfile.save_model(model, Path(out), metadata)
     return metadata

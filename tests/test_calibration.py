@@ -49,6 +49,83 @@ def test_fitting_recovers_the_temperature_of_over_confident_probabilities():
     assert entry["ece_after"] < entry["ece_before"]
 
 
+def _drawn(rng, faces: int, too_sure: float) -> tuple[np.ndarray, np.ndarray]:
+    """Faces whose labels are drawn from softmax(z), reported as softmax(too_sure * z)."""
+    logits = rng.normal(0, 1.2, (faces, 7))
+    honest = softmax(logits)
+    y = (honest.cumsum(axis=1) < rng.random((faces, 1))).sum(axis=1)
+    return softmax(too_sure * logits), y
+
+
+def test_a_weighted_fit_moves_toward_the_set_given_more_weight():
+    rng = np.random.default_rng(3)
+    large, large_y = _drawn(rng, 9_000, 1.5)  # a big set, too sure by 1.5
+    small, small_y = _drawn(rng, 1_000, 3.0)  # a small one, too sure by 3
+    both, y = np.concatenate([large, small]), np.concatenate([large_y, small_y])
+    sizes = [len(large_y), len(small_y)]
+    pooled = calibration.fit_temperature(both, y)
+    equal = calibration.fit_temperature(both, y, calibration.face_weights(sizes, [0.5, 0.5]))
+    mostly_small = calibration.fit_temperature(both, y, calibration.face_weights(sizes, [0.1, 0.9]))
+    only_small = calibration.fit_temperature(both, y, calibration.face_weights(sizes, [0, 1]))
+    assert pooled < equal < mostly_small < only_small
+    assert pooled == pytest.approx(calibration.fit_temperature(both, y, np.ones(len(y))), rel=1e-6)
+    assert only_small == pytest.approx(calibration.fit_temperature(small, small_y), rel=1e-6)
+    assert only_small == pytest.approx(3.0, rel=0.1) and pooled < 2.0
+    # The small set's calibration error falls as it is given more of the fit; the large set's rises.
+    errors = [
+        (
+            calibration.ece(calibration.scale(large, t), large_y),
+            calibration.ece(calibration.scale(small, t), small_y),
+        )
+        for t in (pooled, equal, only_small)
+    ]
+    assert errors[0][1] > errors[1][1] > errors[2][1] and errors[0][0] < errors[2][0]
+    entry = calibration.fit(both, y, "two sets", calibration.face_weights(sizes, [0.5, 0.5]))
+    assert entry["temperature"] == pytest.approx(equal, rel=1e-5) and entry["faces"] == 10_000
+    assert entry["ece_after"] < entry["ece_before"]
+
+
+def test_shares_and_face_weights():
+    assert calibration.shares([300, 100]) == calibration.shares([300, 100], "faces") == [0.75, 0.25]
+    assert calibration.shares([300, 100], "equal") == [0.5, 0.5]
+    assert calibration.shares([300, 100], [3, 1]) == [0.75, 0.25]
+    assert calibration.shares([300, 100], [0.725, 0.275]) == pytest.approx([0.725, 0.275])
+    weights = calibration.face_weights([3, 1], [0.5, 0.5])
+    np.testing.assert_allclose(weights, [2 / 3, 2 / 3, 2 / 3, 2])  # each set half the total of 4
+    np.testing.assert_allclose(calibration.face_weights([3, 1], [0.75, 0.25]), 1.0)
+
+
+@pytest.mark.parametrize(
+    "how, problem",
+    [
+        ("most", "'faces', 'equal' or one number"),
+        ([1.0], "one weight per dataset"),
+        ([1.0, -1.0], "at least 0"),
+        ([0, 0], "not all 0"),
+        ([1.0, float("nan")], "at least 0"),
+    ],
+)
+def test_shares_that_make_no_sense_are_refused(how, problem):
+    with pytest.raises(ValueError, match=problem):
+        calibration.shares([300, 100], how)
+
+
+def test_face_weights_that_make_no_sense_are_refused():
+    probabilities, y = softmax(np.random.default_rng(4).normal(0, 1, (4, 3))), np.array([0, 1, 2, 0])
+    for weights in (np.ones(3), np.array([1, 1, -1, 1]), np.zeros(4), np.array([1, np.inf, 1, 1])):
+        with pytest.raises(ValueError, match="weights must be one finite number"):
+            calibration.fit_temperature(probabilities, y, weights)
+
+
+def test_an_entry_without_shares_still_reads():
+    """A model calibrated before datasets had shares: only method and temperature are needed."""
+    old = {"method": "temperature", "temperature": 2.3996, "fitted_on": "val faces", "faces": 10}
+    probabilities = softmax(np.random.default_rng(5).normal(0, 2, (3, 7)))
+    np.testing.assert_allclose(
+        calibration.apply(probabilities, {"calibration": old}), calibration.scale(probabilities, 2.3996)
+    )
+
+
 def test_ece_and_reliability_of_a_hand_computed_case():
     # Two faces at 0.9 (one right), two at 0.6 (both right): gaps 0.4 and 0.4, each half the faces.
     probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
@@ -154,6 +231,28 @@ def test_fer_calibrate_writes_a_model_whose_predictor_gives_calibrated_probabili
     )
     # Without the entry, the network's own probabilities, exactly.
     assert np.array_equal(modelfile.predict_probabilities(model, faces, metadata={}), raw)
+
+
+@pytest.mark.slow
+def test_fer_calibrate_with_weights_records_each_dataset_and_refuses_weights_that_make_no_sense(
+    tiny_run, tmp_path, capsys
+):
+    dataset = R.read_json(tiny_run / "config.json")["train"]["datasets"][0]
+    out = tmp_path / "calibrated.keras"
+    args = ["calibrate", str(tiny_run / R.BEST), dataset, "--out", str(out)]
+    assert cli.main([*args, "--weights", "equal"]) == 0
+    entry = modelfile.read_metadata(out)["calibration"]
+    [part] = entry["datasets"]
+    assert part["share"] == 1.0 and part["faces"] == entry["faces"] > 0
+    assert part["ece_after"] == pytest.approx(entry["ece_after"])
+    assert f"share {part['share']:.3f}" in capsys.readouterr().out
+    out.unlink()
+    for weights, problem in (
+        ("0.5,0.5", "one weight per dataset"),
+        ("half", "'faces', 'equal' or one number"),
+    ):
+        assert cli.main([*args, "--weights", weights]) == 2
+        assert problem in capsys.readouterr().err and not out.exists()
 
 
 # Shown to people ------------------------------------------------------------------------------------
