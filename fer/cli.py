@@ -16,6 +16,11 @@ from fer.config import ARCHITECTURES, MAX_SIZE, MIN_SIZE, PRECISIONS, STRATEGIES
 
 # The commands that load a model or train one, and so TensorFlow.
 KERAS_COMMANDS = ("train", "evaluate", "predict", "export", "calibrate")
+# --flip of predict and evaluate: the model file's own setting unless asked otherwise.
+MIRROR_HELP = (
+    "read each face with its mirror image too and average the two answers (--no-flip: never); "
+    "default: as the model file says (the bundled model does)"
+)
 
 
 class ProgressBar:
@@ -120,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=detect.NAMES,
         help=f"find faces with a detector (default {detect.DEFAULT}) instead of the labelled boxes; a missed face is wrong",
     )
+    evaluate.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help=MIRROR_HELP)
 
     predict = commands.add_parser("predict", help="find and classify the faces in photos")
     predict.add_argument("images", nargs="+", type=Path, help="photos (JPEG, PNG, ...)")
@@ -135,9 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each photo is one pre-cropped face: no detection (one that does not look like a face is reported)",
     )
-    predict.add_argument(
-        "--flip", action="store_true", help="average with the mirrored face (test-time flip)"
-    )
+    predict.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help=MIRROR_HELP)
     predict.add_argument(
         "--steady",
         action="store_true",
@@ -186,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATASET",
         help="score on its test part with faces found by the detector (repeatable)",
     )
+    export.add_argument(
+        "--detector",
+        action="append",
+        choices=detect.NAMES,
+        default=None,
+        help=f"the detector(s) --detect finds faces with (repeatable; default {detect.DEFAULT})",
+    )
     calibrate = commands.add_parser(
         "calibrate",
         help="fit the model's probabilities to how often it is right, on datasets' val faces; write it with that",
@@ -198,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="faces",
         help="each dataset's share of the fit: 'faces' (each face counts once, the default), 'equal', "
         "or one number per dataset, comma-separated (e.g. 0.725,0.275)",
+    )
+    calibrate.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make the model read each face with its mirror image too (--no-flip: not), and fit on "
+        "those averaged answers; default: as the model file already says",
     )
 
     packer = commands.add_parser(
@@ -473,7 +491,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model = args.model or _bundled_model()
     result, predictions = evaluate(
-        args.dataset, model, split=args.split, min_confidence=args.min_confidence, detector=args.detect
+        args.dataset,
+        model,
+        split=args.split,
+        min_confidence=args.min_confidence,
+        detector=args.detect,
+        flip=args.flip,
     )
     if args.predictions:
         from fer.runs import write_csv
@@ -559,6 +582,7 @@ def _export(args: argparse.Namespace) -> int:
             keras_out,
             score_on=tuple(args.score),
             detect_on=tuple(args.detect),
+            detectors=tuple(args.detector or [detect.DEFAULT]),
             progress=lambda what: print(what, file=sys.stderr),
         )
         if fmt != "keras":
@@ -600,6 +624,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         tuple(args.datasets),
         args.out,
         weights=_calibration_weights(args.weights),
+        flip=args.flip,
         progress=lambda what: print(what, file=sys.stderr),
     )
     entry = metadata["calibration"]

@@ -78,6 +78,7 @@ def evaluate(
     batch_size: int = 256,
     detector: str | None = None,
     calibrated: bool = True,
+    flip: bool | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Score a saved model on a dataset's split ("test", or "val") or on every face ("all").
 
@@ -92,7 +93,8 @@ def evaluate(
 
     Probabilities are the model's calibrated ones where its file carries a calibration (`calibrated`
     False: the network's own, which is what a calibration is fitted on); the result's "calibration"
-    gives the calibration error of both on these faces.
+    gives the calibration error of both on these faces. Each face is read with its mirror image too
+    where the model file says so (fer.modelfile.reads_mirrored), or as `flip` says.
     """
     if split not in ("test", "val", "all"):
         raise ValueError(f"split must be 'test', 'val' or 'all', got {split!r}")
@@ -124,10 +126,14 @@ def evaluate(
         crops, found = _detected_faces(dataset, faces.iloc[rows], settings, detector)
         raw = np.zeros((len(rows), len(labels)), dtype=np.float32)
         if found.any():
-            raw[found] = modelfile.predict_probabilities(model, crops, batch_size)
+            raw[found] = modelfile.predict_probabilities(
+                model, crops, batch_size, flip=_mirrored(metadata, flip)
+            )
     else:
         found = np.ones(len(rows), bool)
-        raw = modelfile.predict_probabilities(model, prepared.images[rows], batch_size)
+        raw = modelfile.predict_probabilities(
+            model, prepared.images[rows], batch_size, flip=_mirrored(metadata, flip)
+        )
     probabilities = raw.copy()
     if calibrated and found.any():
         probabilities[found] = calibration.apply(raw[found], metadata)
@@ -149,6 +155,11 @@ def evaluate(
             label: int((missed & (y_true == i)).sum()) for i, label in enumerate(labels)
         }
     return result, table
+
+
+def _mirrored(metadata: dict, flip: bool | None) -> bool:
+    """Whether faces are read with their mirror images: `flip`, or (None) as the model file says."""
+    return modelfile.reads_mirrored(metadata) if flip is None else bool(flip)
 
 
 def _detected_faces(
@@ -215,12 +226,13 @@ def export_model(
     *,
     score_on: tuple[str, ...] = (),
     detect_on: tuple[str, ...] = (),
-    detector: str = "mtcnn",
+    detectors: tuple[str, ...] = ("blazeface",),
     progress=None,
 ) -> dict:
     """Write a trained model for shipping: weights without optimizer state (a third of the size),
     its metadata, and its held-out scores on each dataset in `score_on` (labelled boxes) and
-    `detect_on` (faces found by the detector), recorded under "test_metrics" -> "<dataset> [detect]".
+    `detect_on` (faces found by each of `detectors`), recorded under "test_metrics" -> "<dataset>" and
+    "<dataset> [detector]".
 
     `source` is a run folder (its best.keras) or a .keras file saved by train. Returns the metadata.
     """
@@ -230,7 +242,7 @@ def export_model(
         raise ValueError(f"cannot export {source}: no {runs.BEST} there (has the run finished an epoch?)")
     model, metadata = modelfile.load_model(model_path)
     scores = {}
-    for name, detect in [(d, None) for d in score_on] + [(d, detector) for d in detect_on]:
+    for name, detect in [(d, None) for d in score_on] + [(d, k) for d in detect_on for k in detectors]:
         if progress:
             progress(f"scoring on {name}" + (f" with the {detect} detector" if detect else ""))
         result, _ = evaluate(name, model_path, split="test", detector=detect)
@@ -251,12 +263,15 @@ def calibrate_model(
     out: Path,
     *,
     weights: str | list[float] | None = None,
+    flip: bool | None = None,
     progress=None,
 ) -> dict:
     """Fit a temperature on the val faces of `dataset_paths` (the model's own split of a dataset it
     was trained on) and write the model to `out` with it in its metadata, without optimizer state.
     `weights` sets each dataset's share of the fit (fer.calibration.shares: None or "faces", each
-    face counts once; "equal"; or one number per dataset). The network is unchanged: only the
+    face counts once; "equal"; or one number per dataset). `flip` True makes the model read each face
+    with its mirror image too (its fer.json's "flip") and fits on those averaged answers; False, not;
+    None keeps what the model file says. The network is unchanged: only the
     probabilities it shows are. Returns the metadata; its entry's "datasets" gives each dataset's
     faces, share and calibration error on them before and after."""
     if not dataset_paths:
@@ -264,12 +279,13 @@ def calibrate_model(
     calibration.shares([1] * len(dataset_paths), weights)  # refused before any face is scored
     model_path = Path(source)
     model, metadata = modelfile.load_model(model_path)
+    mirrored = _mirrored(metadata, flip)
     labels = list(metadata["labels"])
     probabilities, y, names = [], [], []
     for name in dataset_paths:
         if progress:
             progress(f"scoring the val faces of {name}")
-        _, table = evaluate(name, model_path, split="val", calibrated=False)
+        _, table = evaluate(name, model_path, split="val", calibrated=False, flip=mirrored)
         probabilities.append(table[[f"p_{label}" for label in labels]].to_numpy(dtype=np.float64))
         y.append(table["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=int))
         names.append(Path(dataset_root(name)).name)
@@ -295,6 +311,6 @@ def calibrate_model(
         }
         for name, n, share, p, labels_of in zip(names, sizes, dataset_shares, probabilities, y)
     ]
-    metadata = {**metadata, "calibration": entry}
+    metadata = {**metadata, "calibration": entry, modelfile.MIRRORED: mirrored}
     modelfile.save_model(model, Path(out), metadata)
     return metadata

@@ -365,15 +365,33 @@ def load_model(path: Path, compile: bool = False):
 
 
 def predict_probabilities(
-    model, images: np.ndarray, batch_size: int = 256, *, metadata: dict | None = None, flip: bool = False
+    model,
+    images: np.ndarray,
+    batch_size: int = 256,
+    *,
+    metadata: dict | None = None,
+    flip: bool | None = None,
 ) -> np.ndarray:
     """Class probabilities for (n, size, size) uint8 faces, in batches. `flip` averages them with the
-    mirrored faces'; `metadata` (the model's fer.json) applies its calibration, which is how every
-    probability shown or written leaves a model (without it, the network's own outputs)."""
+    mirrored faces' (None: as the model's `metadata` says, `reads_mirrored`); `metadata` (the model's
+    fer.json) applies its calibration, which is how every probability shown or written leaves a
+    model (without it, the network's own outputs)."""
+    if flip is None:
+        flip = reads_mirrored(metadata)
     probabilities = _network_probabilities(model, images, batch_size)
     if flip and len(images):
         probabilities = (probabilities + _network_probabilities(model, images[:, :, ::-1], batch_size)) / 2
     return calibration.apply(probabilities, metadata)
+
+
+MIRRORED = "flip"  # fer.json: true when the model reads every face with its mirror image (see below)
+
+
+def reads_mirrored(metadata: dict | None) -> bool:
+    """Whether the model reads each face together with its mirror image, averaging the two answers
+    (its fer.json's "flip", which `fer calibrate --flip` sets: the calibration is then fitted on such
+    averages, so they are the probabilities it shows)."""
+    return bool(metadata and metadata.get(MIRRORED) is True)
 
 
 def _network_probabilities(model, images: np.ndarray, batch_size: int) -> np.ndarray:

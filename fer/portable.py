@@ -47,8 +47,9 @@ INPUT = {
     "values": "grayscale pixel values 0-255: the network scales them to [0, 1] itself",
 }
 OUTPUT = (
-    "one probability per label, in the order of labels, before calibration: with a calibration "
-    "entry, p -> softmax(log(p) / temperature)"
+    'one probability per label, in the order of labels, before calibration: with "flip": true, '
+    "average first the face's and its mirror image's (the face flipped left to right); with a "
+    "calibration entry, then p -> softmax(log(p) / temperature)"
 )
 
 

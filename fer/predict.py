@@ -89,12 +89,15 @@ class Predictor:
             )  # one O-Net for both checks
         return self._detector
 
-    def classify(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
+    def classify(self, faces: np.ndarray, flip: bool | None = None) -> np.ndarray:
         """Probabilities for (n, size, size) uint8 faces, calibrated where the model file carries a
-        calibration; `flip` averages with the mirrored faces."""
+        calibration; `flip` averages with the mirrored faces (None: as the model file says,
+        fer.modelfile.reads_mirrored)."""
         return modelfile.predict_probabilities(self.model, faces, metadata=self.metadata, flip=flip)
 
-    def steady_probabilities(self, gray: Image.Image, boxes: list[tuple], flip: bool = False) -> np.ndarray:
+    def steady_probabilities(
+        self, gray: Image.Image, boxes: list[tuple], flip: bool | None = None
+    ) -> np.ndarray:
         """(n, labels) probabilities of the faces at `boxes` in `gray`, each the mean over the box and
         its slightly moved and scaled copies (fer.images.steady_boxes), in one model call."""
         if not boxes:
@@ -105,7 +108,7 @@ class Predictor:
         return per_copy.mean(axis=1)
 
     def predict(
-        self, source, *, whole: bool = False, flip: bool = False, steady: bool = False
+        self, source, *, whole: bool = False, flip: bool | None = None, steady: bool = False
     ) -> PhotoResult:
         """Every face in the photo with its box, label and probabilities; no face, an empty list.
         `steady` reads each found face from its box and slightly moved copies of it and averages them

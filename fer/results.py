@@ -571,14 +571,17 @@ _PHOTO_KINDS = {
 _DETECTED = (
     "everyday photos from the web (ExpW), the faces found by the face detector as on the Classify page"
 )
+_DETECTED_BY = "everyday photos from the web (ExpW), the faces found by the {detector} face detector"
 
 
 def photo_kind(name: str) -> str:
     """What the faces scored under `name` (a key of a model's test_metrics) look like, in plain words."""
     base, _, detector = str(name).partition(" [")
-    base = Path(base).name.lower()
+    base, detector = Path(base).name.lower(), detector.rstrip("]")
     if detector and base.startswith("expw"):
-        return _DETECTED
+        from fer.detect import DEFAULT
+
+        return _DETECTED if detector == DEFAULT else _DETECTED_BY.format(detector=detector)
     for key, words in _PHOTO_KINDS.items():
         if base.startswith(key):
             return words

@@ -106,11 +106,19 @@ whole = left.toggle(
     help="Skip face detection and read the whole picture as one face (for passport-style crops); "
     "a picture that does not look like a face gets no expression.",
 )
-flip = right.toggle(
-    "Also read the mirrored face (slower, a little steadier)",
-    key="flip",
-    help="Averages the model's answer for the face and its mirror image.",
-)
+mirrored = model_path.endswith(".keras") and modelfile.reads_mirrored(common.model_metadata(model_path))
+if mirrored:  # the model always does (its percentages are calibrated on such averages): nothing to switch
+    flip = None
+    right.caption("This model reads each face and its mirror image and averages the two answers.")
+else:
+    flip = (
+        right.toggle(
+            "Also read the mirrored face (slower, a little steadier)",
+            key="flip",
+            help="Averages the model's answer for the face and its mirror image.",
+        )
+        or None
+    )  # off: as the model file says
 steady = left.toggle(
     "Steadier answers (slower)",
     key="steady",
@@ -182,7 +190,7 @@ def thumbnail(photo: Image.Image, box: tuple[float, float, float, float]) -> byt
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def classify(
-    data: bytes, model_path: str, whole: bool, flip: bool, steady: bool = False
+    data: bytes, model_path: str, whole: bool, flip: bool | None, steady: bool = False
 ) -> tuple[predict.PhotoResult, bytes, list[bytes]]:
     """The faces in a photo, the photo with them boxed (a JPEG at most 1600 px long) and, where there
     are several, each face's crop for the grid, all from one decode; cached, so redrawing the page
@@ -200,7 +208,9 @@ MAP_SCALE = 3  # a 48-pixel face's map is shown 3 times larger
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def where_looked(data: bytes, model_path: str, whole: bool, flip: bool, steady: bool = False) -> list[bytes]:
+def where_looked(
+    data: bytes, model_path: str, whole: bool, flip: bool | None, steady: bool = False
+) -> list[bytes]:
     """Each face of the photo as the model saw it, with the map of where it looked for its label laid
     over it, as PNGs; cached like `classify`."""
     result, _, _ = classify(data, model_path, whole, flip, steady)

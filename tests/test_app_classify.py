@@ -174,6 +174,16 @@ def test_a_good_model_file_is_accepted_selected_and_used(own_models):
     assert at.dataframe[0].value.loc[0, "label"] in LABELS
 
 
+def test_a_model_that_reads_mirrored_faces_says_so_and_another_offers_the_switch(own_models):
+    at = classify_page()  # the bundled model reads each face with its mirror image
+    assert not [t for t in at.toggle if t.key == "flip"]
+    assert any("its mirror image" in c.value for c in at.caption)
+    at = upload_model(at, "mine.keras", own_models["good"])  # a model file that does not
+    assert [t for t in at.toggle if t.key == "flip"]
+    at.toggle(key="flip").set_value(True).run()
+    assert not at.exception
+
+
 def test_a_pre_cropped_picture_that_is_not_a_face_gets_no_expression():
     at = classify_page()
     at.toggle(key="whole").set_value(True)

@@ -33,7 +33,8 @@ def test_bundled_model_is_small_and_its_metadata_matches_the_network(bundled):
     assert tuple(model.input_shape[1:3]) == (size, size)
     assert model.output_shape[-1] == len(metadata["labels"])
     assert "python -m fer train" in metadata["command"]
-    assert {"fer2013", "expw-sample", "expw-sample [mtcnn]"} <= set(metadata["test_metrics"])
+    assert {"fer2013", "expw-sample", "expw-sample [blazeface]"} <= set(metadata["test_metrics"])
+    assert metadata["flip"] is True  # each face read with its mirror image, as calibrated
     # FER2013 and expw-sample, pooled (trained on packs of them: the packs name the datasets)
     assert [Path(root).name for root in metadata["dataset_roots"]] == ["expw-sample", "fer2013"]
     faces = np.random.default_rng(0).integers(0, 256, (3, size, size), dtype=np.uint8)

@@ -317,3 +317,54 @@ def test_classify_says_likely_not_sure_and_explains_the_percentages_once():
     # The shown percentage is the calibrated one.
     face = Predictor(BUNDLED_MODEL, detector="haar").predict(face_crop(64), whole=True).faces[0]
     assert f"{face.probabilities[face.label]:.0%} likely" in heading
+
+
+# Reading each face with its mirror image -------------------------------------------------------------
+
+
+def test_a_model_file_that_says_flip_reads_every_face_with_its_mirror_image(tmp_path):
+    from fer.config import ModelConfig
+    from fer.models import build
+
+    model = build(ModelConfig(arch="seed", image_size=48, num_classes=7))
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    plain = modelfile.predict_probabilities(model, faces)
+    both = (plain + modelfile.predict_probabilities(model, faces[:, :, ::-1])) / 2
+    assert not np.allclose(plain, both)
+    said = {modelfile.MIRRORED: True}
+    np.testing.assert_allclose(modelfile.predict_probabilities(model, faces, metadata=said), both, atol=1e-6)
+    np.testing.assert_allclose(
+        modelfile.predict_probabilities(model, faces, metadata=said, flip=False), plain
+    )
+    np.testing.assert_allclose(modelfile.predict_probabilities(model, faces, flip=True), both, atol=1e-6)
+    assert not modelfile.reads_mirrored({}) and not modelfile.reads_mirrored({modelfile.MIRRORED: "yes"})
+
+
+@pytest.mark.slow
+def test_fer_calibrate_flip_fits_on_mirrored_answers_and_every_reader_follows_the_file(
+    tiny_run, tmp_path, capsys
+):
+    dataset = R.read_json(tiny_run / "config.json")["train"]["datasets"][0]
+    out = tmp_path / "mirrored.keras"
+    assert cli.main(["calibrate", str(tiny_run / R.BEST), dataset, "--out", str(out), "--flip"]) == 0
+    metadata = modelfile.read_metadata(out)
+    assert modelfile.reads_mirrored(metadata)
+    entry = metadata["calibration"]
+    # The temperature was fitted on the averaged answers: the val faces' error after it is the one stored.
+    _, table = evaluate(dataset, out, split="val", calibrated=False)
+    raw = table[[c for c in table.columns if c.startswith("p_")]].to_numpy()
+    y = table["label"].map({label: i for i, label in enumerate(metadata["labels"])}).to_numpy()
+    assert calibration.ece(calibration.scale(raw, entry["temperature"]), y) == pytest.approx(
+        entry["ece_after"]
+    )
+    _, unmirrored = evaluate(dataset, out, split="val", calibrated=False, flip=False)
+    assert not np.allclose(unmirrored[[c for c in table.columns if c.startswith("p_")]].to_numpy(), raw)
+    # The Predictor reads mirrored too, and --no-flip takes the mark off again.
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    predictor = Predictor(out, detector="haar")
+    np.testing.assert_allclose(predictor.classify(faces), predictor.classify(faces, flip=True))
+    assert not np.allclose(predictor.classify(faces), predictor.classify(faces, flip=False))
+    again = tmp_path / "plain.keras"
+    assert cli.main(["calibrate", str(out), dataset, "--out", str(again), "--no-flip"]) == 0
+    assert not modelfile.reads_mirrored(modelfile.read_metadata(again))
+    capsys.readouterr()

@@ -169,7 +169,8 @@ def test_score_lines_name_the_kind_of_photo_for_each_score():
         {
             "fer2013": {"n": 3589, "accuracy": 0.70},
             "expw-sample": {"n": 281, "accuracy": 0.37},
-            "expw-sample [mtcnn]": {"n": 281, "accuracy": 0.43, "undetected": 10},
+            "expw-sample [blazeface]": {"n": 281, "accuracy": 0.43, "undetected": 10},
+            "expw-sample [mtcnn]": {"n": 281, "accuracy": 0.41},
         }
     )
     assert lines[0].startswith("On posed, frontal faces") and "70%" in lines[0]
@@ -178,7 +179,8 @@ def test_score_lines_name_the_kind_of_photo_for_each_score():
         and "43%" in lines[1]
         and "10 faces the detector missed" in lines[1]
     )
-    assert "boxes people drew" in lines[2] and "37%" in lines[2]
+    assert "found by the mtcnn face detector" in lines[2] and "Classify" not in lines[2]
+    assert "boxes people drew" in lines[3] and "37%" in lines[3]
     assert results.score_lines({"n": 10, "accuracy": 0.5}) == [
         "On the faces held back from its own training data: right 50% of the time (10 faces it never saw "
         "while training)."
