@@ -24,7 +24,8 @@ DATASET defaults to data/expw-sample; MODEL to models/default.keras. Give a data
 (data/fer2013, not data/fer2013/test): its test part is chosen from it. `--limit` takes the first N
 test faces (in photo order) instead of all of them; `--no-webcam` skips the detector part. `--steady`
 reads every crop the way `predict --steady` does (the crop and its slightly moved copies, averaged);
-`--flip` averages every crop with its mirror image, as `predict --flip` does; `--split val` uses the
+`--flip` / `--no-flip` averages every crop with its mirror image or not (default: as the model file
+says, as `predict` does); `--split val` uses the
 val part (to choose settings on) instead of the test part.
 """
 
@@ -109,7 +110,11 @@ def test_faces(
 
 
 def moved_boxes(
-    predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool, flip: bool = False
+    predictor: Predictor,
+    dataset: datasets.Dataset,
+    faces: pd.DataFrame,
+    steady: bool,
+    flip: bool | None = None,
 ) -> None:
     settings = predictor.settings
     crops, kept = [], []
@@ -155,7 +160,11 @@ def moved_boxes(
 
 
 def webcam(
-    predictor: Predictor, dataset: datasets.Dataset, faces: pd.DataFrame, steady: bool, flip: bool = False
+    predictor: Predictor,
+    dataset: datasets.Dataset,
+    faces: pd.DataFrame,
+    steady: bool,
+    flip: bool | None = None,
 ) -> None:
     photos = faces.groupby("photo", sort=True)
     matched, agree, right_upload, right_frame, labelled = 0, 0, 0, 0, 0
@@ -205,7 +214,12 @@ def main() -> None:
     parser.add_argument(
         "--steady", action="store_true", help="steady answers: each crop averaged with moved copies of it"
     )
-    parser.add_argument("--flip", action="store_true", help="each crop averaged with its mirror image")
+    parser.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each crop averaged with its mirror image (--no-flip: never); default: as the model file says",
+    )
     parser.add_argument("--split", choices=("test", "val"), default="test", help="the faces to use")
     args = parser.parse_args()
 
@@ -221,8 +235,8 @@ def main() -> None:
         f"{os.cpu_count()} cores"
     )
     print("steady answers (each crop averaged with its moved copies)" if args.steady else "one crop a face")
-    if args.flip:
-        print("each crop averaged with its mirror image")
+    mirrored = predictor.metadata.get("flip") is True if args.flip is None else args.flip
+    print("each crop averaged with its mirror image" if mirrored else "each crop read once, not mirrored")
     moved_boxes(predictor, dataset, faces, args.steady, args.flip)
     if not args.no_webcam and faces["top"].notna().any():
         webcam(predictor, dataset, faces[faces["top"].notna()], args.steady, args.flip)

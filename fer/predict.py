@@ -84,9 +84,8 @@ class Predictor:
     @property
     def detector(self):
         if self._detector is None:
-            self._detector = detect.make(
-                self.detector_name, scorer=self.face_scorer
-            )  # one O-Net for both checks
+            # The detections' check and the whole-picture check share one O-Net.
+            self._detector = detect.make(self.detector_name, scorer=self.face_scorer)
         return self._detector
 
     def classify(self, faces: np.ndarray, flip: bool | None = None) -> np.ndarray:
