@@ -64,8 +64,9 @@ print(json.dumps({"seconds": seconds, "boxes": boxes, "peak_mb": peak}))
 # against how it ran before: "keras" runs the network on Keras (TensorFlow loaded) rather than as
 # its ONNX twin; "opencv" runs BlazeFace on OpenCV's DNN module rather than LiteRT; "threads2" gives
 # BlazeFace's LiteRT two threads; "steady" reads each face from its box and six moved copies
-# (Classify's "Steadier answers").
-OPTIONS = ("keras", "opencv", "threads2", "steady")
+# (Classify's "Steadier answers"); "once" reads each face once, not with its mirror image as well
+# (where the model file asks for both).
+OPTIONS = ("keras", "opencv", "threads2", "steady", "once")
 
 
 def ours(model: str, contender: str, paths: list[str]) -> None:
@@ -87,13 +88,14 @@ def ours(model: str, contender: str, paths: list[str]) -> None:
     if "threads2" in options:
         detect.BLAZEFACE_THREADS = 2
     predictor = Predictor(model, detector=detector, onnx="keras" not in options)
+    flip = False if "once" in options else None  # None: as the model file says
     photos = [Image.open(path).convert("RGB") for path in paths]
     for photo in photos[:WARMUP]:
-        predictor.predict(photo, steady="steady" in options)
+        predictor.predict(photo, steady="steady" in options, flip=flip)
     seconds, boxes = [], []
     for photo in photos:
         start = time.perf_counter()
-        result = predictor.predict(photo, steady="steady" in options)
+        result = predictor.predict(photo, steady="steady" in options, flip=flip)
         seconds.append(time.perf_counter() - start)
         boxes.append([list(face.box) for face in result.faces])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
