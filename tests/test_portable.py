@@ -109,7 +109,8 @@ def test_tflite_computes_what_keras_does_and_carries_the_metadata(tmp_path):
     assert tflite_face.max() < raw.max() - 1e-3
 
 
-def test_a_layer_onnx_cannot_take_is_named(tmp_path):
+def leaky_model(tmp_path: Path) -> Path:
+    """A .keras file saved as training saves one, with a layer the ONNX writer does not know."""
     import keras
 
     from fer.modelfile import save_model
@@ -121,6 +122,11 @@ def test_a_layer_onnx_cannot_take_is_named(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
     source = tmp_path / "leaky.keras"
     save_model(model, source, {"labels": list(LABELS), "image_size": 48, "margin": 0.0})
+    return source
+
+
+def test_a_layer_onnx_cannot_take_is_named(tmp_path):
+    source = leaky_model(tmp_path)
     with pytest.raises(ValueError, match=r"layer 'leaky' \(LeakyReLU\) cannot be written as ONNX.*tflite"):
         portable.export(source, tmp_path / "leaky.onnx", "onnx")
     assert not (tmp_path / "leaky.onnx").exists()
@@ -270,18 +276,9 @@ def test_the_twin_is_written_once_and_found_by_the_file_s_content(tmp_path, monk
 
 
 def test_a_network_onnx_cannot_take_runs_on_keras_and_is_not_tried_again(tmp_path, monkeypatch):
-    import keras
-
-    from fer.modelfile import save_model
     from fer.predict import Predictor
 
-    inputs = keras.Input((48, 48, 1), name="face")
-    x = keras.layers.Conv2D(4, 3)(inputs)
-    x = keras.layers.LeakyReLU(name="leaky")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
-    source = tmp_path / "leaky.keras"
-    save_model(model, source, {"labels": list(LABELS), "image_size": 48, "margin": 0.0})
+    source = leaky_model(tmp_path)
     predictor = Predictor(source, detector="haar")
     assert not isinstance(predictor.model, portable.OnnxModel)
     assert predictor.classify(faces(2)).shape == (2, 7)
