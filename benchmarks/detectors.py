@@ -15,7 +15,7 @@ fer.facecheck) and, named NAME:raw, without that check.
 `--photos` scores a seeded random sample of photos instead of all of them.
 
 `--tune` chooses BlazeFace's framing (fer.detect.FRAME_SCALE, FRAME_UP) on the dataset's val part:
-for each framing on a small grid, `fer evaluate --detect`'s accuracy on the val faces (never the test
+for each framing on a small grid (`--scales`, `--ups`: comma-separated values), `fer evaluate --detect`'s accuracy on the val faces (never the test
 faces) with MODEL, and the recall; the framing with the best accuracy is the one to put in
 fer/detect.py.
 """
@@ -78,19 +78,28 @@ def score(detector, photos, images, groups) -> tuple[int, int, float]:
     return hits, unmatched, seconds
 
 
-def tune(dataset_path: str, model: Path) -> None:
+def tune(
+    dataset_path: str,
+    model: Path,
+    scales: tuple[float, ...] = (1.1, 1.17, 1.24, 1.31, 1.4),
+    ups: tuple[float, ...] = (0.08, 0.12, 0.16, 0.2),
+) -> None:
     from fer.evaluate import evaluate
 
     print(f"BlazeFace framing on {dataset_path}'s val part, model {model.name}, {os.cpu_count()} cores")
     print(f"{'scale':>6}{'up':>6}{'accuracy':>10}{'undetected':>12}")
     best = None
-    for scale, up in itertools.product((1.1, 1.17, 1.24, 1.31, 1.4), (0.08, 0.12, 0.16, 0.2)):
+    for scale, up in itertools.product(scales, ups):
         detect.FRAME_SCALE, detect.FRAME_UP = scale, up
         result, _ = evaluate(dataset_path, model, split="val", detector="blazeface")
         print(f"{scale:>6.2f}{up:>6.2f}{result['accuracy']:>10.4f}{result['undetected']:>12}", flush=True)
         if best is None or result["accuracy"] > best[0]:
             best = (result["accuracy"], scale, up)
     print(f"best: scale {best[1]}, up {best[2]} (val accuracy {best[0]:.4f})")
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(","))
 
 
 def main() -> None:
@@ -104,11 +113,13 @@ def main() -> None:
     )
     parser.add_argument("--tune", action="store_true", help="choose BlazeFace's framing on the val part")
     parser.add_argument("--model", type=Path, default=None, help="the model --tune scores with")
+    parser.add_argument("--scales", default="1.1,1.17,1.24,1.31,1.4", help="--tune: the FRAME_SCALE values")
+    parser.add_argument("--ups", default="0.08,0.12,0.16,0.2", help="--tune: the FRAME_UP values")
     args = parser.parse_args()
     if args.tune:
         if args.model is None:
             parser.error("--tune needs --model")
-        tune(args.dataset, args.model)
+        tune(args.dataset, args.model, _numbers(args.scales), _numbers(args.ups))
         return
 
     dataset = datasets.load(args.dataset)
