@@ -224,7 +224,7 @@ def outcome(run: Path, status: dict) -> None:
     else:
         st.warning(
             f"Run {name} stopped without finishing ({error or 'its process ended'}). Its last finished epoch "
-            f"is saved; resume it with {common.md(f'python -m fer train --resume --run-dir {run}', code=True)}."
+            "is saved: whoever runs this server can resume it from there."
         )
     if status.get("log") and state != "failed":
         with st.expander("End of the training log"):

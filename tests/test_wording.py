@@ -92,6 +92,16 @@ def test_results_of_a_run_that_stopped_say_so_without_a_command(home, state):
     assert state in shown or "cancelled" in shown
 
 
+def test_train_page_of_a_run_that_stopped_without_finishing_names_no_command(home):
+    run = R.new_run_dir(paths.runs_dir(), "stopped")
+    R.write_json(run / R.CONFIG, {"train": {**TrainConfig().__dict__, "datasets": [SECRET]}})
+    R.set_status(run, "interrupted", error="the machine restarted", pid=2**22 + 7)  # no such process
+    at = open_page("train", **{common.RUN: str(run)})
+    texts = page_texts(at)
+    assert_for_readers(texts, run)
+    assert any("stopped without finishing" in w.value and "resume" in w.value for w in at.warning)
+
+
 def test_results_page_with_no_runs_names_no_command(home):
     assert_for_readers(page_texts(open_page("results")))
 
