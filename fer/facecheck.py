@@ -101,60 +101,51 @@ def _patches(rgb: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
 
 
 def _onet_onnx() -> bytes:
-    """MTCNN's O-Net as an ONNX graph that gives the face probability of (n, 48, 48, 3) patches,
-    built from the weights the `mtcnn` package ships (read without importing the package, whose
-    code needs TensorFlow). The layers as the package's `ONet` defines them: four convolutions with
-    PReLU (max pooling after the first three), the last map read column by column (its Permute),
-    a dense layer with PReLU, and the face / not-a-face softmax."""
+    """MTCNN's O-Net as an ONNX graph that gives the (not a face, face) probabilities of (n, 48, 48, 3)
+    patches, built with fer.portable's graph writer from the weights the `mtcnn` package ships (read
+    without importing the package, whose code needs TensorFlow). The layers as the package's `ONet`
+    defines them: four convolutions with PReLU (max pooling after the first three), the last map
+    read column by column (its Permute), a dense layer with PReLU, and the face / not-a-face softmax."""
     import joblib
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    from fer import paths
+    from fer import paths, portable
 
-    weights = [
-        np.asarray(w, np.float32) for w in joblib.load(paths.package_file("mtcnn", "assets/weights/onet.lz4"))
-    ]
-    nodes, constants = [], []
-
-    def node(op: str, inputs: list[str], **attributes) -> str:
-        out = f"{op.lower()}{len(nodes)}"
-        nodes.append(helper.make_node(op, inputs, [out], **attributes))
-        return out
-
-    def constant(array: np.ndarray) -> str:
-        name = f"w{len(constants)}"
-        constants.append(numpy_helper.from_array(np.require(array, requirements="C"), name))
-        return name
-
-    x = node("Transpose", ["patches"], perm=[0, 3, 1, 2])  # NHWC -> NCHW
-    pools = [
-        (3, "SAME_UPPER"),
-        (3, "VALID"),
-        (2, "SAME_UPPER"),
-        None,
-    ]  # TensorFlow's "same": extra row at the end
+    weights = joblib.load(paths.package_file("mtcnn", "assets/weights/onet.lz4"))
+    graph = portable.OnnxGraph()
+    x = graph.node("Transpose", ["patches"], "nchw", perm=[0, 3, 1, 2])
+    # TensorFlow's "same" pooling puts an odd padding's extra row at the end.
+    pools = [(3, "SAME_UPPER"), (3, "VALID"), (2, "SAME_UPPER"), None]
     for block, pool in enumerate(pools):
         kernel, bias, alpha = weights[3 * block : 3 * block + 3]
-        x = node("Conv", [x, constant(kernel.transpose(3, 2, 0, 1)), constant(bias)])
-        x = node("PRelu", [x, constant(alpha.reshape(-1, 1, 1))])
+        x = graph.node(
+            "Conv",
+            [x, graph.constant(np.transpose(kernel, (3, 2, 0, 1)), "conv"), graph.constant(bias, "bias")],
+            "conv",
+        )
+        x = graph.node("PRelu", [x, graph.constant(np.reshape(alpha, (-1, 1, 1)), "alpha")], "prelu")
         if pool:
             size, padding = pool
-            x = node("MaxPool", [x], kernel_shape=[size, size], strides=[2, 2], auto_pad=padding)
-    x = node("Flatten", [node("Transpose", [x], perm=[0, 3, 2, 1])])  # the package's Permute((2, 1, 3))
-    x = node(
-        "PRelu", [node("Gemm", [x, constant(weights[12]), constant(weights[13])]), constant(weights[14])]
-    )
-    x = node("Softmax", [node("Gemm", [x, constant(weights[19]), constant(weights[20])])], axis=-1)
-    nodes.append(helper.make_node("Gather", [x, constant(np.array(1, np.int64))], ["face"], axis=1))
-    graph = helper.make_graph(
-        nodes,
+            x = graph.node(
+                "MaxPool", [x], "pool", kernel_shape=[size, size], strides=[2, 2], auto_pad=padding
+            )
+    x = graph.node("Transpose", [x], "permute", perm=[0, 3, 2, 1])  # the package's Permute((2, 1, 3))
+    x = graph.node("Flatten", [x], "flatten")
+
+    def dense(x: str, kernel: int, hint: str) -> str:
+        return graph.node(
+            "Gemm",
+            [x, graph.constant(weights[kernel], hint), graph.constant(weights[kernel + 1], hint)],
+            hint,
+        )
+
+    x = graph.node("PRelu", [dense(x, 12, "fc5"), graph.constant(weights[14], "alpha")], "prelu")
+    scores = graph.node("Softmax", [dense(x, 19, "face")], "scores", axis=-1)
+    model = graph.model(
         "onet",
         [helper.make_tensor_value_info("patches", TensorProto.FLOAT, [None, PATCH, PATCH, 3])],
-        [helper.make_tensor_value_info("face", TensorProto.FLOAT, [None])],
-        constants,
+        [helper.make_tensor_value_info(scores, TensorProto.FLOAT, [None, 2])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what ONNX Runtime reads for opset 17
     return model.SerializeToString()
 
 
@@ -179,7 +170,7 @@ class FaceScorer:
 
     def _run(self, patches: np.ndarray) -> np.ndarray:
         scores = [
-            self._network().run(None, {"patches": np.ascontiguousarray(patches[i : i + BATCH])})[0]
+            self._network().run(None, {"patches": np.ascontiguousarray(patches[i : i + BATCH])})[0][:, 1]
             for i in range(0, len(patches), BATCH)
         ]
         return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32)

@@ -156,8 +156,12 @@ def _with_tflite_metadata(data: bytes, metadata: dict) -> bytes:
 # order of values must be Keras'.
 
 
-class _Graph:
-    def __init__(self, quantize: str | None) -> None:
+class OnnxGraph:
+    """An ONNX graph built node by node: what `to_onnx` writes a Keras model with, and what
+    fer.facecheck builds MTCNN's O-Net with. Names come from hints ("conv_3"); `quantize` "float16"
+    stores the weights in half precision."""
+
+    def __init__(self, quantize: str | None = None) -> None:
         self.nodes, self.weights, self.quantize, self.count = [], [], quantize, 0
 
     def name(self, hint: str) -> str:
@@ -181,6 +185,16 @@ class _Graph:
         self.weights.append(numpy_helper.from_array(array, name))
         return self.node("Cast", [name], f"{hint}_float", to=TensorProto.FLOAT) if half else name
 
+    def model(self, name: str, inputs: list, outputs: list, **properties):
+        """The ONNX model (a ModelProto) of the graph: opset ONNX_OPSET, in the IR version ONNX
+        Runtimes of the last years read. `inputs`, `outputs`: value infos; `properties`: make_model's."""
+        from onnx import helper
+
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.weights)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], **properties)
+        model.ir_version = 8
+        return model
+
 
 def _keras_padding(padding: str) -> dict:
     if padding == "valid":
@@ -190,7 +204,7 @@ def _keras_padding(padding: str) -> dict:
     raise ValueError(f"padding {padding!r}")
 
 
-def _activation(graph: _Graph, x: str, name: str, rank: int) -> str:
+def _activation(graph: OnnxGraph, x: str, name: str, rank: int) -> str:
     if name == "linear":
         return x
     if name == "relu":
@@ -221,7 +235,7 @@ def to_onnx(model, metadata: dict, quantize: str | None = None) -> bytes:
     if quantize not in (None, *QUANTIZE):
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     size = int(metadata["image_size"])
-    graph = _Graph("float16" if quantize == "float16" else None)
+    graph = OnnxGraph("float16" if quantize == "float16" else None)
     x, layout, rank = INPUT["name"], "nhwc", 4
     for layer in _layers_in_a_line(model):
         kind, config = type(layer).__name__, layer.get_config()
@@ -314,20 +328,13 @@ def to_onnx(model, metadata: dict, quantize: str | None = None) -> bytes:
             ) from None
     labels = metadata["labels"]
     out = graph.node("Identity", [x], "probabilities")
-    onnx_graph = helper.make_graph(
-        graph.nodes,
+    onnx_model = graph.model(
         "fer",
         [helper.make_tensor_value_info(INPUT["name"], TensorProto.FLOAT, ["faces", size, size, 1])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["faces", len(labels)])],
-        graph.weights,
-    )
-    onnx_model = helper.make_model(
-        onnx_graph,
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
         producer_name="fer",
         doc_string="Facial expression classifier; its fer.json metadata says how to feed it and read it.",
     )
-    onnx_model.ir_version = 8  # what ONNX Runtimes of the last years read
     helper.set_model_props(onnx_model, {METADATA_KEY: json.dumps(metadata)})
     onnx.checker.check_model(onnx_model)
     data = onnx_model.SerializeToString()
