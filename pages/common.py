@@ -516,7 +516,7 @@ def read_dataset_url() -> dict[str, object]:
 
 
 def dataset_url() -> dict[str, object]:
-    """The session's dataset and threshold as query parameters (none for the defaults)."""
+    """The browser tab's dataset and threshold as query parameters (none for the defaults)."""
     dataset = st.session_state[DATASET]
     return {
         Q_DATASET: None if dataset == DEFAULTS[DATASET] else dataset,

@@ -428,7 +428,7 @@ max_faces = third.number_input(
     help="Train on a random sample of the training faces to try settings in minutes. 0 uses them all.",
 )
 
-# The form as it stands: kept for this session's other pages, and in the address for a link.
+# The form as it stands: kept for this browser tab's other pages, and in the address for a link.
 saved.update({key: st.session_state[key] for key in FORM})
 saved[common.Q_START] = init_from
 common.write_url(
