@@ -345,16 +345,10 @@ with camera_tab:
             "Take a snapshot", key="camera", help="Your browser asks to use the camera."
         )
 with upload_tab:
-    uploads = st.file_uploader(
-        "Photos (several at once)",
-        type=common.PHOTO_TYPES,
-        accept_multiple_files=True,
-        key="uploads",
-        help="JPEG, PNG, WebP and the like; phone pictures are turned upright.",
-    )
+    uploads = common.photo_uploads("uploads")
 
 photos = ([("webcam snapshot", snapshot.getvalue())] if snapshot is not None else []) + [
-    (upload.name, upload.getvalue()) for upload in uploads or []
+    (upload.name, upload.getvalue()) for upload in uploads
 ]
 if not photos:
     st.info("Take a snapshot or upload a photo to see what the model reads in it.")

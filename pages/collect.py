@@ -209,16 +209,10 @@ with camera_tab:
         with snapshot_faces:
             show_pending(SNAPSHOT, snapshot.getvalue(), beside=False)
 with upload_tab:
-    uploads = st.file_uploader(
-        "Photos (several at once)",
-        type=common.PHOTO_TYPES,
-        accept_multiple_files=True,
-        key="collect_uploads",
-        help="JPEG, PNG, WebP and the like; phone pictures are turned upright.",
-    )
+    uploads = common.photo_uploads("collect_uploads")
 if snapshot is None and not uploads:
     st.info("Take a snapshot or upload photos to add faces.")
-for label, data in [(upload.name, upload.getvalue()) for upload in uploads or []]:
+for label, data in [(upload.name, upload.getvalue()) for upload in uploads]:
     with st.container(border=True):
         show_pending(label, data)
 

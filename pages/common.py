@@ -28,7 +28,7 @@ MIN_CONFIDENCE = "min_confidence"  # the Data page's threshold (0 keeps every fa
 MODEL = "model"  # path of the .keras model the Classify page uses
 RUN = "run"  # the run folder the Results page shows ("" for the newest)
 
-PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]  # what the photo uploaders take
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]  # what photo_uploads takes
 
 DEFAULTS = {DATASET: "demo", MIN_CONFIDENCE: 0.0, MODEL: str(paths.BUNDLED_MODEL), RUN: ""}
 
@@ -717,3 +717,17 @@ def chart(figure, where=None, **options):
     if title:
         box.markdown(f"**{md(html.unescape(title))}**")
     return box.plotly_chart(figure, **options)
+
+
+def photo_uploads(key: str) -> list:
+    """The photo uploader of the pages that take photos (Classify, Your faces): several at once."""
+    return (
+        st.file_uploader(
+            "Photos (several at once)",
+            type=PHOTO_TYPES,
+            accept_multiple_files=True,
+            key=key,
+            help="JPEG, PNG, WebP and the like; phone pictures are turned upright.",
+        )
+        or []
+    )

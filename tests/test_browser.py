@@ -92,14 +92,18 @@ def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
     _screenshot(page, "classify-saliency", tmp_path)
 
 
+def streaming(page) -> None:
+    """Wait until the fake camera is really streaming, or the snapshot would be a blank frame."""
+    page.wait_for_function(
+        "() => { const v = document.querySelector('video'); return v && v.readyState >= 2 && v.videoWidth > 0; }"
+    )
+
+
 @pytest.mark.realdata
 def test_a_webcam_snapshot_of_a_face_is_classified(server, page, tmp_path, expw_sample):
     url, _ = server
     page.goto(f"{url}/classify")
-    # Wait until the fake camera is really streaming, or the snapshot would be a blank frame.
-    page.wait_for_function(
-        "() => { const v = document.querySelector('video'); return v && v.readyState >= 2 && v.videoWidth > 0; }"
-    )
+    streaming(page)
     page.get_by_role("button", name="Take Photo").click()
     page.get_by_text("Face 1:").or_(page.get_by_text("No face found")).first.wait_for()
     assert page.get_by_text("Face 1:").count(), page.locator('[data-testid="stAlert"]').all_inner_texts()
@@ -111,9 +115,7 @@ def test_a_webcam_snapshot_of_a_face_is_classified(server, page, tmp_path, expw_
 def test_a_webcam_snapshot_of_a_face_is_saved_to_a_collection(server, page, tmp_path, expw_sample):
     url, home = server
     page.goto(f"{url}/collect")
-    page.wait_for_function(
-        "() => { const v = document.querySelector('video'); return v && v.readyState >= 2 && v.videoWidth > 0; }"
-    )
+    streaming(page)
     page.get_by_role("button", name="Take Photo").click()
     expression = page.locator('[data-testid="stRadio"]').filter(has_text="Expression")
     expression.wait_for()

@@ -91,17 +91,22 @@ def test_a_reload_keeps_the_train_settings_and_a_copied_link_opens_them(server, 
     other.close()
 
 
-def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser):
-    url, _, mine = server
-    context = _context(browser)
-    page = context.new_page()
-    page.goto(f"{url}/data?dataset={mine}&threshold=0.5")
+def _mine_at_half(page) -> str:
+    """Once the Data page is drawn: it uses the dataset "mine" at threshold 0.50; the faces it keeps."""
     page.get_by_text("Label counts").first.wait_for()
     settle(page)
     assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
     assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
     kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
-    first_kept = kept.inner_text()
+    return kept.inner_text()
+
+
+def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser):
+    url, _, mine = server
+    context = _context(browser)
+    page = context.new_page()
+    page.goto(f"{url}/data?dataset={mine}&threshold=0.5")
+    first_kept = _mine_at_half(page)
     assert _query(page) == {"dataset": [str(mine)], "threshold": ["0.5"]}
     page.reload()
     page.get_by_text("Label counts").first.wait_for()
@@ -113,12 +118,7 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     other = _context(browser)
     page = other.new_page()
     page.goto(link)
-    page.get_by_text("Label counts").first.wait_for()
-    settle(page)
-    assert page.get_by_text(re.compile(r"Using mine: expw format, 18 faces")).count()
-    assert page.get_by_test_id("stSliderThumbValue").first.inner_text() == "0.50"
-    kept = page.get_by_test_id("stMetric").filter(has_text="Kept").get_by_test_id("stMetricValue")
-    assert kept.inner_text() == first_kept != "18"
+    assert _mine_at_half(page) == first_kept != "18"
     _no_exception(page)
     other.close()
 
