@@ -122,18 +122,15 @@ def evaluate(
             f"no face of {dataset_path} to score in split {split!r} with labels the model knows ({', '.join(labels)})"
         )
     rows = np.flatnonzero(chosen)
+    mirrored = _mirrored(metadata, flip)
     if detector:
         crops, found = _detected_faces(dataset, faces.iloc[rows], settings, detector)
         raw = np.zeros((len(rows), len(labels)), dtype=np.float32)
         if found.any():
-            raw[found] = modelfile.predict_probabilities(
-                model, crops, batch_size, flip=_mirrored(metadata, flip)
-            )
+            raw[found] = modelfile.predict_probabilities(model, crops, batch_size, flip=mirrored)
     else:
         found = np.ones(len(rows), bool)
-        raw = modelfile.predict_probabilities(
-            model, prepared.images[rows], batch_size, flip=_mirrored(metadata, flip)
-        )
+        raw = modelfile.predict_probabilities(model, prepared.images[rows], batch_size, flip=mirrored)
     probabilities = raw.copy()
     if calibrated and found.any():
         probabilities[found] = calibration.apply(raw[found], metadata)

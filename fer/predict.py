@@ -55,11 +55,10 @@ class Predictor:
         self, model_path: str | Path, detector: str = DEFAULT_DETECTOR, *, onnx: bool = True
     ) -> None:
         self.path = Path(model_path)
-        # .tflite / .onnx as given: runs without TensorFlow (and so has no saliency maps).
-        self.portable = portable.is_portable(self.path)
         # A .keras file's network runs as its ONNX twin (fer.portable.onnx_twin) where it can: no
-        # TensorFlow in a process that only classifies. `onnx=False` keeps it on Keras.
-        twin = portable.onnx_twin(self.path) if onnx and not self.portable else None
+        # TensorFlow in a process that only classifies. `onnx=False` keeps it on Keras. A .tflite or
+        # .onnx file has no twin: it runs as it is, without TensorFlow (and without saliency maps).
+        twin = portable.onnx_twin(self.path) if onnx else None
         if twin is not None:
             self.model = portable.load_model(twin)[0]
             self.metadata = modelfile.read_metadata(self.path)
