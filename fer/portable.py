@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fer import logs, modelfile, runs
+from fer.config import server_setting
 
 FORMATS = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}  # format -> file suffix
 PORTABLE = ("tflite", "onnx")
@@ -367,9 +368,12 @@ def _onnx_int8(data: bytes) -> bytes:
 # content: a process that only classifies then never loads TensorFlow, which alone is most of its
 # memory, and ONNX Runtime answers a few faces faster than Keras' predict. A network with a layer
 # the ONNX writer does not know keeps running on Keras (a note beside the twin's name says why, so
-# the export is not tried again). Bump TWIN_VERSION when `to_onnx` changes what it writes.
+# the export is not tried again). Bump TWIN_VERSION when `to_onnx` changes what it writes. A shared
+# server classifies with every model its visitors upload, so at most FER_MAX_TWINS twins are kept
+# (about 11 MB each for the bundled model): writing one more removes the least recently used.
 TWIN_FOLDER = "onnx-twins"
 TWIN_VERSION = 1
+MAX_TWINS = 32
 
 
 def twin_path(source: Path) -> Path:
@@ -392,9 +396,11 @@ def onnx_twin(source: Path) -> Path | None:
     twin = twin_path(source)
     keras_only = twin.with_suffix(".keras-only")
     if twin.is_file():
+        _used(twin)
         return twin
     if keras_only.is_file():
         return None
+    limit = server_setting("FER_MAX_TWINS", MAX_TWINS, "models")
     try:
         export(Path(source), twin, "onnx")
     except modelfile.ModelFileError:
@@ -405,7 +411,27 @@ def onnx_twin(source: Path) -> Path | None:
         with contextlib.suppress(OSError):
             runs.write_atomic(keras_only, lambda temporary: temporary.write_text(reason + "\n"))
         return None
+    _keep_recent_twins(twin.parent, limit, twin)
     return twin
+
+
+def _used(twin: Path) -> None:
+    """Mark a kept twin as just used (its modification time), so it is the last to be removed."""
+    with contextlib.suppress(OSError):
+        os.utime(twin)
+
+
+def _keep_recent_twins(folder: Path, limit: int, written: Path) -> None:
+    """Remove the least recently used twins (with their `.keras-only` notes) beyond `limit`, never
+    the one just `written`. Another process still reading a removed twin keeps its open copy."""
+    kept = []
+    for path in folder.glob(f"*-v{TWIN_VERSION}.*"):
+        if path.suffix in (".onnx", ".keras-only") and path != written:
+            with contextlib.suppress(OSError):
+                kept.append((path.stat().st_mtime, path))
+    for _, path in sorted(kept, reverse=True)[max(limit - 1, 0) :]:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 # Reading -----------------------------------------------------------------------------------------

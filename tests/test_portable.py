@@ -275,6 +275,30 @@ def test_the_twin_is_written_once_and_found_by_the_file_s_content(tmp_path, monk
     assert portable.twin_path(other) != first  # another model, another twin
 
 
+def test_a_shared_server_keeps_only_the_most_recently_used_twins(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_MAX_TWINS", "2")
+    models = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        models.append(saved_model(tmp_path / name, "seed", {"note": name}))
+    first, second, third = models
+    portable.onnx_twin(first)
+    portable.onnx_twin(second)
+    os.utime(portable.twin_path(first), (1, 1))  # used long ago ...
+    os.utime(portable.twin_path(second), (2, 2))
+    assert portable.onnx_twin(first) == portable.twin_path(first)  # ... and now again
+    portable.onnx_twin(third)
+    kept = sorted(p.name for p in portable.twin_path(first).parent.iterdir())
+    assert kept == sorted([portable.twin_path(first).name, portable.twin_path(third).name])
+    assert portable.onnx_twin(second).is_file()  # a removed twin is written again when needed
+
+
+def test_a_twin_limit_that_is_no_number_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_MAX_TWINS", "lots")
+    with pytest.raises(ValueError, match="FER_MAX_TWINS"):
+        portable.onnx_twin(saved_model(tmp_path, "seed"))
+
+
 def test_a_network_onnx_cannot_take_runs_on_keras_and_is_not_tried_again(tmp_path, monkeypatch):
     from fer.predict import Predictor
 
