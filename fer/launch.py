@@ -35,6 +35,7 @@ from fer import cli, paths, runs
 from fer.config import TrainConfig
 
 ACTIVE = ("queued", "running")
+RESUMABLE = ("cancelled", "interrupted")  # what `resume` carries on: a failed run would fail again
 # Threads of this process waiting for the runs it started, by run folder: between a process's death
 # and its thread recording how it ended, the run would read as "interrupted", so status() waits for them.
 _watchers: dict[Path, threading.Thread] = {}
@@ -69,6 +70,37 @@ def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
     runs.write_json(run_dir / runs.CONFIG, {"train": asdict(config), "command": line})
     runs.set_status(run_dir, "queued", epoch=0, epochs=config.epochs, command=line, error=None)
 
+    _spawn(args, run_dir)
+    return run_dir
+
+
+def resume(run_dir: Path) -> Path:
+    """Carry on a cancelled or interrupted run from its last finished epoch (`fer train --resume`) in
+    a new process, which waits in line like a new run, at the back of the line. Returns the run folder
+    at once, its status "queued". Refuses any other run, naming its state."""
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG).is_file():
+        raise ValueError(f"run_dir must be a run folder (with a config.json), got {run_dir}")
+    current = status(run_dir)
+    if current["state"] not in RESUMABLE:
+        raise ValueError(
+            f"run {run_dir.name} is {runs.STATE_WORDS.get(current['state'], current['state'])}: "
+            "only a cancelled or interrupted run can be resumed"
+        )
+    runs.max_trainings()  # a bad FER_MAX_TRAININGS is the server's: say so here, not in a failed run
+    (run_dir / runs.CANCEL).unlink(missing_ok=True)  # else the new process would stop at once
+    kept = runs.read_json(run_dir / runs.STATUS, {}) or {}
+    for key in ("finished", "exit_code", "error"):  # how it ended last time
+        kept.pop(key, None)
+    runs.write_json(run_dir / runs.STATUS, kept)
+    runs.set_status(run_dir, "queued", queued_since=time.time())  # its place in line: from now
+    _spawn(["--resume", "--run-dir", str(run_dir)], run_dir)
+    return run_dir
+
+
+def _spawn(args: list[str], run_dir: Path) -> None:
+    """Start `python -m fer train ARGS` for `run_dir` (status "queued" already written by this process),
+    its output appended to the run's log, and a thread that waits for it."""
     env = dict(os.environ)  # FER_HOME, FER_DATA_ROOTS and KERAS_BACKEND pass through
     env[runs.QUEUE_ENV] = "1"  # wait for a training slot before preparing the faces
     env["PYTHONUNBUFFERED"] = "1"  # the log shows where the run is, not where its buffer was
@@ -98,7 +130,6 @@ def start(config: TrainConfig, run_dir: Path | None = None) -> Path:
     )
     _watchers[run_dir.resolve()] = watcher
     watcher.start()
-    return run_dir
 
 
 def _watch(process: subprocess.Popen, run_dir: Path) -> None:

@@ -375,12 +375,13 @@ def max_trainings() -> int:
 
 def queue(runs_dir: Path) -> list[Path]:
     """The runs of `runs_dir` waiting for a training slot, first in line first: queued, their process
-    alive, not asked to stop; in the order they were started."""
+    alive, not asked to stop; in the order they were started (a resumed run: when it was resumed)."""
     waiting = []
     for run in list_runs(runs_dir):
         status = read_status(run)
         if status["state"] == "queued" and not (run / CANCEL).exists():
-            waiting.append((float(status.get("created") or 0), run.name, run))
+            since = status.get("queued_since") or status.get("created") or 0
+            waiting.append((float(since), run.name, run))
     return [run for *_, run in sorted(waiting)]
 
 

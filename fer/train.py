@@ -347,7 +347,11 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, command: 
         if not saved:
             raise ValueError(f"cannot resume: {run_dir} has no config.json (was it a run folder?)")
         current = runs.read_status(run_dir)
-        if current["state"] in ("queued", "running") and current.get("pid") != os.getpid():
+        # The dashboard's process writes "queued" before it starts this one (fer.launch.resume).
+        if current["state"] in ("queued", "running") and current.get("pid") not in (
+            os.getpid(),
+            os.getppid(),
+        ):
             raise ValueError(
                 f"cannot resume {run_dir}: it is still {current['state']} (process {current.get('pid')} "
                 f"on {current.get('host')}); cancel it or wait for it to end"
@@ -357,7 +361,7 @@ def _train_locked(config: TrainConfig, run_dir: Path, *, resume: bool, command: 
     command = command or f"fer.train.train({config!r})"
     slot = None
     try:
-        if os.environ.get(runs.QUEUE_ENV) and not resume:  # started by the dashboard: wait in line
+        if os.environ.get(runs.QUEUE_ENV):  # started or resumed by the dashboard: wait in line
             slot = runs.wait_for_slot(run_dir)
             if slot is None:
                 runs.set_status(run_dir, "cancelled", error=None)

@@ -260,3 +260,48 @@ def test_with_a_cap_of_one_later_runs_wait_in_line_and_a_cancelled_one_never_tra
         assert wait_until_ended(second)["state"] == "cancelled"
     finally:
         stop(first, second, third)
+
+
+def epochs_done(run_dir: Path) -> int:
+    return len(R.read_history(run_dir))
+
+
+def test_a_resumed_run_waits_at_the_back_of_the_line_and_carries_on_from_its_last_epoch(
+    tmp_path, tiny_dataset, monkeypatch
+):
+    monkeypatch.setenv("FER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FER_MAX_TRAININGS", "1")
+    first = launch.start(TrainConfig(datasets=(str(tiny_dataset),), seed=1, **LONG))
+    second = third = None
+    try:
+        wait_for(lambda: epochs_done(first) >= 1, "the first run to finish an epoch", first)
+        launch.cancel(first)
+        assert wait_until_ended(first)["state"] == "cancelled"
+        done = epochs_done(first)
+        with pytest.raises(ValueError, match="must be a run folder"):
+            launch.resume(tmp_path)
+        second = launch.start(TrainConfig(datasets=(str(tiny_dataset),), seed=2, **LONG))
+        wait_for(lambda: trained_a_batch(second), "the second run to train", second)
+        third = launch.start(TrainConfig(datasets=(str(tiny_dataset),), seed=3, **LONG))
+        wait_for(lambda: launch.status(third)["state"] == "queued", "the third run to wait", third)
+
+        # Resumed after the third was started: behind it, though it was started first.
+        assert launch.resume(first) == first
+        assert launch.status(first)["state"] == "queued"
+        assert launch.queue() == [third, first]
+        with pytest.raises(ValueError, match="only a cancelled or interrupted run"):
+            launch.resume(first)  # waiting already
+        launch.cancel(third)
+        assert wait_until_ended(third)["state"] == "cancelled"
+        assert launch.status(first)["place"] == 1
+
+        # The second stops: the first takes the slot and trains on from where it was cancelled.
+        launch.cancel(second)
+        assert wait_until_ended(second)["state"] == "cancelled"
+        wait_for(lambda: epochs_done(first) > done, "the resumed run to finish another epoch", first)
+        assert launch.status(first)["state"] == "running"
+        assert R.read_history(first)["epoch"].tolist()[: done + 1] == list(range(1, done + 2))
+        launch.cancel(first)
+        assert wait_until_ended(first)["state"] == "cancelled"
+    finally:
+        stop(*(run for run in (first, second, third) if run))
