@@ -22,6 +22,11 @@ Then, unless `--no-accuracy`, it trains float32 and bfloat16 runs through fer.tr
 `--faces` training faces with seeds 0 and 1 and compares their best validation accuracy:
 
     .venv/bin/python benchmarks/train_throughput.py data/fer2013 --settings --width 16 --faces 4000
+
+Several architectures (`--arch vgg,vgg-lite`) are compared setting by setting against the first one's
+float32, and the accuracy check then trains the first in float32 against the others in bfloat16:
+
+    .venv/bin/python benchmarks/train_throughput.py data/fer2013 --settings --arch vgg,vgg-lite --no-xla
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -108,72 +114,86 @@ def settings_model(config: TrainConfig, precision: str, jit: bool):
 
 
 def measure_settings(args) -> None:
-    config = TrainConfig(datasets=(args.dataset,), arch=args.arch, width=args.width, max_faces=args.faces)
+    archs = args.arch.split(",")
+    config = TrainConfig(datasets=(args.dataset,), arch=archs[0], width=args.width, max_faces=args.faces)
     labels, splits = load_splits(config)
     batches = train.Batches(splits["train"], config, training=True, num_classes=len(labels))
     names = [name for name in SETTINGS if args.xla or "XLA" not in name]
-    nets = {name: settings_model(config, *SETTINGS[name]) for name in names}
+    nets = {
+        (arch, name): settings_model(replace(config, arch=arch), *SETTINGS[name])
+        for arch in archs
+        for name in names
+    }
     first = batches[0]
-    for name, net in nets.items():  # trace (and compile) each before timing
+    for key, net in nets.items():  # trace (and compile) each before timing
         start = time.perf_counter()
         for _ in range(2):
             net.train_on_batch(*first)
-        print(f"{name}: first two batches (tracing) {time.perf_counter() - start:.1f} s", flush=True)
-    seconds = dict.fromkeys(names, 0.0)
+        print(f"{' '.join(key)}: first two batches (tracing) {time.perf_counter() - start:.1f} s", flush=True)
+    seconds = dict.fromkeys(nets, 0.0)
     faces = 0
     for i in range(args.batches):
         x, y = batches[i % len(batches)]
         faces += len(y)
-        for name, net in nets.items():
+        for key, net in nets.items():
             start = time.perf_counter()
             net.train_on_batch(x, y)
-            seconds[name] += time.perf_counter() - start
+            seconds[key] += time.perf_counter() - start
         if (i + 1) % 10 == 0:
             print(f"  {i + 1}/{args.batches} batches", flush=True)
     print(
         f"\n{args.arch} width {args.width}, batch {config.batch_size}, {faces:,} faces per setting, "
         f"{os.cpu_count()} cores, threads {args.threads or 'default'}, interleaved batch by batch"
     )
-    print(f"{'setting':<18}{'faces/s':>9}{'vs float32':>12}")
-    for name in names:
-        ratio = seconds["float32"] / seconds[name]
-        print(f"{name:<18}{faces / seconds[name]:>9,.0f}{ratio:>11.2f}x")
+    baseline = seconds[(archs[0], "float32")]
+    print(f"{'model':<11}{'setting':<18}{'faces/s':>9}{'vs ' + archs[0] + ' float32':>20}")
+    for (arch, name), spent in seconds.items():
+        print(f"{arch:<11}{name:<18}{faces / spent:>9,.0f}{baseline / spent:>19.2f}x")
 
 
 def accuracy_check(args) -> None:
+    """Train each compared model through fer.train with seeds 0 and 1 and print its best validation
+    accuracy: one architecture in float32 and bfloat16; several, the first in float32 (the baseline)
+    against each of the others in bfloat16."""
     import tempfile
 
+    archs = args.arch.split(",")
+    if len(archs) == 1:
+        compared = [(archs[0], "float32"), (archs[0], "bfloat16")]
+    else:
+        compared = [(archs[0], "float32")] + [(arch, "bfloat16") for arch in archs[1:]]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fer-precision-") as folder:
         for seed in (0, 1):
-            for precision in ("float32", "bfloat16"):
+            for arch, precision in compared:
                 config = TrainConfig(
                     datasets=(args.dataset,),
-                    arch=args.arch,
+                    arch=arch,
                     width=args.width,
                     max_faces=args.faces,
                     epochs=args.epochs,
+                    patience=args.epochs,
                     seed=seed,
                     precision=precision,
                 )
-                run_dir = Path(folder) / f"{precision}-{seed}"
+                run_dir = Path(folder) / f"{arch}-{precision}-{seed}"
                 start = time.perf_counter()
                 train.train(config, run_dir)
                 seconds = time.perf_counter() - start
                 state = json.loads((run_dir / "state.json").read_text())
-                rows.append((seed, precision, state["best_val_accuracy"], state["best_epoch"], seconds))
+                rows.append((seed, arch, precision, state["best_val_accuracy"], state["best_epoch"], seconds))
                 print(
-                    f"seed {seed} {precision}: best val accuracy {rows[-1][2]:.4f} "
-                    f"(epoch {rows[-1][3]}), {seconds:.0f} s",
+                    f"seed {seed} {arch} {precision}: best val accuracy {rows[-1][3]:.4f} "
+                    f"(epoch {rows[-1][4]}), {seconds:.0f} s",
                     flush=True,
                 )
+    faces = f"{args.faces:,}" if args.faces else "all"
     print(
-        f"\n{args.arch} width {args.width}, {args.faces:,} FER2013 train faces, {args.epochs} epochs, "
-        "val accuracy (FER2013 val)"
+        f"\nwidth {args.width}, {faces} FER2013 train faces, {args.epochs} epochs, val accuracy (FER2013 val)"
     )
-    print(f"{'seed':<6}{'precision':<11}{'val acc':>9}{'best epoch':>12}{'seconds':>9}")
-    for seed, precision, accuracy, epoch, seconds in rows:
-        print(f"{seed:<6}{precision:<11}{accuracy:>9.4f}{epoch:>12}{seconds:>9.0f}")
+    print(f"{'seed':<6}{'model':<11}{'precision':<11}{'val acc':>9}{'best epoch':>12}{'seconds':>9}")
+    for seed, arch, precision, accuracy, epoch, seconds in rows:
+        print(f"{seed:<6}{arch:<11}{precision:<11}{accuracy:>9.4f}{epoch:>12}{seconds:>9.0f}")
 
 
 def main() -> None:
@@ -181,7 +201,9 @@ def main() -> None:
     parser.add_argument("dataset", nargs="?", default=str(DEFAULT))
     parser.add_argument("--faces", type=int, default=None, help="faces per epoch (default: all of train)")
     parser.add_argument("--settings", action="store_true", help="compare precisions and XLA instead")
-    parser.add_argument("--arch", default="vgg", help="--settings: architecture (default vgg)")
+    parser.add_argument(
+        "--arch", default="vgg", help="--settings: architecture, or several comma-separated (default vgg)"
+    )
     parser.add_argument("--width", type=int, default=16, help="--settings: width (default 16)")
     parser.add_argument("--batches", type=int, default=40, help="--settings: batches per setting")
     parser.add_argument("--no-xla", dest="xla", action="store_false", help="--settings: leave XLA out")

@@ -75,6 +75,28 @@ def test_seed_is_the_reports_cnn_layer_by_layer():
     assert (output.units, output.get_config()["activation"]) == (7, "softmax")
 
 
+@pytest.mark.parametrize(
+    ("arch", "per_block"), [("vgg", [2, 2, 2, 2]), ("vgg-lite", [1, 1, 2, 2]), ("vgg-small", [1, 1, 1, 1])]
+)
+def test_the_vgg_family_differs_only_in_convolutions_per_block(arch, per_block):
+    model = build(ModelConfig(arch=arch, width=16))
+    counts, filters = [0], []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            counts[-1] += 1
+            filters.append(layer.filters)
+        elif kind == "MaxPooling2D":
+            counts.append(0)
+    assert counts[:-1] == per_block
+    assert sorted(set(filters)) == [16, 32, 64, 128]
+
+
+def test_vgg_lite_keeps_nearly_all_of_vgg_s_weights():
+    vgg, lite = (build(ModelConfig(arch=arch, width=16)).count_params() for arch in ("vgg", "vgg-lite"))
+    assert 0.95 * vgg < lite < vgg
+
+
 def test_dropout_setting_reaches_the_model():
     model = build(ModelConfig(arch="vgg-small", num_classes=3, dropout=0.25))
     assert [layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"] == [0.25]
@@ -104,7 +126,7 @@ def test_model_config_round_trips_through_json():
     assert ModelConfig.from_dict({}) == ModelConfig()
 
 
-@pytest.mark.parametrize("arch", ["vgg", "vgg-small"])
+@pytest.mark.parametrize("arch", ["vgg", "vgg-lite", "vgg-small"])
 def test_grow_makes_a_wider_model_that_computes_what_the_narrow_one_did(arch):
     import keras
 
