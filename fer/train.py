@@ -655,9 +655,13 @@ def _calibration(config: TrainConfig, y: np.ndarray, raw_val: np.ndarray) -> tup
         f"(it takes {calibration.MIN_FIT_FACES})"
     )
     start = Path(config.init_from) if config.init_from else None
-    entry = (modelfile.read_metadata(start).get("calibration") if start and start.is_file() else None) or None
-    if entry is None:
-        return None, f"{too_few}, and the model it started from has no calibration" if start else too_few
+    if start is None:
+        return None, too_few
+    if not start.is_file():
+        return None, f"{too_few}, and the model it started from ({start.name}) is gone"
+    entry = modelfile.read_metadata(start).get("calibration")
+    if not entry:
+        return None, f"{too_few}, and the model it started from has no calibration"
     fitted_on = str(entry.get("fitted_on") or "held-out faces")
     kept = {
         **entry,

@@ -307,6 +307,10 @@ def test_a_run_with_too_few_val_faces_fits_no_temperature_and_says_why(tmp_path)
     modelfile.save_model(_two_label_model(), bare, {"labels": ["a", "b"], "image_size": 48, "margin": 0.0})
     entry, why = train._calibration(TrainConfig(datasets=("demo",), init_from=str(bare)), y, raw)
     assert entry is None and why.endswith("the model it started from has no calibration")
+    entry, why = train._calibration(
+        TrainConfig(datasets=("demo",), init_from=str(tmp_path / "gone.keras")), y, raw
+    )
+    assert entry is None and why.endswith("the model it started from (gone.keras) is gone")
     many = np.arange(calibration.MIN_FIT_FACES) % 2
     entry, why = train._calibration(TrainConfig(datasets=("demo",)), many, np.eye(2)[many] * 0.8 + 0.1)
     assert why is None and entry["faces"] == calibration.MIN_FIT_FACES
