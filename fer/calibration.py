@@ -23,6 +23,9 @@ import numpy as np
 
 BINS = 15  # equal-width confidence bins for the calibration error and the reliability diagram
 TEMPERATURE_RANGE = (0.05, 20.0)  # the search's bounds; a fit at either edge means the data says little
+# Held-out faces a run needs to fit its own temperature: on fewer, a fitted temperature leaves the
+# percentages further off than none (benchmarks/calibration_faces.py, docs/classifying.md).
+MIN_FIT_FACES = 50
 _TINY = 1e-12  # a probability of 0 has no logarithm; this stands for it
 
 
@@ -220,6 +223,7 @@ def summary(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, metadata: di
     without one), the error before and after, and the reliability data of both."""
     return {
         "temperature": temperature_of(metadata),
+        "fitted_on": ((metadata or {}).get("calibration") or {}).get("fitted_on"),
         "ece_before": ece(raw, y),
         "ece_after": ece(calibrated, y),
         "bins": BINS,

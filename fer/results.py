@@ -126,15 +126,17 @@ def calibration_sentence(metrics: dict) -> str | None:
         return None
     before, after, temperature = entry["ece_before"], entry.get("ece_after"), entry.get("temperature")
     if temperature is None:
+        why = f" ({without_paths(entry['why_none'])})" if entry.get("why_none") else ""
         return (
             f"The model's top probability is off from how often it is right by {before * 100:.1f} points on "
             f"average over the {metrics.get('n', 0):,} test faces (calibration error {before:.3f}); it has no "
-            "calibration, so its percentages are the network's own."
+            f"calibration{why}, so its percentages are the network's own."
         )
+    fitted_on = without_paths(entry.get("fitted_on") or "the validation faces")
     return (
         f"Straight from the network, the top probability was off from how often the model is right by "
         f"{before * 100:.1f} points on average over the {metrics.get('n', 0):,} test faces (calibration "
-        f"error {before:.3f}); fitted on the validation faces (temperature {temperature:.2f}), it is off by "
+        f"error {before:.3f}); with a temperature of {temperature:.2f} fitted on {fitted_on}, it is off by "
         f"{after * 100:.1f} points ({after:.3f}). So a face given about 60% is right about 6 times in 10."
     )
 

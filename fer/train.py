@@ -441,6 +441,7 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
     labels, data = _prepare_data(config, run_dir, resume=resume)
     model_config = config.model_config(num_classes=len(labels))
     metadata = _metadata(config, model_config, labels, data, command)
+    metadata.update(_reading_of_start(config, run_dir, resume=resume))
     _record_run(config, model_config, labels, run_dir, resume=resume, command=command)
     model, state = _build_or_resume(config, model_config, labels, run_dir, metadata, resume=resume)
     if _fit(model, config, labels, data, run_dir, metadata, state).cancelled:
@@ -607,18 +608,22 @@ def _score(
     the run done."""
     runs.write_json(run_dir / runs.PROGRESS, {"stage": "testing", "updated": time.time()})
     best, _ = modelfile.load_model(run_dir / runs.BEST)
+    mirrored = modelfile.reads_mirrored(metadata)  # the faces are read as the saved model will read them
     val = data["val"]
-    if len(val.y):
-        raw_val = modelfile.predict_probabilities(best, val.images, config.batch_size)
-        metadata["calibration"] = calibration.fit(raw_val, val.y, f"this run's val faces ({len(val.y):,})")
+    raw_val = modelfile.predict_probabilities(best, val.images, config.batch_size, flip=mirrored)
+    entry, why_none = _calibration(config, val.y, raw_val)
+    if entry:
+        metadata["calibration"] = entry
     test = data["test"] if len(data["test"].y) else val
-    raw = modelfile.predict_probabilities(best, test.images, config.batch_size)
+    raw = modelfile.predict_probabilities(best, test.images, config.batch_size, flip=mirrored)
     probabilities = calibration.apply(raw, metadata)
     result = metrics(test.y, probabilities.argmax(axis=1), labels)
     result["split"] = "test" if len(data["test"].y) else "val (no test faces)"
     result["best_epoch"] = state.get("best_epoch")
     if len(test.y):
         result["calibration"] = calibration.summary(raw, probabilities, test.y, metadata)
+        if why_none:
+            result["calibration"]["why_none"] = why_none
     runs.write_json(run_dir / runs.METRICS, result)
     runs.write_csv(run_dir / runs.PREDICTIONS, predictions_table(test.faces, labels, probabilities))
     metadata["test_metrics"] = {
@@ -627,6 +632,46 @@ def _score(
     modelfile.save_model(best, run_dir / runs.BEST, {**metadata, "epoch": state.get("best_epoch")})
     runs.set_status(run_dir, "done", error=None, best_epoch=state.get("best_epoch"))
     return result
+
+
+def _reading_of_start(config: TrainConfig, run_dir: Path, *, resume: bool) -> dict:
+    """How a run started from a saved model reads faces: as that model does, so a model that reads
+    each face with its mirror image (fer.modelfile.reads_mirrored) is fine-tuned into one that does
+    too, and the two answer alike on the same face. A resumed run whose starting file has gone since
+    reads its own last.keras, which carries the setting."""
+    if not config.init_from:
+        return {}
+    source = Path(config.init_from)
+    if resume and not source.is_file() and (run_dir / runs.LAST).is_file():
+        source = run_dir / runs.LAST
+    return {modelfile.MIRRORED: True} if modelfile.reads_mirrored(modelfile.read_metadata(source)) else {}
+
+
+def _calibration(config: TrainConfig, y: np.ndarray, raw_val: np.ndarray) -> tuple[dict | None, str | None]:
+    """The run's calibration and, where it has none, why. A temperature is fitted on the run's val
+    faces when there are at least calibration.MIN_FIT_FACES of them. On fewer, a fitted temperature
+    is mostly chance, so a run started from a calibrated model (--init-from) keeps that model's,
+    saying so in its "fitted_on"; any other run is left uncalibrated."""
+    if len(y) >= calibration.MIN_FIT_FACES:
+        return calibration.fit(raw_val, y, f"this run's val faces ({len(y):,})"), None
+    too_few = (
+        f"this run's {len(y):,} val faces are too few to fit a temperature on "
+        f"(it takes {calibration.MIN_FIT_FACES})"
+    )
+    start = Path(config.init_from) if config.init_from else None
+    if start is None:
+        return None, too_few
+    if not start.is_file():
+        return None, f"{too_few}, and the model it started from ({start.name}) is gone"
+    entry = modelfile.read_metadata(start).get("calibration")
+    if not entry:
+        return None, f"{too_few}, and the model it started from has no calibration"
+    fitted_on = str(entry.get("fitted_on") or "held-out faces")
+    kept = {
+        **entry,
+        "fitted_on": f"{fitted_on}, for the model it was fine-tuned from ({start.name}); {too_few}",
+    }
+    return kept, None
 
 
 def _repair_best(model, run_dir: Path, metadata: dict, state: dict) -> None:

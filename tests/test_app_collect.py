@@ -93,6 +93,27 @@ def test_uploaded_pictures_are_saved_counted_skipped_and_deleted(home):
     assert sum(counts(again).values()) == 1
 
 
+def test_the_face_picked_of_several_is_saved_with_the_detectors_box_and_score(home, monkeypatch):
+    from fer import predict
+
+    # (top, left, bottom, right) as the detector gives them; the page numbers faces left to right.
+    right, left = (8.0, 40.0, 30.0, 62.0), (10.0, 4.0, 34.0, 28.0)
+    monkeypatch.setattr(predict, "detect_faces", lambda detector, photo: ([right, left], [0.97, 0.93]))
+    at = collect_page()
+    at.file_uploader(key="collect_uploads").set_value([("two.png", png(77), "image/png")]).run()
+    assert not at.exception and not at.warning  # faces were found: no offer of the whole picture
+    [which] = [radio for radio in at.radio if radio.label == "Which face"]
+    assert which.options == ["Face 1", "Face 2"]
+    which.set_value(1).run()  # Face 2: the one on the right
+    save_first(at, "happy")
+    assert not [radio for radio in at.radio if radio.label == "Which face"]  # one face left to label
+    save_first(at, "sad")
+    assert any("Every face of two.png is saved" in s.value for s in at.success)
+    faces = collect.read_faces(home / "own-faces" / "my-faces")
+    assert [(f.box, f.score, f.label) for f in faces] == [(right, 0.97, "happy"), (left, 0.93, "sad")]
+    assert len({f.photo for f in faces}) == 1  # one photo, stored once, two lines
+
+
 def test_a_bad_collection_name_is_refused(home):
     at = collect_page()
     at.text_input(key="collect_new_name").set_value("../../etc").run()

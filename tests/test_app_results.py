@@ -78,6 +78,10 @@ def test_finished_run_shows_metrics_table_heatmap_and_the_faces_of_a_cell(tiny_r
         t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t["type"] == "heatmap"
     )
     assert np.asarray(heatmap["z"]).sum(axis=1) == pytest.approx(np.ones(len(labels)))
+    # The run's model to take elsewhere, beside the report.
+    downloads = {button.label: button for button in at.download_button}
+    assert {"Report (HTML)", "Model (ONNX)", "Model (TFLite)"} <= set(downloads)
+    assert not downloads["Model (ONNX)"].disabled and not downloads["Model (TFLite)"].disabled
 
 
 def test_failed_run_shows_its_error(tmp_path, monkeypatch):

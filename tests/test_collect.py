@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer import cli, collect, datasets, detect, modelfile, runs, summary
+from fer import calibration, cli, collect, datasets, detect, modelfile, results, runs, summary
 from fer.labels import LABELS
 from fer.paths import BUNDLED_MODEL
 
@@ -234,10 +234,7 @@ def test_a_model_fine_tuned_on_a_few_faces_is_compared_on_the_faces_held_back(ti
     """From the tiny run's model, with the command the docs give: the held-back faces are the run's
     test faces, and the answers after are the run's own."""
     folder = tmp_path / "own-faces" / "me"
-    for seed in range(10):  # 5 happy, 5 sad pictures, each one whole-picture face
-        collect.add_face(
-            folder, picture(100 + seed, (64, 64)), (0, 0, 64, 64), 0.0, ("happy", "sad")[seed % 2]
-        )
+    few_faces(folder)
     model = tiny_run / "best.keras"
     config = collect.finetune_config(folder, model, epochs=1)
     run = tmp_path / "run"
@@ -251,6 +248,80 @@ def test_a_model_fine_tuned_on_a_few_faces_is_compared_on_the_faces_held_back(ti
     assert result.images.shape == (2, config.image_size, config.image_size)
     # The run keeps every label its starting model has, though the faces hold only two.
     assert runs.read_json(run / runs.LABELS) == modelfile.read_metadata(model)["labels"]
+
+
+def few_faces(folder: Path) -> None:
+    """5 happy and 5 sad pictures, each one whole-picture face: 2 of them held back, 2 checked each epoch."""
+    for seed in range(10):
+        collect.add_face(
+            folder, picture(100 + seed, (64, 64)), (0, 0, 64, 64), 0.0, ("happy", "sad")[seed % 2]
+        )
+
+
+@pytest.mark.slow
+def test_a_model_fine_tuned_from_a_mirrored_calibrated_one_reads_faces_as_it_did(tiny_run, tmp_path):
+    """A starting model that reads each face with its mirror image (as the bundled model does) gives a
+    fine-tuned model that does too, and its calibration: two val faces are too few to fit one. The
+    run's own answers (predictions.csv, the page's "after") are the saved model's."""
+    model, metadata = modelfile.load_model(tiny_run / "best.keras")
+    start = tmp_path / "start.keras"
+    entry = {
+        "method": "temperature",
+        "temperature": 1.7,
+        "fitted_on": "val faces of demo (150)",
+        "faces": 150,
+    }
+    modelfile.save_model(model, start, {**metadata, modelfile.MIRRORED: True, "calibration": entry})
+    folder = tmp_path / "own-faces" / "me"
+    few_faces(folder)
+    run = tmp_path / "run"
+    assert cli.main(["train", *cli.train_args(collect.finetune_config(folder, start, epochs=1), run)]) == 0
+    tuned, saved = modelfile.load_model(run / runs.BEST)
+    assert modelfile.reads_mirrored(saved)
+    assert saved["calibration"]["temperature"] == 1.7
+    assert "fine-tuned from (start.keras)" in saved["calibration"]["fitted_on"]
+    assert "2 val faces are too few" in saved["calibration"]["fitted_on"]
+    result = collect.compare(run)
+    written = runs.read_csv(
+        run / runs.PREDICTIONS, text_columns=("photo", "label", "predicted", "split", "dataset")
+    )
+    columns = [f"p_{label}" for label in saved["labels"]]
+    shown = modelfile.predict_probabilities(tuned, result.images, metadata=saved)
+    np.testing.assert_allclose(written[columns].to_numpy(), shown, atol=1e-4)
+    plain = modelfile.predict_probabilities(tuned, result.images, metadata=saved, flip=False)
+    assert not np.allclose(shown, plain, atol=1e-4)  # the generated faces are not symmetric
+    metrics = runs.read_json(run / runs.METRICS)
+    assert metrics["calibration"]["temperature"] == 1.7
+    assert "fine-tuned from" in results.calibration_sentence(metrics)
+
+
+def test_a_run_with_too_few_val_faces_fits_no_temperature_and_says_why(tmp_path):
+    from fer import train
+    from fer.config import TrainConfig
+
+    y = np.array([0, 1, 1])
+    raw = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
+    entry, why = train._calibration(TrainConfig(datasets=("demo",)), y, raw)
+    assert entry is None and "3 val faces are too few to fit a temperature on" in why
+    bare = tmp_path / "bare.keras"
+    modelfile.save_model(_two_label_model(), bare, {"labels": ["a", "b"], "image_size": 48, "margin": 0.0})
+    entry, why = train._calibration(TrainConfig(datasets=("demo",), init_from=str(bare)), y, raw)
+    assert entry is None and why.endswith("the model it started from has no calibration")
+    entry, why = train._calibration(
+        TrainConfig(datasets=("demo",), init_from=str(tmp_path / "gone.keras")), y, raw
+    )
+    assert entry is None and why.endswith("the model it started from (gone.keras) is gone")
+    many = np.arange(calibration.MIN_FIT_FACES) % 2
+    entry, why = train._calibration(TrainConfig(datasets=("demo",)), many, np.eye(2)[many] * 0.8 + 0.1)
+    assert why is None and entry["faces"] == calibration.MIN_FIT_FACES
+    assert entry["fitted_on"] == f"this run's val faces ({calibration.MIN_FIT_FACES})"
+
+
+def _two_label_model():
+    import keras
+
+    inputs = keras.Input((48, 48, 1))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
 
 
 def test_finetune_runs_lists_only_this_collections_runs(tmp_path, monkeypatch):

@@ -147,20 +147,27 @@ def predicted(capsys, model: Path, image: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_export_and_predict_round_trip_through_the_command_line(tiny_run, tmp_path, capsys, face_png, fmt):
+@pytest.mark.parametrize("fmt, options", [("onnx", []), ("tflite", ["--format", "tflite"]),
+                                          ("onnx", ["--format", "onnx", "--quantize", "float16"])])  # fmt: skip
+def test_export_and_predict_round_trip_through_the_command_line(
+    tiny_run, tmp_path, capsys, face_png, fmt, options
+):
     out = tmp_path / f"model.{fmt}"
-    assert cli.main(["export", str(tiny_run), "--out", str(out)]) == 0
+    assert cli.main(["export", str(tiny_run), "--out", str(out), *options]) == 0
     said = capsys.readouterr().out
     assert said.startswith(f"wrote {out}\n") and "same label on 64" in said
     metadata = portable.load_model(out)[1]
     assert metadata["test_metrics"]["n"] > 0 and metadata["exported_from"].endswith("best.keras")
+    assert metadata["format"] == fmt and metadata["weights"] == (
+        "float16" if "float16" in options else "float32"
+    )
 
     keras_face = predicted(capsys, tiny_run / "best.keras", face_png)
     portable_face = predicted(capsys, out, face_png)
     assert portable_face["label"] == keras_face["label"]
+    close = 1e-2 if "--quantize" in options else 1e-4  # half-precision weights are close, not equal
     for label, p in keras_face["probabilities"].items():
-        assert portable_face["probabilities"][label] == pytest.approx(p, abs=1e-4)
+        assert portable_face["probabilities"][label] == pytest.approx(p, abs=close)
 
 
 def test_bad_files_and_options_get_a_clear_message(tmp_path, capsys, face_png):
