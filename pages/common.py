@@ -20,7 +20,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer import datasets, modelfile, paths, portable, runs, summary
+from fer import datasets, launch, modelfile, paths, portable, results, runs, summary
 
 # Session keys, initialised once in streamlit_app.py.
 DATASET = "dataset"  # "demo" or a resolved path under a data root
@@ -731,3 +731,20 @@ def photo_uploads(key: str) -> list:
         )
         or []
     )
+
+
+def resume_button(run: Path, key: str) -> None:
+    """A Resume button for a cancelled or interrupted run (fer.launch.resume): it carries on from its
+    last finished epoch, waiting for a free training slot like a new run, and the page redraws."""
+    if st.button(
+        "Resume training",
+        key=key,
+        icon=":material/play_arrow:",
+        help="Carry on from the last finished epoch. It waits for a free training slot like a new run.",
+    ):
+        try:
+            launch.resume(run)
+        except ValueError as error:
+            st.error(f"This run cannot be resumed: {md(results.without_paths(error_line(str(error))))}")
+        else:
+            st.rerun()

@@ -75,18 +75,20 @@ def status(run: runs.Run) -> None:
     """Say plainly where a run that has ended without results stands (a run still going: `live`)."""
     state = run.state
     error = common.md(results.without_paths(common.error_line(run.status.get("error") or "")))
-    resume = "Whoever runs this server can resume it from its last finished epoch."
+    resume = "Resume it to carry on from its last finished epoch."
     if state == "failed":
         # The traceback stays in the run folder and goes to the server's log, never to the page.
         st.error(f"This run failed: {error or 'no error was recorded'}", icon=":material/error:")
         common.log_failure(run.path)
     elif state == "cancelled":
         st.warning(f"This run was cancelled before it finished. {resume}", icon=":material/cancel:")
+        common.resume_button(run.path, f"resume_{run.path.name}")
     elif state == "interrupted":
         st.warning(
             f"This run was interrupted: {error or 'its process stopped without finishing'}. {resume}",
             icon=":material/warning:",
         )
+        common.resume_button(run.path, f"resume_{run.path.name}")
     elif state == "done" and run.metrics is None:
         st.error(
             "This run says it is done, but its test results are missing or unreadable, so there is "

@@ -222,11 +222,13 @@ def outcome(run: Path, status: dict) -> None:
         common.log_failure(run)
     elif state == "cancelled":
         st.info(f"Run {name} was cancelled after {finished_epochs(run)} finished epoch(s).")
+        common.resume_button(run, f"resume_{run.name}")
     else:
         st.warning(
             f"Run {name} stopped without finishing ({error or 'its process ended'}). Its last finished epoch "
-            "is saved: whoever runs this server can resume it from there."
+            "is saved: resume it to carry on from there."
         )
+        common.resume_button(run, f"resume_{run.name}")
     if status.get("log") and state != "failed":
         with st.expander("End of the training log"):
             st.code(status["log"], language=None)

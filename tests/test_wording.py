@@ -102,6 +102,25 @@ def test_train_page_of_a_run_that_stopped_without_finishing_names_no_command(hom
     assert any("stopped without finishing" in w.value and "resume" in w.value for w in at.warning)
 
 
+@pytest.mark.parametrize("state", ["cancelled", "interrupted"])
+def test_a_run_that_stopped_is_resumed_with_a_button_on_train_and_results(home, monkeypatch, state):
+    from fer import launch
+
+    resumed = []
+    monkeypatch.setattr(launch, "resume", lambda run: resumed.append(Path(run)) or Path(run))
+    run = R.new_run_dir(paths.runs_dir(), f"halted-{state}")
+    R.write_json(run / R.CONFIG, {"train": {**TrainConfig().__dict__, "datasets": [SECRET]}})
+    R.set_status(run, state, pid=2**22 + 7)  # no such process
+    for page in ("train", "results"):
+        at = open_page(page, **{common.RUN: str(run)})
+        assert not any("whoever runs this server" in t.lower() for t in page_texts(at))
+        button = at.button(key=f"resume_{run.name}")
+        assert button.label == "Resume training"
+        button.click().run()
+        assert not at.exception, at.exception
+    assert resumed == [run, run]
+
+
 def test_results_page_with_no_runs_names_no_command(home):
     assert_for_readers(page_texts(open_page("results")))
 
