@@ -228,7 +228,7 @@ def outcome(run: Path, status: dict) -> None:
         )
     if status.get("log") and state != "failed":
         with st.expander("End of the training log"):
-            st.code(status["log"], language=None)
+            st.code(results.without_paths(status["log"]), language=None)  # no server path on the page
     curves(run)
 
 

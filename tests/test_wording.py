@@ -77,6 +77,9 @@ def test_results_of_a_finished_run_show_no_path_or_command_and_explain_names(hom
     assert [m.help for m in at.metric if m.label == "Macro F1"] == [results.MACRO_F1_HELP]
     assert any(results.ARCH_WORDS["seed"] in text for text in texts)  # the caption's help names the network
     assert any(text.startswith("The test faces are the faces of dataset faces") for text in texts)
+    settings = dict(zip(at.table[0].value["setting"], at.table[0].value["value"]))
+    assert settings["arch"] == f"seed: {results.ARCH_WORDS['seed']}"  # the network's name, explained
+    assert "minimum detector score" in settings and not any("confidence" in key for key in settings)
 
 
 @pytest.mark.parametrize("state", ["cancelled", "interrupted", "failed"])
@@ -96,10 +99,13 @@ def test_train_page_of_a_run_that_stopped_without_finishing_names_no_command(hom
     run = R.new_run_dir(paths.runs_dir(), "stopped")
     R.write_json(run / R.CONFIG, {"train": {**TrainConfig().__dict__, "datasets": [SECRET]}})
     R.set_status(run, "interrupted", error="the machine restarted", pid=2**22 + 7)  # no such process
+    (run / R.LOG).write_text(f"cache: built {SECRET}/cache/3f2a\nepoch 2/30\nrun folder: {run}\n")
     at = open_page("train", **{common.RUN: str(run)})
     texts = page_texts(at)
-    assert_for_readers(texts, run)
+    assert_for_readers(texts, run, SECRET)
     assert any("stopped without finishing" in w.value and "resume" in w.value for w in at.warning)
+    [log] = [c.value for c in at.code]  # the end of its log, each path cut to its last part
+    assert log == "cache: built 3f2a\nepoch 2/30\nrun folder: stopped"
 
 
 def test_results_page_with_no_runs_names_no_command(home):
@@ -144,6 +150,8 @@ def test_classify_explains_its_model_in_words_and_shows_no_command(home):
     assert any("posed, frontal faces" in t for t in texts)
     assert any("photos from the web" in t for t in texts)
     assert any(e.label.startswith("How well this model does") for e in at.expander)
+    # Runs are listed by names such as "Demo · vgg": the list's help says what vgg and seed are.
+    assert all(words in at.selectbox(key="classify_model").help for words in results.ARCH_WORDS.values())
 
 
 def test_data_calls_the_detector_score_by_its_name(home):
