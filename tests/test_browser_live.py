@@ -182,13 +182,17 @@ def test_a_run_is_followed_without_a_click_and_cancel_answers_at_once(live_serve
 # Phone width ----------------------------------------------------------------------------------------
 
 COVERED = """() => {
-    // Boxes of every chart title (inside the chart, or the text just above it) and of every toolbar
-    // (Plotly's and Streamlit's) drawn over a chart; returns the titles a toolbar covers.
+    // Boxes of every chart title (inside the chart: its title and notes such as the threshold's; or the
+    // bold text just above it), of every heading on the page, and of every toolbar (Plotly's and
+    // Streamlit's) drawn over a chart; returns the titles a toolbar covers.
     const boxes = el => [...el.getClientRects()].filter(r => r.width > 0 && r.height > 0);
     const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
     const titles = [], bars = [];
+    const text = el => { const range = document.createRange(); range.selectNodeContents(el); return boxes(range); };
+    document.querySelectorAll('[data-testid="stHeading"] :is(h1, h2, h3)').forEach(
+        h => titles.push([h.textContent, text(h)]));  // the words' boxes, not the heading's full width
     for (const chart of document.querySelectorAll('[data-testid="stPlotlyChart"]')) {
-        chart.querySelectorAll('.gtitle').forEach(t => titles.push([t.textContent, boxes(t)]));
+        chart.querySelectorAll('.gtitle, .annotation-text').forEach(t => titles.push([t.textContent, boxes(t)]));
         const element = chart.closest('[data-testid="stElementContainer"]');
         const above = element && element.previousElementSibling;
         const strong = above && above.querySelector('[data-testid="stMarkdown"] strong');
@@ -201,7 +205,7 @@ COVERED = """() => {
 }"""
 
 
-@pytest.mark.parametrize("path", ["", "train", "results"])
+@pytest.mark.parametrize("path", ["", "data", "train", "results"])
 def test_at_phone_width_no_toolbar_covers_a_chart_title(live_server, browser, path):
     url, home, _ = live_server
     runs = home / "runs"
