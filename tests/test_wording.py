@@ -1,6 +1,7 @@
-"""What readers who are not engineers see: no command lines or server paths on the Results and Classify
-pages nor in the shared HTML report; each score says which kind of photo it applies to; the detector's
-score and the model's probability have names of their own; model names and macro F1 are explained."""
+"""What readers who are not engineers see: no command lines or server paths on the Results, Classify and
+Your faces pages nor in the shared HTML report; each score says which kind of photo it applies to; the
+detector's score and the model's probability have names of their own; model names and macro F1 are
+explained."""
 
 from __future__ import annotations
 
@@ -152,6 +153,22 @@ def test_classify_explains_its_model_in_words_and_shows_no_command(home):
     assert any(e.label.startswith("How well this model does") for e in at.expander)
     # Runs are listed by names such as "Demo · vgg": the list's help says what vgg and seed are.
     assert all(words in at.selectbox(key="classify_model").help for words in results.ARCH_WORDS.values())
+
+
+def test_your_faces_shows_no_path_or_command_and_opens_the_collection_on_the_data_page(home):
+    from PIL import Image
+
+    from fer import collect
+
+    folder = collect.collection_dir("my-faces")
+    collect.add_face(folder, Image.new("RGB", (120, 160), "gray"), (10, 20, 70, 80), 0.98, "happy")
+    at = open_page("collect")
+    assert_for_readers(page_texts(at), home, folder)
+    at.button(key="collect_open_data").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[common.DATASET] == str(folder.resolve())
+    assert at.text_input(key="data_path").value == str(folder.resolve())  # now on the Data page
+    assert any(m.label == "Faces" and m.value == "1" for m in at.metric)
 
 
 def test_data_calls_the_detector_score_by_its_name(home):
