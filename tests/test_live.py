@@ -123,6 +123,16 @@ def test_the_past_runs_table_shows_where_a_run_is_and_its_time_left(home):
     assert [m.value for m in at.metric if m.label == "Time left"] == [row["time left"]]
 
 
+def test_with_no_runs_yet_the_past_runs_part_says_so_and_still_looks_for_one(home):
+    at = train_page()
+    assert any(i.value.startswith("No runs yet") for i in at.info)
+    assert at.button(key="start")  # the page goes on below: the past runs' part keeps looking
+    run = going_run()  # started meanwhile, elsewhere: the next look (a redraw of the page here) lists it
+    at.run()
+    table = at.dataframe[-1].value
+    assert table["run"].tolist() == [run.name]
+
+
 def test_cancel_says_cancelling_on_the_redraw_its_click_starts(home):
     run = going_run()
     at = train_page()
