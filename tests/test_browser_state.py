@@ -129,6 +129,16 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     page.goto(link)
     assert _mine_at_half(page) == first_kept != "18"
     _no_exception(page)
+
+    # Then to Train through the menu, and a reload there: the same dataset and threshold, not the demo.
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).click()
+    used = re.compile(rf"Dataset: mine, {first_kept} of 18 faces \(detector score at least 0\.5\)")
+    page.get_by_text(used).first.wait_for()
+    settle(page)
+    assert _query(page) == {"dataset": [str(mine)], "threshold": ["0.5"]}
+    page.reload()
+    page.get_by_text(used).first.wait_for()
+    _no_exception(page)
     other.close()
 
 
