@@ -144,6 +144,18 @@ def test_home_says_which_score_applies_to_which_kind_of_photo(home):
     assert not any("Accuracy on" in t or "[mtcnn]" in t for t in texts)
 
 
+def test_home_explains_the_network_in_a_runs_model_name(home):
+    import shutil
+
+    run = known_run(R.new_run_dir(paths.runs_dir(), "known"))
+    shutil.copyfile(paths.BUNDLED_MODEL, run / R.BEST)
+    at = open_page("home", **{common.MODEL: str(run / R.BEST)})
+    [name] = [m for m in at.markdown if m.value.startswith("**moved-dataset · seed (run known)")]
+    assert name.help == results.ARCH_HELP
+    bundled = open_page("home")
+    assert all(m.help in (None, "") for m in bundled.markdown if m.value.startswith("**Bundled model"))
+
+
 def test_classify_explains_its_model_in_words_and_shows_no_command(home):
     at = open_page("classify")
     texts = page_texts(at)
