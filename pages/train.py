@@ -500,6 +500,9 @@ if watching:
     status = launch.status(run)
     if status["state"] in launch.ACTIVE:
         live(watching)
+        with st.expander("Its settings, name and note"):  # outside the part redrawn every few seconds
+            common.run_settings((runs.read_json(run / runs.CONFIG, {}) or {}).get("train") or {})
+            common.naming_editor(run, "train_naming")
     else:
         outcome(run, status)
 

@@ -133,6 +133,20 @@ def test_with_no_runs_yet_the_past_runs_part_says_so_and_still_looks_for_one(hom
     assert table["run"].tolist() == [run.name]
 
 
+def test_a_going_run_shows_its_settings_and_is_named_on_the_train_page(home):
+    run = going_run()
+    at = train_page()
+    settings = dict(zip(at.table[0].value["setting"], at.table[0].value["value"]))
+    assert settings["epochs"] == "4"
+    at.text_input(key=f"train_naming_name_{run.name}").input("Going strong")
+    at.text_area(key=f"train_naming_note_{run.name}").input("flips on")
+    at.button(key=f"train_naming_save_{run.name}").click().run()
+    assert not at.exception, at.exception
+    assert R.read_naming(run) == {"name": "Going strong", "note": "flips on"}
+    table = at.dataframe[-1].value
+    assert table[table["run"] == run.name].iloc[0]["name"] == "Going strong"
+
+
 def test_cancel_says_cancelling_on_the_redraw_its_click_starts(home):
     run = going_run()
     at = train_page()
