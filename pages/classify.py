@@ -84,8 +84,9 @@ with model_box:
         paths,
         format_func=lambda p: next(label for label, path in choices.items() if path == p),
         key="classify_model",
-        help="The bundled model works out of the box; finished trainings appear here too, and your "
-        "own model files once checked.",
+        help="The bundled model works out of the box; finished trainings appear here too (by their name, "
+        "which says the data and the network they were trained on), and your own model files once checked. "
+        + results.ARCH_HELP,
     )
 st.session_state[common.MODEL] = model_path
 common.write_url(

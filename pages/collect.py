@@ -29,6 +29,7 @@ SNAPSHOT = "Webcam snapshot"
 DONE = "collect_done"  # photo digest -> the face numbers saved from it, or None once it was skipped
 MESSAGE = "collect_message"  # ("success" | "error", text) left by a button for the next run of the page
 WATCHING = "collect_run"  # the fine-tuning run this page follows
+OPENING = "collect_opening"  # set by the "Open it on the Data page" callback once the dataset is switched
 POLL_SECONDS = 2.0
 st.session_state.setdefault(DONE, {})
 
@@ -87,10 +88,36 @@ except collect.CollectionError as error:
     st.stop()
 if pick == NEW and name in names:
     st.info(f"{common.md(name)} already exists: faces you save are added to it.")
+
+
+def open_on_data(folder: str) -> None:
+    """The "Open it on the Data page" callback: the collection becomes the dataset in use."""
+    try:
+        st.session_state[common.DATASET] = common.checked_dataset(folder)
+    except (ValueError, OSError) as error:
+        flash("error", f"The collection cannot be opened as a dataset: {error}.")
+        return
+    st.session_state[common.MIN_CONFIDENCE] = 0.0
+    st.session_state[OPENING] = True
+
+
+# Its place on the server is not shown: a button opens it on the Data page (no path to type).
 st.caption(
-    f"Saved as a dataset (ExpW format) in {common.md(folder, code=True)}: open it on the Data page by typing "
-    "that path, or train on it like any dataset. It is created with the first face you save."
+    "Your faces are saved on the server as a dataset of their own, created with the first face you save: "
+    "open it on the Data page, or train on it like any dataset."
 )
+if (
+    name in names
+    and st.button(
+        "Open it on the Data page",
+        key="collect_open_data",
+        icon=":material/dataset:",
+        on_click=open_on_data,
+        args=(str(folder),),
+    )
+    and st.session_state.pop(OPENING, False)
+):
+    st.switch_page("pages/data.py")
 
 
 def save_face(data: bytes, digest: str, number: int, box: tuple, score: float, label: str) -> None:
@@ -268,9 +295,8 @@ epochs = st.number_input(
 )
 st.caption(
     f"About {collect.HOLD_BACK:.0%} of each expression's faces (one of five, two of ten) are held back: the "
-    f"model never trains on them, and they show how it reads faces before and after. The same from the "
-    f"command line: {common.md('python -m fer train DATASET --init-from MODEL.keras', code=True)} (see "
-    "docs/own-faces.md)."
+    f"model never trains on them, and they show how it reads faces before and after. Whoever runs this "
+    "server can do the same from the command line (docs/own-faces.md)."
 )
 if problem:
     st.info(common.md(problem[:1].upper() + problem[1:]) + ".")

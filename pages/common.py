@@ -615,17 +615,15 @@ def run_settings(train: dict) -> None:
         start = f"the model of run {Path(start).parent.name}"
     rows = [
         ("datasets", ", ".join(dataset_label(str(d)) for d in train.get("datasets") or []) or "?"),
-        ("minimum detector confidence", _text(train.get("min_confidence") or 0)),
+        ("minimum detector score", _text(train.get("min_confidence") or 0)),  # the Data page's name
         ("starting model", start),
     ]
     for key in train_form():
         value = train.get(key)
-        rows.append(
-            (
-                key.replace("_", " "),
-                _text(value) if value is not None else "all" if key == "max_faces" else "?",
-            )
-        )
+        shown = _text(value) if value is not None else "all" if key == "max_faces" else "?"
+        if key == "arch" and value in results.ARCH_WORDS:  # the network's name explained where it shows
+            shown = f"{shown}: {results.ARCH_WORDS[value]}"
+        rows.append((key.replace("_", " "), shown))
     st.table({"setting": [md(r[0]) for r in rows], "value": [md(r[1]) for r in rows]})
 
 

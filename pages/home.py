@@ -41,7 +41,11 @@ with data_column:
 with model_column:
     st.subheader("Model")
     if model_path and Path(model_path).is_file():
-        st.markdown(f"**{common.md(common.model_label(model_path))}**")
+        st.markdown(
+            f"**{common.md(common.model_label(model_path))}**",
+            # A run's model is named after its data and network ("Demo · vgg"): the help says what vgg is.
+            help=None if model_path == common.DEFAULTS[common.MODEL] else results.ARCH_HELP,
+        )
         # The model's facts are in its file; the model itself loads in the background, for the Classify
         # page, so this page never waits for TensorFlow.
         common.warm_up(model_path)

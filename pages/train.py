@@ -26,6 +26,9 @@ WATCHING = "train_watching"  # the run folder this page shows, live or finished
 ANNOUNCED = "train_announced"  # the finished run already handed to the Results page (once, not every visit)
 DELETED = "train_deleted"  # the message left by the delete callback for the next run of the page
 POLL_SECONDS = 2.0
+IDLE_POLL_SECONDS = (
+    10.0  # how often the past runs are read again while none is going (one may start elsewhere)
+)
 
 DEFAULTS = TrainConfig()
 ARCH_LABELS = {
@@ -231,7 +234,7 @@ def outcome(run: Path, status: dict) -> None:
         common.resume_button(run, f"resume_{run.name}")
     if status.get("log") and state != "failed":
         with st.expander("End of the training log"):
-            st.code(status["log"], language=None)
+            st.code(results.without_paths(status["log"]), language=None)  # no server path on the page
     curves(run)
 
 
@@ -500,6 +503,9 @@ if watching:
     status = launch.status(run)
     if status["state"] in launch.ACTIVE:
         live(watching)
+        with st.expander("Its settings, name and note"):  # outside the part redrawn every few seconds
+            common.run_settings((runs.read_json(run / runs.CONFIG, {}) or {}).get("train") or {})
+            common.naming_editor(run, "train_naming")
     else:
         outcome(run, status)
 
@@ -511,15 +517,19 @@ message = st.session_state.pop(DELETED, None)
 if message:
     (st.success if message[0] == "success" else st.error)(message[1])
 run_dirs = runs.list_runs(paths.runs_dir())
-if not run_dirs:
-    st.info("No runs yet: choose the settings above and start one.")
-    st.stop()
 
 
 def past_runs() -> None:
-    """The table of runs; while one is going it is redrawn every few seconds (see below)."""
+    """The table of runs, redrawn every few seconds (see below). A run that started or ended elsewhere
+    (another tab, another visitor) redraws the whole page, so its panel and the poll rate follow."""
+    if bool(launch.active_runs()) != bool(active):
+        st.rerun()
+    listed = runs.list_runs(paths.runs_dir())
+    if not listed:
+        st.info("No runs yet: choose the settings above and start one.")
+        return
     rows = []
-    for run in runs.list_runs(paths.runs_dir()):
+    for run in listed:
         status = launch.status(run)
         now = results.live_run(run, status)
         train = (runs.read_json(run / runs.CONFIG, {}) or {}).get("train", {})
@@ -564,8 +574,8 @@ def past_runs() -> None:
     )
 
 
-# While a run is going the table follows it by itself; otherwise it is drawn once.
-st.fragment(past_runs, run_every=POLL_SECONDS if active else None)()
+# While a run is going the table follows it closely; otherwise it looks now and then for one starting.
+st.fragment(past_runs, run_every=POLL_SECONDS if active else IDLE_POLL_SECONDS)()
 finished = [run.name for run in run_dirs if launch.status(run)["state"] not in launch.ACTIVE]
 if finished:
     with st.expander("Delete a run"):

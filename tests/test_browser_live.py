@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 
+import pandas as pd
 import pytest
 from helpers import LOAD_MS, expw_faces, known_run, require_browser, server
 
 from fer import runs as R
+from fer.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -179,16 +182,46 @@ def test_a_run_is_followed_without_a_click_and_cancel_answers_at_once(live_serve
     assert results.get_by_role("button", name="Refresh").count() == 0
 
 
+def test_a_run_started_elsewhere_shows_on_an_open_train_page_by_itself(live_server, context):
+    """A Train page opened while nothing trains finds a run that another tab (or visitor) starts, and
+    follows it to its end, with no click. The run is written by the test: its status names this process,
+    so it reads as running, in its third epoch of four, until the test says it was cancelled."""
+    url, home, _ = live_server
+    page = context.new_page()
+    page.goto(f"{url}/train")
+    page.get_by_text("Past runs").first.wait_for()
+    settle(page)
+    run = R.new_run_dir(home / "runs", "started-elsewhere")
+    try:
+        R.write_json(run / R.CONFIG, {"train": {**TrainConfig(epochs=4).__dict__, "datasets": ["demo"]}})
+        R.write_csv(
+            run / R.HISTORY,
+            pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.3, 0.3], "seconds": [9.0, 9.0]}),
+        )
+        R.write_json(run / R.PROGRESS, {"epoch": 3, "epochs": 4, "batch": 5, "batches": 10, "seconds": 4.0})
+        R.set_status(run, "running", epoch=3, epochs=4)
+        wait_for_row(page, run.name, "state", "^training, epoch 3 of 4$", timeout=LOAD_MS)
+        page.get_by_text(f"Run {run.name}").first.wait_for()  # the page now watches it too
+        R.set_status(run, "cancelled")
+        wait_for_row(page, run.name, "state", "^cancelled$", timeout=LOAD_MS)
+    finally:
+        shutil.rmtree(run)
+
+
 # Phone width ----------------------------------------------------------------------------------------
 
 COVERED = """() => {
-    // Boxes of every chart title (inside the chart, or the text just above it) and of every toolbar
-    // (Plotly's and Streamlit's) drawn over a chart; returns the titles a toolbar covers.
+    // Boxes of every chart title (inside the chart: its title and notes such as the threshold's; or the
+    // bold text just above it), of every heading on the page, and of every toolbar (Plotly's and
+    // Streamlit's) drawn over a chart; returns the titles a toolbar covers.
     const boxes = el => [...el.getClientRects()].filter(r => r.width > 0 && r.height > 0);
     const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
     const titles = [], bars = [];
+    const text = el => { const range = document.createRange(); range.selectNodeContents(el); return boxes(range); };
+    document.querySelectorAll('[data-testid="stHeading"] :is(h1, h2, h3)').forEach(
+        h => titles.push([h.textContent, text(h)]));  // the words' boxes, not the heading's full width
     for (const chart of document.querySelectorAll('[data-testid="stPlotlyChart"]')) {
-        chart.querySelectorAll('.gtitle').forEach(t => titles.push([t.textContent, boxes(t)]));
+        chart.querySelectorAll('.gtitle, .annotation-text').forEach(t => titles.push([t.textContent, boxes(t)]));
         const element = chart.closest('[data-testid="stElementContainer"]');
         const above = element && element.previousElementSibling;
         const strong = above && above.querySelector('[data-testid="stMarkdown"] strong');
@@ -201,7 +234,7 @@ COVERED = """() => {
 }"""
 
 
-@pytest.mark.parametrize("path", ["", "train", "results"])
+@pytest.mark.parametrize("path", ["", "data", "train", "results"])
 def test_at_phone_width_no_toolbar_covers_a_chart_title(live_server, browser, path):
     url, home, _ = live_server
     runs = home / "runs"

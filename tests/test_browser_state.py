@@ -1,6 +1,6 @@
 """Links to a view, in a real browser against a real server: a reload keeps what a page shows, and a
 copied address opened in a fresh browser context (no cookies, no session: another person's browser)
-shows the same dataset, threshold, run and Train settings.
+shows the same dataset, threshold, run, compared runs, model and Train settings.
 
 The server is `streamlit run streamlit_app.py` (helpers.serving) with a home of its own holding a
 small dataset and two finished runs; the browser is conftest's. Waits are for text and for the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +35,8 @@ def server(tmp_path_factory):
         stamp = run.stat().st_mtime - age
         os.utime(run / "config.json", (stamp, stamp))
     R.write_naming(home / "runs" / "older", "The older try", "kept for the link test")
+    # The newer run gets a model (the bundled one), so Classify lists it.
+    shutil.copyfile(paths.BUNDLED_MODEL, home / "runs" / "newer" / R.BEST)
     with serving(home) as url:
         yield url, home, mine
     log = (home / "server.log").read_text()
@@ -53,6 +56,12 @@ def _query(page) -> dict[str, list[str]]:
 def _chosen(page, key: str) -> str:
     """The option a select box shows (its combobox input's value)."""
     return page.locator(f'.st-key-{key} input[role="combobox"]').input_value()
+
+
+def _compared(page) -> list[str]:
+    """The runs the comparison's multiselect shows, as their chips read."""
+    tags = page.locator(".st-key-results_compare .react-aria-ComboBox [data-tag]")
+    return [tags.nth(k).get_attribute("aria-label") for k in range(tags.count())]
 
 
 def _no_exception(page) -> None:
@@ -120,6 +129,16 @@ def test_a_copied_data_link_shows_the_same_dataset_and_threshold(server, browser
     page.goto(link)
     assert _mine_at_half(page) == first_kept != "18"
     _no_exception(page)
+
+    # Then to Train through the menu, and a reload there: the same dataset and threshold, not the demo.
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).click()
+    used = re.compile(rf"Dataset: mine, {first_kept} of 18 faces \(detector score at least 0\.5\)")
+    page.get_by_text(used).first.wait_for()
+    settle(page)
+    assert _query(page) == {"dataset": [str(mine)], "threshold": ["0.5"]}
+    page.reload()
+    page.get_by_text(used).first.wait_for()
+    _no_exception(page)
     other.close()
 
 
@@ -127,11 +146,17 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     url, home, _ = server
     context = _context(browser)
     page = context.new_page()
-    page.goto(f"{url}/results?run=older")
+    page.goto(f"{url}/results?run=older&compare=newer&compare=older")
     page.get_by_text("Compare runs").first.wait_for()
     settle(page)
     assert _chosen(page, "results_run") == "The older try · older (finished)"
     assert page.get_by_text("kept for the link test").count()  # its note
+    both = ["moved-dataset · seed · newer", "The older try · older"]
+    assert _compared(page) == both
+    page.reload()
+    page.get_by_text("Compare runs").first.wait_for()
+    settle(page)
+    assert _compared(page) == both and _query(page) == {"run": ["older"], "compare": ["newer", "older"]}
     link = page.url
     context.close()
 
@@ -141,6 +166,7 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     page.get_by_text("Compare runs").first.wait_for()
     settle(page)
     assert _chosen(page, "results_run") == "The older try · older (finished)"
+    assert _compared(page) == both
     # A run the server does not list (a path, here) is named in a warning, and the newest run shows.
     page.goto(f"{url}/results?run=..%2F..%2Fetc")
     page.get_by_text("Compare runs").first.wait_for()
@@ -151,3 +177,29 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     _no_exception(page)
     other.close()
     assert Path(home / "runs" / "older").is_dir()
+
+
+def test_a_copied_classify_link_shows_the_same_model(server, browser):
+    url, _, _ = server
+    context = _context(browser)
+    page = context.new_page()
+    page.goto(f"{url}/classify?model=newer")
+    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
+    settle(page)
+    assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
+    page.reload()
+    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
+    settle(page)
+    assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
+    assert _query(page) == {"model": ["newer"]}
+    link = page.url
+    context.close()
+
+    other = _context(browser)
+    page = other.new_page()
+    page.goto(link)
+    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
+    settle(page)
+    assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
+    _no_exception(page)
+    other.close()

@@ -123,6 +123,30 @@ def test_the_past_runs_table_shows_where_a_run_is_and_its_time_left(home):
     assert [m.value for m in at.metric if m.label == "Time left"] == [row["time left"]]
 
 
+def test_with_no_runs_yet_the_past_runs_part_says_so_and_still_looks_for_one(home):
+    at = train_page()
+    assert any(i.value.startswith("No runs yet") for i in at.info)
+    assert at.button(key="start")  # the page goes on below: the past runs' part keeps looking
+    run = going_run()  # started meanwhile, elsewhere: the next look (a redraw of the page here) lists it
+    at.run()
+    table = at.dataframe[-1].value
+    assert table["run"].tolist() == [run.name]
+
+
+def test_a_going_run_shows_its_settings_and_is_named_on_the_train_page(home):
+    run = going_run()
+    at = train_page()
+    settings = dict(zip(at.table[0].value["setting"], at.table[0].value["value"]))
+    assert settings["epochs"] == "4"
+    at.text_input(key=f"train_naming_name_{run.name}").input("Going strong")
+    at.text_area(key=f"train_naming_note_{run.name}").input("flips on")
+    at.button(key=f"train_naming_save_{run.name}").click().run()
+    assert not at.exception, at.exception
+    assert R.read_naming(run) == {"name": "Going strong", "note": "flips on"}
+    table = at.dataframe[-1].value
+    assert table[table["run"] == run.name].iloc[0]["name"] == "Going strong"
+
+
 def test_cancel_says_cancelling_on_the_redraw_its_click_starts(home):
     run = going_run()
     at = train_page()
@@ -134,3 +158,55 @@ def test_cancel_says_cancelling_on_the_redraw_its_click_starts(home):
     table = at.dataframe[-1].value
     assert table[table["run"] == run.name].iloc[0]["state"] == "cancelling…"
     assert R.read_status(run)["pid"] == os.getpid()  # asked, not killed: it stops after its batch
+
+
+# The Results page ---------------------------------------------------------------------------------
+
+
+def results_page(run: Path) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.query_params["run"] = run.name
+    at.switch_page("pages/results.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_results_page_shows_a_going_run_with_its_time_left_and_no_refresh_button(home):
+    run = going_run()
+    at = results_page(run)
+    [said] = [i.value for i in at.info if i.value.startswith("This run is ")]
+    assert said.startswith("This run is training, epoch 3 of 4. Time left: ")
+    assert results.live_run(run).time_left in said and "follows it by itself" in said
+    assert not [b for b in at.button if "Refresh" in b.label]
+    # The next redraw (the page's own, every few seconds) reads the run again: it has moved on.
+    R.write_csv(
+        run / R.HISTORY,
+        pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.3] * 3, "seconds": [90.0, 60.0, 60.0]}),
+    )
+    R.write_json(run / R.PROGRESS, {"epoch": 4, "epochs": 4, "batch": 1, "batches": 10, "updated": 1000.0})
+    R.set_status(run, "running", epoch=4, epochs=4)
+    at.run()
+    assert any(i.value.startswith("This run is training, epoch 4 of 4.") for i in at.info)
+    R.write_json(run / R.PROGRESS, {"stage": "testing"})
+    at.run()
+    assert any(
+        i.value.startswith("This run is scoring its test faces. Time left: under a minute") for i in at.info
+    )
+
+
+def test_the_results_page_redraws_a_going_run_by_itself():
+    """The live part of the Results page (and of the Train page) is a fragment Streamlit reruns every
+    few seconds: nobody has to press anything for the page to follow the run."""
+    import ast
+
+    for page, name in (("results.py", "live"), ("train.py", "live"), ("train.py", "waiting_line")):
+        tree = ast.parse((Path(APP).parent / "pages" / page).read_text())
+        [function] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+        every = [
+            k.value
+            for d in function.decorator_list
+            if isinstance(d, ast.Call) and ast.unparse(d.func) == "st.fragment"
+            for k in d.keywords
+            if k.arg == "run_every"
+        ]
+        assert every and ast.unparse(every[0]) == "POLL_SECONDS", f"{page}: {name} is not redrawn by itself"

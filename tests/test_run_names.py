@@ -159,3 +159,19 @@ def test_train_again_fills_the_train_form_from_the_results_page(home):
     assert said and "image_size 32 (it must be one of 48" in said[0], [i.value for i in at.info]
     assert at.session_state[common.DATASET] == "demo" and at.session_state[common.MIN_CONFIDENCE] == 40.0
     assert dict(at.query_params)["epochs"] == "9" and dict(at.query_params)["threshold"] == "40"
+
+
+def test_train_again_on_the_train_page_fills_its_form_from_the_run_it_shows(home):
+    run = home / "runs" / "newer"
+    config = json.loads((run / R.CONFIG).read_text())
+    config["train"].update(epochs=11, dropout=0.4, datasets=["demo"])
+    R.write_json(run / R.CONFIG, config)
+    at = page("pages/train.py")  # a new tab: it shows the newest run, finished
+    settings = dict(zip(at.table[0].value["setting"], at.table[0].value["value"]))
+    assert settings["epochs"] == "11" and settings["dropout"] == "0.4"
+    assert at.number_input(key="epochs").value == TrainConfig().epochs
+    at.button(key="train_again").click().run()
+    assert not at.exception
+    assert at.number_input(key="epochs").value == 11 and at.slider(key="dropout").value == 0.4
+    assert any("The form holds the settings of run newer" in i.value for i in at.info)
+    assert dict(at.query_params)["epochs"] == "11"

@@ -1,6 +1,7 @@
-"""What readers who are not engineers see: no command lines or server paths on the Results and Classify
-pages nor in the shared HTML report; each score says which kind of photo it applies to; the detector's
-score and the model's probability have names of their own; model names and macro F1 are explained."""
+"""What readers who are not engineers see: no command lines or server paths on the Results, Classify and
+Your faces pages nor in the shared HTML report; each score says which kind of photo it applies to; the
+detector's score and the model's probability have names of their own; model names and macro F1 are
+explained."""
 
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ def test_results_of_a_finished_run_show_no_path_or_command_and_explain_names(hom
     assert [m.help for m in at.metric if m.label == "Macro F1"] == [results.MACRO_F1_HELP]
     assert any(results.ARCH_WORDS["seed"] in text for text in texts)  # the caption's help names the network
     assert any(text.startswith("The test faces are the faces of dataset faces") for text in texts)
+    settings = dict(zip(at.table[0].value["setting"], at.table[0].value["value"]))
+    assert settings["arch"] == f"seed: {results.ARCH_WORDS['seed']}"  # the network's name, explained
+    assert "minimum detector score" in settings and not any("confidence" in key for key in settings)
 
 
 @pytest.mark.parametrize("state", ["cancelled", "interrupted", "failed"])
@@ -96,10 +100,13 @@ def test_train_page_of_a_run_that_stopped_without_finishing_names_no_command(hom
     run = R.new_run_dir(paths.runs_dir(), "stopped")
     R.write_json(run / R.CONFIG, {"train": {**TrainConfig().__dict__, "datasets": [SECRET]}})
     R.set_status(run, "interrupted", error="the machine restarted", pid=2**22 + 7)  # no such process
+    (run / R.LOG).write_text(f"cache: built {SECRET}/cache/3f2a\nepoch 2/30\nrun folder: {run}\n")
     at = open_page("train", **{common.RUN: str(run)})
     texts = page_texts(at)
-    assert_for_readers(texts, run)
+    assert_for_readers(texts, run, SECRET)
     assert any("stopped without finishing" in w.value and "resume" in w.value for w in at.warning)
+    [log] = [c.value for c in at.code]  # the end of its log, each path cut to its last part
+    assert log == "cache: built 3f2a\nepoch 2/30\nrun folder: stopped"
 
 
 @pytest.mark.parametrize("state", ["cancelled", "interrupted"])
@@ -156,6 +163,18 @@ def test_home_says_which_score_applies_to_which_kind_of_photo(home):
     assert not any("Accuracy on" in t or "[mtcnn]" in t for t in texts)
 
 
+def test_home_explains_the_network_in_a_runs_model_name(home):
+    import shutil
+
+    run = known_run(R.new_run_dir(paths.runs_dir(), "known"))
+    shutil.copyfile(paths.BUNDLED_MODEL, run / R.BEST)
+    at = open_page("home", **{common.MODEL: str(run / R.BEST)})
+    [name] = [m for m in at.markdown if m.value.startswith("**moved-dataset · seed (run known)")]
+    assert name.help == results.ARCH_HELP
+    bundled = open_page("home")
+    assert all(m.help in (None, "") for m in bundled.markdown if m.value.startswith("**Bundled model"))
+
+
 def test_classify_explains_its_model_in_words_and_shows_no_command(home):
     at = open_page("classify")
     texts = page_texts(at)
@@ -163,6 +182,24 @@ def test_classify_explains_its_model_in_words_and_shows_no_command(home):
     assert any("posed, frontal faces" in t for t in texts)
     assert any("photos from the web" in t for t in texts)
     assert any(e.label.startswith("How well this model does") for e in at.expander)
+    # Runs are listed by names such as "Demo · vgg": the list's help says what vgg and seed are.
+    assert all(words in at.selectbox(key="classify_model").help for words in results.ARCH_WORDS.values())
+
+
+def test_your_faces_shows_no_path_or_command_and_opens_the_collection_on_the_data_page(home):
+    from PIL import Image
+
+    from fer import collect
+
+    folder = collect.collection_dir("my-faces")
+    collect.add_face(folder, Image.new("RGB", (120, 160), "gray"), (10, 20, 70, 80), 0.98, "happy")
+    at = open_page("collect")
+    assert_for_readers(page_texts(at), home, folder)
+    at.button(key="collect_open_data").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[common.DATASET] == str(folder.resolve())
+    assert at.text_input(key="data_path").value == str(folder.resolve())  # now on the Data page
+    assert any(m.label == "Faces" and m.value == "1" for m in at.metric)
 
 
 def test_data_calls_the_detector_score_by_its_name(home):
