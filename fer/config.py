@@ -82,7 +82,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     datasets: tuple[str, ...] = ("demo",)  # pooled; labels matched by name
-    # vgg-lite trains about twice as fast as vgg on a CPU at the same validation accuracy (docs/benchmarks.md)
+    # vgg-lite trains 1.5 to 2 times as fast as vgg on a CPU at the same validation accuracy (docs/benchmarks.md)
     arch: str = "vgg-lite"  # see ARCHITECTURES
     width: int = 16  # filters in the first block (vgg family)
     image_size: int = 48  # faces are resized to image_size x image_size

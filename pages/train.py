@@ -360,7 +360,7 @@ arch = first.selectbox(
     format_func=ARCH_LABELS.get,
     key="arch",
     disabled=bool(init_from),
-    help="The shape of the model. The default trains about twice as fast as vgg on a processor, as "
+    help="The shape of the model. The default trains 1.5 to 2 times as fast as vgg on a processor, as "
     "accurately in our tests; the report's CNN reproduces the report. " + results.ARCH_HELP,
 )
 image_size = first.select_slider(
