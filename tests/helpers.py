@@ -445,3 +445,17 @@ def two_runs_home(folder: Path, monkeypatch) -> Path:
     monkeypatch.setenv("FER_HOME", str(folder))
     monkeypatch.setenv(paths.ROOTS_VARIABLE, "")
     return folder
+
+
+# Six expw-sample photos, each with one face the default detector finds.
+GROUP_PHOTOS = ["afraid_man_208.jpg", "amazed_African_779.jpg", "amazed_actor_137.jpg",
+                "amazed_boss_637.jpg", "amazed_chinese_51.jpg", "amazed_couple_145.jpg"]  # fmt: skip
+
+
+def group_photo(expw_sample: Path) -> Image.Image:
+    """One picture of several faces: the GROUP_PHOTOS side by side, three by two, 320 px each."""
+    sheet = Image.new("RGB", (960, 640), "white")
+    for index, name in enumerate(GROUP_PHOTOS):
+        tile = Image.open(expw_sample / "image" / name).convert("RGB").resize((320, 320))
+        sheet.paste(tile, ((index % 3) * 320, (index // 3) * 320))
+    return sheet

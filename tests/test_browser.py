@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import LOAD_MS, face_crop, require_browser, serving, settle
+from helpers import GROUP_PHOTOS, LOAD_MS, face_crop, group_photo, require_browser, serving, settle
 
 pytestmark = pytest.mark.slow
 
@@ -94,14 +94,7 @@ def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
 
 @pytest.mark.realdata
 def test_a_group_photo_is_a_grid_of_faces_beside_the_boxed_picture(server, page, tmp_path, expw_sample):
-    from PIL import Image
-
-    names = ["afraid_man_208.jpg", "amazed_African_779.jpg", "amazed_actor_137.jpg",
-             "amazed_boss_637.jpg", "amazed_chinese_51.jpg", "amazed_couple_145.jpg"]  # fmt: skip
-    sheet = Image.new("RGB", (960, 640), "white")
-    for index, name in enumerate(names):
-        tile = Image.open(expw_sample / "image" / name).convert("RGB").resize((320, 320))
-        sheet.paste(tile, ((index % 3) * 320, (index // 3) * 320))
+    sheet = group_photo(expw_sample)
     photo = tmp_path / "group.png"
     sheet.save(photo)
     url, _ = server
@@ -110,9 +103,9 @@ def test_a_group_photo_is_a_grid_of_faces_beside_the_boxed_picture(server, page,
     settle(page)
     page.get_by_role("tab", name="Upload photos").click()
     page.locator('.st-key-uploads [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
-    page.get_by_text(f"Face {len(names)}:").or_(page.get_by_text("No face found")).first.wait_for()
+    page.get_by_text(f"Face {len(GROUP_PHOTOS)}:").or_(page.get_by_text("No face found")).first.wait_for()
     settle(page)
-    assert page.get_by_text(f"Face {len(names)}:").count(), page.locator(
+    assert page.get_by_text(f"Face {len(GROUP_PHOTOS)}:").count(), page.locator(
         '[data-testid="stAlert"]'
     ).all_inner_texts()
     assert not page.locator('[data-testid="stPlotlyChart"]').count()  # no chart per face: a compact grid

@@ -69,6 +69,24 @@ def _no_exception(page) -> None:
     assert not errors.count(), errors.first.inner_text()
 
 
+def _reloaded_then_opened_afresh(browser, context, page, ready: str, check):
+    """Run `check(page)` after a reload of `page`, then close its browser context and run it again in a
+    fresh one that opens the address it had (a copied link). Returns the fresh context and page."""
+    page.reload()
+    page.get_by_text(ready).first.wait_for()
+    settle(page)
+    check(page)
+    link = page.url
+    context.close()
+    other = _context(browser)
+    page = other.new_page()
+    page.goto(link)
+    page.get_by_text(ready).first.wait_for()
+    settle(page)
+    check(page)
+    return other, page
+
+
 def test_a_reload_keeps_the_train_settings_and_a_copied_link_opens_them(server, browser):
     url, _, _ = server
     context = _context(browser)
@@ -81,22 +99,14 @@ def test_a_reload_keeps_the_train_settings_and_a_copied_link_opens_them(server, 
     field.press("Enter")
     page.wait_for_url(re.compile(r"[?&]epochs=7\b"))
     settle(page)
-    page.reload()
-    page.get_by_text("Start training").first.wait_for()
-    settle(page)
-    assert page.get_by_label("Epochs", exact=True).input_value() == "7"
-    assert _query(page) == {"epochs": ["7"]}
-    _no_exception(page)
-    link = page.url
-    context.close()
 
-    other = _context(browser)  # someone else's browser: nothing but the address
-    page = other.new_page()
-    page.goto(link)
-    page.get_by_text("Start training").first.wait_for()
-    settle(page)
-    assert page.get_by_label("Epochs", exact=True).input_value() == "7"
-    _no_exception(page)
+    def seven_epochs(page) -> None:
+        assert page.get_by_label("Epochs", exact=True).input_value() == "7"
+        assert _query(page) == {"epochs": ["7"]}
+        _no_exception(page)
+
+    # The fresh browser is someone else's: it has nothing but the address.
+    other, _ = _reloaded_then_opened_afresh(browser, context, page, "Start training", seven_epochs)
     other.close()
 
 
@@ -153,20 +163,12 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     assert page.get_by_text("kept for the link test").count()  # its note
     both = ["moved-dataset · seed · newer", "The older try · older"]
     assert _compared(page) == both
-    page.reload()
-    page.get_by_text("Compare runs").first.wait_for()
-    settle(page)
-    assert _compared(page) == both and _query(page) == {"run": ["older"], "compare": ["newer", "older"]}
-    link = page.url
-    context.close()
 
-    other = _context(browser)
-    page = other.new_page()
-    page.goto(link)
-    page.get_by_text("Compare runs").first.wait_for()
-    settle(page)
-    assert _chosen(page, "results_run") == "The older try · older (finished)"
-    assert _compared(page) == both
+    def same_view(page) -> None:
+        assert _chosen(page, "results_run") == "The older try · older (finished)"
+        assert _compared(page) == both and _query(page) == {"run": ["older"], "compare": ["newer", "older"]}
+
+    other, page = _reloaded_then_opened_afresh(browser, context, page, "Compare runs", same_view)
     # A run the server does not list (a path, here) is named in a warning, and the newest run shows.
     page.goto(f"{url}/results?run=..%2F..%2Fetc")
     page.get_by_text("Compare runs").first.wait_for()
@@ -186,20 +188,14 @@ def test_a_copied_classify_link_shows_the_same_model(server, browser):
     page.goto(f"{url}/classify?model=newer")
     page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
     settle(page)
-    assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
-    page.reload()
-    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
-    settle(page)
-    assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
-    assert _query(page) == {"model": ["newer"]}
-    link = page.url
-    context.close()
 
-    other = _context(browser)
-    page = other.new_page()
-    page.goto(link)
-    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
-    settle(page)
-    assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
+    def same_model(page) -> None:
+        assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
+        assert _query(page) == {"model": ["newer"]}
+
+    same_model(page)
+    other, page = _reloaded_then_opened_afresh(
+        browser, context, page, "Take a snapshot or upload a photo", same_model
+    )
     _no_exception(page)
     other.close()

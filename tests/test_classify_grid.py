@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import face_crop
+from helpers import GROUP_PHOTOS, face_crop, group_photo
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -118,19 +118,14 @@ def test_a_webcam_answer_is_drawn_beside_the_camera(many_boxes):
 
 @pytest.mark.realdata
 def test_a_sheet_of_real_photos_gets_one_grid_entry_per_face_found(expw_sample):
-    names = ["afraid_man_208.jpg", "amazed_African_779.jpg", "amazed_actor_137.jpg",
-             "amazed_boss_637.jpg", "amazed_chinese_51.jpg", "amazed_couple_145.jpg"]  # fmt: skip
-    sheet = Image.new("RGB", (960, 640), "white")
-    for index, name in enumerate(names):
-        tile = Image.open(expw_sample / "image" / name).convert("RGB").resize((320, 320))
-        sheet.paste(tile, ((index % 3) * 320, (index // 3) * 320))
+    sheet = group_photo(expw_sample)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     at = classify_page()
     at.file_uploader(key="uploads").set_value(("sheet.png", buffer.getvalue(), "image/png")).run()
     assert not at.exception
     faces = len(at.dataframe[0].value)
-    assert faces >= len(names)  # the detector finds several faces on the sheet
+    assert faces >= len(GROUP_PHOTOS)  # the detector finds several faces on the sheet
     headings = face_headings(at)
     assert [h.split(":")[0] for h in headings] == [f"**Face {n}" for n in range(1, faces + 1)]
     assert charts(at) == [] and len(at.get("image")) == 1 + faces
