@@ -608,9 +608,16 @@ def _score(
     the run done."""
     runs.write_json(run_dir / runs.PROGRESS, {"stage": "testing", "updated": time.time()})
     best, _ = modelfile.load_model(run_dir / runs.BEST)
-    mirrored = modelfile.reads_mirrored(metadata)  # the faces are read as the saved model will read them
     val = data["val"]
-    raw_val = modelfile.predict_probabilities(best, val.images, config.batch_size, flip=mirrored)
+    if config.init_from:  # read as the model it started from reads faces (_reading_of_start)
+        mirrored = modelfile.reads_mirrored(metadata)
+        raw_val = modelfile.predict_probabilities(best, val.images, config.batch_size, flip=mirrored)
+    else:
+        mirrored, raw_val, choice = _choose_mirror_reading(best, val, config.batch_size)
+        if choice:
+            metadata["mirror_reading"] = choice
+        if mirrored:
+            metadata[modelfile.MIRRORED] = True
     entry, why_none = _calibration(config, val.y, raw_val)
     if entry:
         metadata["calibration"] = entry
@@ -620,6 +627,7 @@ def _score(
     result = metrics(test.y, probabilities.argmax(axis=1), labels)
     result["split"] = "test" if len(data["test"].y) else "val (no test faces)"
     result["best_epoch"] = state.get("best_epoch")
+    result["mirrored"] = mirrored
     if len(test.y):
         result["calibration"] = calibration.summary(raw, probabilities, test.y, metadata)
         if why_none:
@@ -632,6 +640,28 @@ def _score(
     modelfile.save_model(best, run_dir / runs.BEST, {**metadata, "epoch": state.get("best_epoch")})
     runs.set_status(run_dir, "done", error=None, best_epoch=state.get("best_epoch"))
     return result
+
+
+def _choose_mirror_reading(best, val: faces.Split, batch_size: int) -> tuple[bool, np.ndarray, dict | None]:
+    """Whether the new model reads each face with its mirror image too (fer.modelfile.reads_mirrored),
+    chosen on the run's val faces: it does where the averaged answers are right at least as often as
+    the face's alone (a tie goes to the mirror: the answer then moves less with the crop; see
+    docs/classifying.md). Returns the choice, the chosen val probabilities and the two accuracies."""
+    plain = modelfile.predict_probabilities(best, val.images, batch_size, flip=False)
+    if not len(val.y):
+        return False, plain, None
+    both = modelfile.predict_probabilities(best, val.images, batch_size, flip=True)
+    accuracy = {
+        "plain": float(np.mean(plain.argmax(axis=1) == val.y)),
+        "mirrored": float(np.mean(both.argmax(axis=1) == val.y)),
+    }
+    mirrored = accuracy["mirrored"] >= accuracy["plain"]
+    choice = {
+        "chosen": "mirrored" if mirrored else "plain",
+        "val_accuracy": accuracy,
+        "val_faces": len(val.y),
+    }
+    return mirrored, both if mirrored else plain, choice
 
 
 def _reading_of_start(config: TrainConfig, run_dir: Path, *, resume: bool) -> dict:

@@ -201,6 +201,45 @@ def test_a_trained_run_is_calibrated_and_writes_calibrated_probabilities(tiny_ru
 
 
 @pytest.mark.slow
+def test_a_new_run_reads_faces_with_their_mirror_image_where_its_val_faces_say_so(tiny_run):
+    metadata = modelfile.read_metadata(tiny_run / R.BEST)
+    choice = metadata["mirror_reading"]
+    accuracy = choice["val_accuracy"]
+    assert choice["val_faces"] == metadata["counts"]["val"]
+    assert choice["chosen"] == ("mirrored" if accuracy["mirrored"] >= accuracy["plain"] else "plain")
+    assert modelfile.reads_mirrored(metadata) == (choice["chosen"] == "mirrored")
+    assert R.read_json(tiny_run / R.METRICS)["mirrored"] == modelfile.reads_mirrored(metadata)
+
+
+class _LeftBrightModel:
+    """A network that says class 0 with 0.6 for a face brighter on its left half, and class 1 for
+    certain otherwise: read alone, a left-bright face is class 0; averaged with its mirror, class 1."""
+
+    output_shape = (None, 2)
+
+    def predict_on_batch(self, x):
+        half = x.shape[2] // 2
+        left_bright = x[:, :, :half].mean(axis=(1, 2, 3)) > x[:, :, half:].mean(axis=(1, 2, 3))
+        first = np.where(left_bright, 0.6, 0.0)
+        return np.stack([first, 1 - first], axis=1)
+
+
+@pytest.mark.parametrize(("label", "chosen"), [(0, "plain"), (1, "mirrored")])
+def test_the_mirror_reading_is_chosen_by_the_val_faces_accuracy(label, chosen):
+    from fer.faces import Split
+    from fer.train import _choose_mirror_reading
+
+    images = np.zeros((6, 48, 48), dtype=np.uint8)
+    images[:, :, :24] = 200  # every face brighter on its left
+    val = Split(images=images, faces=pd.DataFrame(index=range(6)), y=np.full(6, label))
+    mirrored, probabilities, choice = _choose_mirror_reading(_LeftBrightModel(), val, batch_size=4)
+    assert choice["chosen"] == chosen and mirrored == (chosen == "mirrored")
+    assert choice["val_accuracy"] == (
+        {"plain": 1.0, "mirrored": 0.0} if label == 0 else {"plain": 0.0, "mirrored": 1.0}
+    )
+    assert (probabilities.argmax(axis=1) == label).all()  # the chosen reading's answers
+
+
 def test_export_keeps_the_calibration(tiny_run, tmp_path):
     out = tmp_path / "shipped.keras"
     export_model(tiny_run, out)
@@ -223,14 +262,17 @@ def test_fer_calibrate_writes_a_model_whose_predictor_gives_calibrated_probabili
     assert entry["method"] == "temperature" and entry["faces"] > 0 and "val faces" in entry["fitted_on"]
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     model, _ = modelfile.load_model(out)
-    raw = modelfile.predict_probabilities(model, faces)
+    raw = modelfile.predict_probabilities(model, faces, flip=modelfile.reads_mirrored(metadata))
     predictor = Predictor(out, detector="haar")
     assert predictor.calibration == entry
     np.testing.assert_allclose(
         predictor.classify(faces), calibration.scale(raw, entry["temperature"]), atol=1e-5
     )
     # Without the entry, the network's own probabilities, exactly.
-    assert np.array_equal(modelfile.predict_probabilities(model, faces, metadata={}), raw)
+    assert np.array_equal(
+        modelfile.predict_probabilities(model, faces, metadata={}, flip=modelfile.reads_mirrored(metadata)),
+        raw,
+    )
 
 
 @pytest.mark.slow
