@@ -76,13 +76,13 @@ print(json.dumps({
 @pytest.mark.slow
 def test_jax_backend_trains_the_default_architecture(tmp_path):
     pytest.importorskip("jax")
-    from fer.config import ModelConfig
+    from fer.config import TrainConfig
 
     # Unoptimised XLA code compiles in half the time on a small CPU; the numbers are the same.
     flags = os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0")
     result = run_script(JAX_SCRIPT, str(tmp_path / "run"), KERAS_BACKEND="jax", XLA_FLAGS=flags)
     assert result["backend"] == "jax"
-    assert result["arch"] == ModelConfig().arch
+    assert result["arch"] == TrainConfig().arch
     assert result["steps"] == 2
     assert len(result["loss"]) == 1 and result["loss"][0] > 0
     assert result["changed"], "fit changed no weight"
