@@ -22,6 +22,7 @@ COMPARE = "results_compare"  # the comparison's widget key
 COMPARED = "results_compared"  # the runs compared, kept while other pages show (Streamlit drops the widget's)
 MAX_FACES = 40  # faces shown for one cell; the table below them lists every one
 POLL_SECONDS = 2.0  # how often a run still going is read again
+RUNS_POLL_SECONDS = 10.0  # how often the list of runs is read again (one may start or go elsewhere)
 
 
 def _stamp(run: str) -> tuple[float, ...]:
@@ -470,10 +471,19 @@ def compare(run_dirs: list[Path], current: runs.Run) -> None:
     common.chart(figure, key="results_compare_chart")
 
 
+@st.fragment(run_every=RUNS_POLL_SECONDS)
+def runs_appearing(known: set[str]) -> None:
+    """Redraw the page when a run is started or deleted elsewhere (another tab, another visitor), so
+    the run picker lists it with no click."""
+    if {str(p) for p in runs.list_runs(paths.runs_dir())} != known:
+        st.rerun()
+
+
 # The page -----------------------------------------------------------------------------------------
 
 st.title("Results")
 run_dirs = runs.list_runs(paths.runs_dir())
+runs_appearing({str(p) for p in run_dirs})
 if not run_dirs:
     st.info(
         "No training runs yet. Train a model on the Train page, and its results appear here.",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import socket
 
 import pandas as pd
 import pytest
-from helpers import LOAD_MS, expw_faces, known_run, require_browser, server
+from helpers import LOAD_MS, expw_faces, known_run, require_browser, server, wait_for
 
 from fer import runs as R
 from fer.config import TrainConfig
@@ -204,6 +205,32 @@ def test_a_run_started_elsewhere_shows_on_an_open_train_page_by_itself(live_serv
         page.get_by_text(f"Run {run.name}").first.wait_for()  # the page now watches it too
         R.set_status(run, "cancelled")
         wait_for_row(page, run.name, "state", "^cancelled$", timeout=LOAD_MS)
+    finally:
+        shutil.rmtree(run)
+
+
+def test_a_run_started_elsewhere_is_listed_on_an_open_results_page_by_itself(live_server, context):
+    """The Results page's run picker gains a run that another tab (or visitor) starts, with no click."""
+    url, home, _ = live_server
+    page = context.new_page()
+    page.goto(f"{url}/results")
+    page.get_by_text("Results").first.wait_for()
+    settle(page)
+    run = R.new_run_dir(home / "runs", "listed-elsewhere")
+    try:
+        R.write_json(run / R.CONFIG, {"train": {**TrainConfig(epochs=4).__dict__, "datasets": ["demo"]}})
+        R.set_status(run, "cancelled")
+
+        def listed() -> bool:
+            picker = page.locator(".st-key-results_run")
+            if not picker.count():  # the page had no runs yet: the picker appears with this one
+                return False
+            picker.click()
+            found = page.get_by_role("option", name=re.compile(run.name)).count() > 0
+            page.keyboard.press("Escape")
+            return found
+
+        wait_for(listed, "the new run in the Results page's run picker", run, timeout=LOAD_MS / 1000)
     finally:
         shutil.rmtree(run)
 
