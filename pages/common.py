@@ -731,12 +731,13 @@ def photo_uploads(key: str) -> list:
     )
 
 
-def resume_button(run: Path, key: str) -> None:
-    """A Resume button for a cancelled or interrupted run (fer.launch.resume): it carries on from its
-    last finished epoch, waiting for a free training slot like a new run, and the page redraws."""
+def resume_button(run: Path) -> None:
+    """The Resume button (key "resume_<run>") of a run that stopped without finishing
+    (fer.launch.RESUMABLE): it carries on from its last finished epoch, waiting for a free training
+    slot like a new run, and the page redraws."""
     if st.button(
         "Resume training",
-        key=key,
+        key=f"resume_{Path(run).name}",
         icon=":material/play_arrow:",
         help="Carry on from the last finished epoch. It waits for a free training slot like a new run.",
     ):

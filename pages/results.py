@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from fer import paths, report, results, runs, saliency
+from fer import launch, paths, report, results, runs, saliency
 from pages import common
 
 common.init_session()  # also here: a page opened by its own URL may run before the entry file's defaults
@@ -83,18 +83,18 @@ def status(run: runs.Run) -> None:
         common.log_failure(run.path)
     elif state == "cancelled":
         st.warning(f"This run was cancelled before it finished. {resume}", icon=":material/cancel:")
-        common.resume_button(run.path, f"resume_{run.path.name}")
     elif state == "interrupted":
         st.warning(
             f"This run was interrupted: {error or 'its process stopped without finishing'}. {resume}",
             icon=":material/warning:",
         )
-        common.resume_button(run.path, f"resume_{run.path.name}")
     elif state == "done" and run.metrics is None:
         st.error(
             "This run says it is done, but its test results are missing or unreadable, so there is "
             "nothing to show. Train it again, or ask whoever runs this server to score its model."
         )
+    if state in launch.RESUMABLE:
+        common.resume_button(run.path)
 
 
 @st.fragment(run_every=POLL_SECONDS)

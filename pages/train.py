@@ -26,9 +26,8 @@ WATCHING = "train_watching"  # the run folder this page shows, live or finished
 ANNOUNCED = "train_announced"  # the finished run already handed to the Results page (once, not every visit)
 DELETED = "train_deleted"  # the message left by the delete callback for the next run of the page
 POLL_SECONDS = 2.0
-IDLE_POLL_SECONDS = (
-    10.0  # how often the past runs are read again while none is going (one may start elsewhere)
-)
+# How often the past runs are read again while none is going (one may start elsewhere).
+IDLE_POLL_SECONDS = 10.0
 
 DEFAULTS = TrainConfig()
 ARCH_LABELS = {
@@ -225,13 +224,13 @@ def outcome(run: Path, status: dict) -> None:
         common.log_failure(run)
     elif state == "cancelled":
         st.info(f"Run {name} was cancelled after {finished_epochs(run)} finished epoch(s).")
-        common.resume_button(run, f"resume_{run.name}")
     else:
         st.warning(
             f"Run {name} stopped without finishing ({error or 'its process ended'}). Its last finished epoch "
             "is saved: resume it to carry on from there."
         )
-        common.resume_button(run, f"resume_{run.name}")
+    if state in launch.RESUMABLE:
+        common.resume_button(run)
     if status.get("log") and state != "failed":
         with st.expander("End of the training log"):
             st.code(results.without_paths(status["log"]), language=None)  # no server path on the page

@@ -10,11 +10,13 @@ test frees the slot it trains (three epochs of one batch, the report's small CNN
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import shutil
 import socket
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -183,6 +185,18 @@ def test_a_run_is_followed_without_a_click_and_cancel_answers_at_once(live_serve
     assert results.get_by_role("button", name="Refresh").count() == 0
 
 
+@contextlib.contextmanager
+def run_written_elsewhere(home: Path, name: str):
+    """A run folder as another tab (or visitor) starts one: its config, four epochs on the demo
+    dataset, written by the test; the folder is removed afterwards."""
+    run = R.new_run_dir(home / "runs", name)
+    try:
+        R.write_json(run / R.CONFIG, {"train": {**TrainConfig(epochs=4).__dict__, "datasets": ["demo"]}})
+        yield run
+    finally:
+        shutil.rmtree(run)
+
+
 def test_a_run_started_elsewhere_shows_on_an_open_train_page_by_itself(live_server, context):
     """A Train page opened while nothing trains finds a run that another tab (or visitor) starts, and
     follows it to its end, with no click. The run is written by the test: its status names this process,
@@ -192,9 +206,7 @@ def test_a_run_started_elsewhere_shows_on_an_open_train_page_by_itself(live_serv
     page.goto(f"{url}/train")
     page.get_by_text("Past runs").first.wait_for()
     settle(page)
-    run = R.new_run_dir(home / "runs", "started-elsewhere")
-    try:
-        R.write_json(run / R.CONFIG, {"train": {**TrainConfig(epochs=4).__dict__, "datasets": ["demo"]}})
+    with run_written_elsewhere(home, "started-elsewhere") as run:
         R.write_csv(
             run / R.HISTORY,
             pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.3, 0.3], "seconds": [9.0, 9.0]}),
@@ -205,8 +217,6 @@ def test_a_run_started_elsewhere_shows_on_an_open_train_page_by_itself(live_serv
         page.get_by_text(f"Run {run.name}").first.wait_for()  # the page now watches it too
         R.set_status(run, "cancelled")
         wait_for_row(page, run.name, "state", "^cancelled$", timeout=LOAD_MS)
-    finally:
-        shutil.rmtree(run)
 
 
 def test_a_run_started_elsewhere_is_listed_on_an_open_results_page_by_itself(live_server, context):
@@ -216,9 +226,7 @@ def test_a_run_started_elsewhere_is_listed_on_an_open_results_page_by_itself(liv
     page.goto(f"{url}/results")
     page.get_by_text("Results").first.wait_for()
     settle(page)
-    run = R.new_run_dir(home / "runs", "listed-elsewhere")
-    try:
-        R.write_json(run / R.CONFIG, {"train": {**TrainConfig(epochs=4).__dict__, "datasets": ["demo"]}})
+    with run_written_elsewhere(home, "listed-elsewhere") as run:
         R.set_status(run, "cancelled")
 
         def listed() -> bool:
@@ -231,8 +239,6 @@ def test_a_run_started_elsewhere_is_listed_on_an_open_results_page_by_itself(liv
             return found
 
         wait_for(listed, "the new run in the Results page's run picker", run, timeout=LOAD_MS / 1000)
-    finally:
-        shutil.rmtree(run)
 
 
 # Phone width ----------------------------------------------------------------------------------------
