@@ -19,7 +19,7 @@ batch by batch in turn (`train_on_batch` on the same augmented FER2013 batches),
 machine's load hits every setting alike; it prints faces/s and the ratio to float32. `--threads
 INTRA,INTER` sets TensorFlow's op thread pools first (run it once per setting to compare them).
 Then, unless `--no-accuracy`, it trains float32 and bfloat16 runs through fer.train for `--epochs` on
-`--faces` training faces with seeds 0 and 1 and compares their best validation accuracy:
+`--faces` training faces with seeds 0 and 1 (`--seeds`) and compares their best validation accuracy:
 
     .venv/bin/python benchmarks/train_throughput.py data/fer2013 --settings --width 16 --faces 4000
 
@@ -152,7 +152,7 @@ def measure_settings(args) -> None:
 
 
 def accuracy_check(args) -> None:
-    """Train each compared model through fer.train with seeds 0 and 1 and print its best validation
+    """Train each compared model through fer.train with each seed (`--seeds`) and print its best validation
     accuracy: one architecture in float32 and bfloat16; several, the first in float32 (the baseline)
     against each of the others in bfloat16."""
     import tempfile
@@ -164,7 +164,7 @@ def accuracy_check(args) -> None:
         compared = [(archs[0], "float32")] + [(arch, "bfloat16") for arch in archs[1:]]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fer-precision-") as folder:
-        for seed in (0, 1):
+        for seed in (int(seed) for seed in args.seeds.split(",")):
             for arch, precision in compared:
                 config = TrainConfig(
                     datasets=(args.dataset,),
@@ -209,6 +209,9 @@ def main() -> None:
     parser.add_argument("--no-xla", dest="xla", action="store_false", help="--settings: leave XLA out")
     parser.add_argument("--threads", default="", help="--settings: INTRA,INTER op threads")
     parser.add_argument("--epochs", type=int, default=3, help="--settings: epochs of the accuracy check")
+    parser.add_argument(
+        "--seeds", default="0,1", help="--settings: seeds of the accuracy check (default 0,1)"
+    )
     parser.add_argument(
         "--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy check"
     )
