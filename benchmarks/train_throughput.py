@@ -13,13 +13,15 @@ The FER2013 folder (image folders, `train/<label>/*.jpg`) defaults to data/fer20
 
 `--faces` trains on that many faces instead of the whole split (28,709), to keep the run short.
 
-`--settings` measures training settings instead, on the default `vgg` (`--arch`, `--width`): float32,
-bfloat16 (fer.config.PRECISIONS) and each with XLA (`jit_compile`), one model per setting, stepped
-batch by batch in turn (`train_on_batch` on the same augmented FER2013 batches), so a change in the
-machine's load hits every setting alike; it prints faces/s and the ratio to float32. `--threads
+`--settings` measures training settings instead, on `vgg` unless `--arch` (and `--width`) say
+otherwise: float32, bfloat16 (fer.config.PRECISIONS), each with XLA (`jit_compile`) and each with
+its batch norms on TensorFlow's fused kernel (fer.train.fuse_batch_norms, which fer.train uses),
+one model per setting, stepped batch by batch in turn (`train_on_batch` on the same augmented
+FER2013 batches), so a change in the machine's load hits every setting alike; it prints faces/s and the ratio to float32. `--threads
 INTRA,INTER` sets TensorFlow's op thread pools first (run it once per setting to compare them).
-Then, unless `--no-accuracy`, it trains float32 and bfloat16 runs through fer.train for `--epochs` on
-`--faces` training faces with seeds 0 and 1 (`--seeds`) and compares their best validation accuracy:
+Then, unless `--no-accuracy`, it trains float32 and bfloat16 runs through fer.train (batch norms
+fused) for `--epochs` on `--faces` training faces with seeds 0 and 1 (`--seeds`) and compares their
+best validation accuracy:
 
     .venv/bin/python benchmarks/train_throughput.py data/fer2013 --settings --width 16 --faces 4000
 
@@ -93,17 +95,21 @@ def epoch_seconds(net, data) -> float:
 
 # Settings -----------------------------------------------------------------------------------------
 
-SETTINGS = {  # name: (precision, jit_compile)
-    "float32": ("float32", False),
-    "float32 + XLA": ("float32", True),
-    "bfloat16": ("bfloat16", False),
-    "bfloat16 + XLA": ("bfloat16", True),
+SETTINGS = {  # name: (precision, jit_compile, fused batch norm); fer.train fuses (the last two)
+    "float32": ("float32", False, False),
+    "float32 + XLA": ("float32", True, False),
+    "bfloat16": ("bfloat16", False, False),
+    "bfloat16 + XLA": ("bfloat16", True, False),
+    "float32, fused BN": ("float32", False, True),
+    "bfloat16, fused BN": ("bfloat16", False, True),
 }
 
 
-def settings_model(config: TrainConfig, precision: str, jit: bool):
+def settings_model(config: TrainConfig, precision: str, jit: bool, fused: bool):
     keras.utils.set_random_seed(0)
     net = build(config.model_config(num_classes=7), precision)
+    if fused:
+        train.fuse_batch_norms(net)
     net.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -146,9 +152,9 @@ def measure_settings(args) -> None:
         f"{os.cpu_count()} cores, threads {args.threads or 'default'}, interleaved batch by batch"
     )
     baseline = seconds[(archs[0], "float32")]
-    print(f"{'model':<11}{'setting':<18}{'faces/s':>9}{'vs ' + archs[0] + ' float32':>20}")
+    print(f"{'model':<11}{'setting':<20}{'faces/s':>9}{'vs ' + archs[0] + ' float32':>20}")
     for (arch, name), spent in seconds.items():
-        print(f"{arch:<11}{name:<18}{faces / spent:>9,.0f}{baseline / spent:>19.2f}x")
+        print(f"{arch:<11}{name:<20}{faces / spent:>9,.0f}{baseline / spent:>19.2f}x")
 
 
 def accuracy_check(args) -> None:

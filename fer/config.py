@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 # Face sides, in pixels, that preprocessing makes and models take: FER2013 is natively 48; the report
 # used 224.
 MIN_SIZE, MAX_SIZE = 48, 224
-ARCHITECTURES = ("seed", "vgg", "vgg-lite", "vgg-fast", "vgg-small")
+ARCHITECTURES = ("seed", "vgg", "vgg-lite", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
 # What the layers compute in: "auto" is bfloat16 (float32 weights, bfloat16 arithmetic) on a CPU with
 # bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.1-1.6 times as fast at the
@@ -82,8 +82,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     datasets: tuple[str, ...] = ("demo",)  # pooled; labels matched by name
-    # vgg-fast trains about 2.5 times as fast as vgg on a CPU at the same validation accuracy (docs/benchmarks.md)
-    arch: str = "vgg-fast"  # see ARCHITECTURES
+    # vgg-lite trains about 1.5 times as fast as vgg on a CPU at the same validation accuracy (docs/benchmarks.md)
+    arch: str = "vgg-lite"  # see ARCHITECTURES
     width: int = 16  # filters in the first block (vgg family)
     image_size: int = 48  # faces are resized to image_size x image_size
     margin: float = 0.0  # share of the box added on each side before cropping

@@ -31,14 +31,9 @@ def build(config: ModelConfig, precision: str = "float32"):
     try:  # the policy is global: restored whatever happens, so no later model inherits it
         inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="face")
         x = layers.Rescaling(1.0 / 255, name="to_unit")(inputs)
-        networks = {
-            "seed": _seed,
-            "vgg": _vgg,
-            "vgg-lite": _vgg_lite,
-            "vgg-fast": _vgg_fast,
-            "vgg-small": _vgg_small,
-        }
-        x = networks[config.arch](x, config)
+        x = {"seed": _seed, "vgg": _vgg, "vgg-lite": _vgg_lite, "vgg-small": _vgg_small}[config.arch](
+            x, config
+        )
         softmax = {"dtype": "float32"} if precision == "bfloat16" else {}
         outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities", **softmax)(x)
         return keras.Model(inputs, outputs, name=config.arch.replace("-", "_"))
@@ -92,30 +87,15 @@ def _conv_bn(x, filters: int):
     return layers.Activation("relu")(x)
 
 
-def _conv_pool_bn(x, filters: int):
-    """A convolution whose output is max-pooled before batch norm and ReLU: ReLU and max-pooling
-    commute, so this computes what convolution, batch norm, ReLU, pooling does, with the batch norm's
-    statistics taken on the pooled values, and normalises a quarter of the pixels."""
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    return layers.Activation("relu")(x)
-
-
-def _vgg(x, config: ModelConfig, convolutions: tuple[int, ...] = (2, 2, 2, 2), pool_first: bool = False):
+def _vgg(x, config: ModelConfig, convolutions: tuple[int, ...] = (2, 2, 2, 2)):
     """VGG-style for 48-96 px faces: four blocks of two 3x3 convolutions with batch norm, each
-    halving the resolution; global average pooling keeps the head small at any input size. With
-    `pool_first`, the first three blocks pool their last convolution before its batch norm."""
+    halving the resolution; global average pooling keeps the head small at any input size."""
     width = config.width
     # No SpatialDropout2D between blocks: on the CPU it halved training speed (benchmarks/README).
-    blocks = list(zip((width, width * 2, width * 4, width * 8), convolutions, strict=True))
-    for index, (filters, count) in enumerate(blocks):
-        for _ in range(count - 1):
+    for filters, count in zip((width, width * 2, width * 4, width * 8), convolutions, strict=True):
+        for _ in range(count):
             x = _conv_bn(x, filters)
-        if pool_first and index < len(blocks) - 1:
-            x = _conv_pool_bn(x, filters)
-        else:  # the last block keeps its full-resolution map for Grad-CAM (fer.saliency)
-            x = layers.MaxPooling2D(2)(_conv_bn(x, filters))
+        x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(width * 8, use_bias=False)(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
@@ -127,12 +107,6 @@ def _vgg_lite(x, config: ModelConfig):
     """The vgg layout with one convolution in each of the first two blocks: the full-resolution
     convolutions are most of a CPU's training time but hold few of the weights (96% are kept)."""
     return _vgg(x, config, (1, 1, 2, 2))
-
-
-def _vgg_fast(x, config: ModelConfig):
-    """vgg-lite with the first three blocks pooled before their batch norm: batch norm at full
-    resolution took a fifth of vgg-lite's training time on a CPU, and this keeps every weight."""
-    return _vgg(x, config, (1, 1, 2, 2), pool_first=True)
 
 
 def _vgg_small(x, config: ModelConfig):

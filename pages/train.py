@@ -31,8 +31,7 @@ IDLE_POLL_SECONDS = 10.0
 
 DEFAULTS = TrainConfig()
 ARCH_LABELS = {
-    "vgg-fast": "vgg-fast: VGG-style network, quickest to train at vgg's accuracy (default)",
-    "vgg-lite": "vgg-lite: VGG-style network, quicker to train",
+    "vgg-lite": "vgg-lite: VGG-style network, quicker to train (default)",
     "vgg": "vgg: VGG-style network (the bundled model's)",
     "seed": "seed: the report's CNN (three convolution blocks)",
     "vgg-small": "vgg-small: small VGG-style network (fastest, a little less accurate)",
@@ -360,7 +359,7 @@ arch = first.selectbox(
     format_func=ARCH_LABELS.get,
     key="arch",
     disabled=bool(init_from),
-    help="The shape of the model. The default trains over twice as fast as vgg on a processor, as "
+    help="The shape of the model. The default trains about 1.5 times as fast as vgg on a processor, as "
     "accurately in our tests; the report's CNN reproduces the report. " + results.ARCH_HELP,
 )
 image_size = first.select_slider(

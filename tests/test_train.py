@@ -339,6 +339,112 @@ def test_a_float32_run_records_it(tmp_path, tiny_dataset):
     assert read_metadata(tmp_path / "run" / "last.keras")["trained_in"] == "float32"
 
 
+# Fused batch norm ---------------------------------------------------------------------------------
+
+
+def _twins(precision: str):
+    """A vgg-lite and a copy with the same weights whose batch norms are fused."""
+    import keras
+
+    from fer.models import build
+
+    keras.utils.set_random_seed(0)
+    plain = build(ModelConfig(arch="vgg-lite", num_classes=4, width=4, dropout=0.0), precision)
+    fused = keras.models.clone_model(plain)
+    fused.set_weights(plain.get_weights())
+    assert T.fuse_batch_norms(fused) == 7  # six after convolutions, one after the Dense layer
+    return plain, fused
+
+
+def _step(model, x, y):
+    """One training-mode forward and backward pass: the probabilities and the gradients."""
+    import keras
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        probabilities = model(x, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
+    return np.asarray(probabilities), [np.asarray(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+
+def _moving(model):
+    return [np.asarray(w) for layer in model.layers if type(layer).__name__ == "BatchNormalization" for w in
+            (layer.moving_mean, layer.moving_variance)]  # fmt: skip
+
+
+def test_fused_batch_norms_train_as_keras_does():
+    """The fused kernel computes Keras' batch norm: the same probabilities in training, the same
+    gradients and the same moving statistics after a step, then the same answers at inference."""
+    plain, fused = _twins("float32")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (6, 48, 48, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 6)
+    (p1, g1), (p2, g2) = _step(plain, x, y), _step(fused, x, y)
+    np.testing.assert_allclose(p2, p1, atol=1e-5)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-4 * max(1.0, float(np.abs(a).max())))
+    for a, b in zip(_moving(plain), _moving(fused), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(_moving(plain)[0], 0.0)  # the step moved them, so their equality says something
+    np.testing.assert_allclose(
+        np.asarray(fused(x, training=False)), np.asarray(plain(x, training=False)), atol=1e-5
+    )
+
+
+def test_fused_batch_norms_train_as_keras_does_in_bfloat16():
+    """In bfloat16 the convolutions round, so the two agree closely rather than exactly: the kernel
+    normalises in float32, as Keras' layer does (in its own bfloat16 arithmetic it trained worse)."""
+    plain, fused = _twins("bfloat16")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (6, 48, 48, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 6)
+    (p1, g1), (p2, g2) = _step(plain, x, y), _step(fused, x, y)
+    np.testing.assert_allclose(p2, p1, atol=2e-2)
+    cosines = [
+        float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())) for a, b in zip(g1, g2, strict=True)
+    ]
+    assert min(cosines) > 0.99, cosines
+
+
+def test_fused_batch_norms_keep_keras_moving_statistics_in_bfloat16():
+    """In bfloat16 the kernel normalises in float32 as Keras does, and keeps the moving variance
+    without Bessel's correction (a batch of 2 faces of 2x2 pixels: n = 8, a correction of 8/7)."""
+    import keras
+
+    x = np.random.default_rng(2).normal(2, 3, (2, 2, 2, 3)).astype(np.float32)
+    plain, fused = (keras.layers.BatchNormalization(momentum=0.5, dtype="mixed_bfloat16") for _ in range(2))
+    assert T.fuse_batch_norms(keras.Sequential([keras.Input((2, 2, 3)), fused])) == 1
+    plain.build(x.shape)
+    out1, out2 = (np.asarray(layer(x, training=True), dtype=np.float32) for layer in (plain, fused))
+    np.testing.assert_allclose(out2, out1, atol=1e-2)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-4)
+
+
+def test_a_fused_model_saves_and_loads_as_plain_keras(tmp_path):
+    import keras
+
+    _, fused = _twins("float32")
+    keras.saving.save_model(fused, tmp_path / "fused.keras")
+    loaded = keras.saving.load_model(tmp_path / "fused.keras")
+    norms = [layer for layer in loaded.layers if "Normalization" in type(layer).__name__]
+    assert len(norms) == 7 and all(type(layer) is keras.layers.BatchNormalization for layer in norms)
+    assert not any("call" in vars(layer) for layer in norms)  # Keras' own layer, as saved
+    x = np.random.default_rng(3).integers(0, 256, (3, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(fused(x)), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_training_fuses_its_batch_norms(tmp_path, tiny_dataset, monkeypatch):
+    fused = []
+    real = T.fuse_batch_norms
+    monkeypatch.setattr(T, "fuse_batch_norms", lambda model: fused.append(real(model)) or fused[-1])
+    T.train(TrainConfig(datasets=(str(tiny_dataset),), epochs=1, **TINY), tmp_path / "run")
+    assert fused == [4]  # vgg-small's four convolution blocks
+    T.train(TrainConfig(datasets=(str(tiny_dataset),), epochs=2, **TINY), tmp_path / "run", resume=True)
+    assert fused == [4, 4]  # a resumed run's model, loaded from last.keras, is fused too
+
+
 def test_resume_needs_a_run_folder(tmp_path):
     with pytest.raises(ValueError, match="config.json"):
         T.train(TrainConfig(), tmp_path / "empty", resume=True)
