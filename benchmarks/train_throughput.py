@@ -17,11 +17,11 @@ The FER2013 folder (image folders, `train/<label>/*.jpg`) defaults to data/fer20
 otherwise: float32, bfloat16 (fer.config.PRECISIONS), each with XLA (`jit_compile`) and each with
 its batch norms on TensorFlow's fused kernel (fer.train.fuse_batch_norms, which fer.train uses),
 one model per setting, stepped batch by batch in turn (`train_on_batch` on the same augmented
-FER2013 batches), so a change in the machine's load hits every setting alike; it prints faces/s and the ratio to float32. `--threads
-INTRA,INTER` sets TensorFlow's op thread pools first (run it once per setting to compare them).
-Then, unless `--no-accuracy`, it trains float32 and bfloat16 runs through fer.train (batch norms
-fused) for `--epochs` on `--faces` training faces with seeds 0 and 1 (`--seeds`) and compares their
-best validation accuracy:
+FER2013 batches), so a change in the machine's load hits every setting alike; it prints faces/s
+and the ratio to float32. `--threads INTRA,INTER` sets TensorFlow's op thread pools first (run it
+once per setting to compare them). Then, unless `--no-accuracy`, it trains float32 and bfloat16
+runs through fer.train (batch norms fused, unless `--keras-bn`) for `--epochs` on `--faces` training
+faces with seeds 0 and 1 (`--seeds`) and compares their best validation accuracy:
 
     .venv/bin/python benchmarks/train_throughput.py data/fer2013 --settings --width 16 --faces 4000
 
@@ -169,6 +169,8 @@ def accuracy_check(args) -> None:
     else:
         compared = [(archs[0], "float32")] + [(arch, "bfloat16") for arch in archs[1:]]
     rows = []
+    if args.keras_bn:  # how runs trained before fer.train fused their batch norms
+        train.fuse_batch_norms = lambda model: 0
     with tempfile.TemporaryDirectory(prefix="fer-precision-") as folder:
         for seed in (int(seed) for seed in args.seeds.split(",")):
             for arch, precision in compared:
@@ -217,6 +219,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="--settings: epochs of the accuracy check")
     parser.add_argument(
         "--seeds", default="0,1", help="--settings: seeds of the accuracy check (default 0,1)"
+    )
+    parser.add_argument(
+        "--keras-bn",
+        action="store_true",
+        help="--settings: the accuracy check trains with Keras' own batch norm, not the fused kernel",
     )
     parser.add_argument(
         "--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy check"

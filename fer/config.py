@@ -20,8 +20,8 @@ MIN_SIZE, MAX_SIZE = 48, 224
 ARCHITECTURES = ("seed", "vgg", "vgg-lite", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
 # What the layers compute in: "auto" is bfloat16 (float32 weights, bfloat16 arithmetic) on a CPU with
-# bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.1-1.6 times as fast at the
-# same accuracy (docs/benchmarks.md), else float32. See fer.train.precision.
+# bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.1-1.6 times as fast (about 2
+# points lower after 10 epochs, docs/benchmarks.md), else float32. See fer.train.precision.
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -82,7 +82,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     datasets: tuple[str, ...] = ("demo",)  # pooled; labels matched by name
-    # vgg-lite trains about 1.5 times as fast as vgg on a CPU at the same validation accuracy (docs/benchmarks.md)
+    # vgg-lite trains about 1.5 times as fast as vgg on a CPU, about 2 points lower in short runs (docs/benchmarks.md)
     arch: str = "vgg-lite"  # see ARCHITECTURES
     width: int = 16  # filters in the first block (vgg family)
     image_size: int = 48  # faces are resized to image_size x image_size

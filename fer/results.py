@@ -549,9 +549,10 @@ def live_run(run_dir: Path | str, status: dict | None = None, now: float | None 
 
 # The networks a run can train, as the Train and Results pages name them (fer.config.ARCHITECTURES).
 ARCH_WORDS = {
-    "vgg": "VGG-style network: pairs of small convolution layers, as accurate as vgg-lite in our tests, slower to train",
+    "vgg": "VGG-style network: pairs of small convolution layers, slower to train, about 2 points more accurate "
+    "than vgg-lite in our short tests",
     "vgg-lite": "VGG-style network with single convolution layers where the picture is largest: "
-    "about 1.5 times as quick to train on a processor as vgg, as accurate in our tests",
+    "about 1.5 times as quick to train on a processor as vgg",
     "vgg-small": "small VGG-style network: one convolution layer where vgg has two, fastest, a little less accurate",
     "seed": "the report's CNN: three convolution blocks, the network this project started from",
 }
