@@ -108,7 +108,7 @@ def _fused_batch_norm_call(self, inputs, training=None, mask=None):
     channels = inputs.shape[-1]
     scale = self.gamma if self.scale else tf.ones((channels,), tf.float32)
     offset = self.beta if self.center else tf.zeros((channels,), tf.float32)
-    # In float32, as Keras' layer computes: the kernel's own bfloat16 arithmetic trained worse.
+    # In float32, as Keras' layer computes it, whatever the layer's precision.
     outputs, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
         tf.cast(inputs, tf.float32),
         tf.cast(scale, tf.float32),

@@ -367,6 +367,15 @@ def _step(model, x, y):
     return np.asarray(probabilities), [np.asarray(g) for g in tape.gradient(loss, model.trainable_variables)]
 
 
+def _one_step_each(precision: str):
+    """The twins, a batch, and each twin's training step on it."""
+    plain, fused = _twins(precision)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (6, 48, 48, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 6)
+    return plain, fused, x, _step(plain, x, y), _step(fused, x, y)
+
+
 def _moving(model):
     return [np.asarray(w) for layer in model.layers if type(layer).__name__ == "BatchNormalization" for w in
             (layer.moving_mean, layer.moving_variance)]  # fmt: skip
@@ -375,11 +384,7 @@ def _moving(model):
 def test_fused_batch_norms_train_as_keras_does():
     """The fused kernel computes Keras' batch norm: the same probabilities in training, the same
     gradients and the same moving statistics after a step, then the same answers at inference."""
-    plain, fused = _twins("float32")
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, (6, 48, 48, 1)).astype(np.float32)
-    y = rng.integers(0, 4, 6)
-    (p1, g1), (p2, g2) = _step(plain, x, y), _step(fused, x, y)
+    plain, fused, x, (p1, g1), (p2, g2) = _one_step_each("float32")
     np.testing.assert_allclose(p2, p1, atol=1e-5)
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(b, a, atol=1e-4 * max(1.0, float(np.abs(a).max())))
@@ -392,13 +397,9 @@ def test_fused_batch_norms_train_as_keras_does():
 
 
 def test_fused_batch_norms_train_as_keras_does_in_bfloat16():
-    """In bfloat16 the convolutions round, so the two agree closely rather than exactly: the kernel
-    normalises in float32, as Keras' layer does (in its own bfloat16 arithmetic it trained worse)."""
-    plain, fused = _twins("bfloat16")
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, (6, 48, 48, 1)).astype(np.float32)
-    y = rng.integers(0, 4, 6)
-    (p1, g1), (p2, g2) = _step(plain, x, y), _step(fused, x, y)
+    """In bfloat16 the convolutions round, so the two agree closely rather than exactly; the kernel
+    normalises in float32, as Keras' layer does."""
+    _, _, _, (p1, g1), (p2, g2) = _one_step_each("bfloat16")
     np.testing.assert_allclose(p2, p1, atol=2e-2)
     cosines = [
         float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())) for a, b in zip(g1, g2, strict=True)
