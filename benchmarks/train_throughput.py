@@ -180,7 +180,7 @@ def accuracy_check(args) -> None:
                     width=args.width,
                     max_faces=args.faces,
                     epochs=args.epochs,
-                    patience=args.epochs,
+                    patience=args.patience or args.epochs,
                     seed=seed,
                     precision=precision,
                 )
@@ -189,19 +189,33 @@ def accuracy_check(args) -> None:
                 train.train(config, run_dir)
                 seconds = time.perf_counter() - start
                 state = json.loads((run_dir / "state.json").read_text())
-                rows.append((seed, arch, precision, state["best_val_accuracy"], state["best_epoch"], seconds))
+                rows.append(
+                    (
+                        seed,
+                        arch,
+                        precision,
+                        state["best_val_accuracy"],
+                        state["best_epoch"],
+                        state["epoch"],
+                        seconds,
+                    )
+                )
                 print(
                     f"seed {seed} {arch} {precision}: best val accuracy {rows[-1][3]:.4f} "
-                    f"(epoch {rows[-1][4]}), {seconds:.0f} s",
+                    f"(epoch {rows[-1][4]} of {rows[-1][5]}), {seconds:.0f} s",
                     flush=True,
                 )
     faces = f"{args.faces:,}" if args.faces else "all"
+    patience = f", stopping after {args.patience} without a gain" if args.patience else ""
     print(
-        f"\nwidth {args.width}, {faces} FER2013 train faces, {args.epochs} epochs, val accuracy (FER2013 val)"
+        f"\nwidth {args.width}, {faces} FER2013 train faces, {args.epochs} epochs{patience}, "
+        "val accuracy (FER2013 val)"
     )
-    print(f"{'seed':<6}{'model':<11}{'precision':<11}{'val acc':>9}{'best epoch':>12}{'seconds':>9}")
-    for seed, arch, precision, accuracy, epoch, seconds in rows:
-        print(f"{seed:<6}{arch:<11}{precision:<11}{accuracy:>9.4f}{epoch:>12}{seconds:>9.0f}")
+    print(
+        f"{'seed':<6}{'model':<11}{'precision':<11}{'val acc':>9}{'best epoch':>12}{'epochs':>8}{'seconds':>9}"
+    )
+    for seed, arch, precision, accuracy, best, epochs, seconds in rows:
+        print(f"{seed:<6}{arch:<11}{precision:<11}{accuracy:>9.4f}{best:>12}{epochs:>8}{seconds:>9.0f}")
 
 
 def main() -> None:
@@ -217,6 +231,14 @@ def main() -> None:
     parser.add_argument("--no-xla", dest="xla", action="store_false", help="--settings: leave XLA out")
     parser.add_argument("--threads", default="", help="--settings: INTRA,INTER op threads")
     parser.add_argument("--epochs", type=int, default=3, help="--settings: epochs of the accuracy check")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="--settings: the accuracy check stops a run after this many epochs without a better val "
+        "accuracy (default: --epochs, never; fer train's own default is "
+        f"{TrainConfig.patience})",
+    )
     parser.add_argument(
         "--seeds", default="0,1", help="--settings: seeds of the accuracy check (default 0,1)"
     )

@@ -17,6 +17,7 @@ import pytest
 from helpers import RUN_FILES, expw_faces, suite_home
 
 import fer.faces
+from fer import augment as augment_module
 from fer import cli
 from fer import runs as R
 from fer import train as T
@@ -574,6 +575,37 @@ def test_default_augmentation_changes_every_face():
     out = augment(faces, np.random.default_rng(0))
     change = np.abs(out - faces).mean(axis=(1, 2))
     assert (change > 1.0).all(), change
+
+
+def test_opencv_and_numpy_warps_sample_the_same_points():
+    """OpenCV places its sampling points to 1/32 of a pixel; NumPy exactly. Same transforms, so the
+    faces differ by a fraction of a grey level on average, and a few levels at most on sharp edges."""
+    faces = _faces(n=32).astype(np.float32)
+    rng = np.random.default_rng(2)
+    angle = rng.uniform(-0.3, 0.3, 32)
+    zoom = rng.uniform(0.8, 1.2, (32, 1))
+    matrices = (
+        np.stack(
+            [
+                np.stack([np.cos(angle), np.sin(angle), rng.uniform(-6, 6, 32)], axis=1),
+                np.stack([-np.sin(angle), np.cos(angle), rng.uniform(-6, 6, 32)], axis=1),
+            ],
+            axis=1,
+        )
+        / zoom[:, :, None]
+    )
+    fast, exact = augment_module._warp(faces, matrices), augment_module._warp_numpy(faces, matrices)
+    difference = np.abs(fast - exact)
+    assert difference.mean() < 0.5 and difference.max() < 12, (difference.mean(), difference.max())
+    assert np.abs(fast - faces).mean() > 5  # the transforms did move the faces
+
+
+def test_augment_works_without_opencv(monkeypatch):
+    faces = _faces()
+    with_opencv = augment(faces, np.random.default_rng(4))
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    without = augment(faces, np.random.default_rng(4))
+    assert np.abs(with_opencv - without).mean() < 0.5
 
 
 def test_erasing_covers_one_rectangle_of_some_faces_and_leaves_the_others():
