@@ -31,9 +31,14 @@ def build(config: ModelConfig, precision: str = "float32"):
     try:  # the policy is global: restored whatever happens, so no later model inherits it
         inputs = keras.Input(shape=(config.image_size, config.image_size, 1), name="face")
         x = layers.Rescaling(1.0 / 255, name="to_unit")(inputs)
-        x = {"seed": _seed, "vgg": _vgg, "vgg-lite": _vgg_lite, "vgg-small": _vgg_small}[config.arch](
-            x, config
-        )
+        build_arch = {
+            "seed": _seed,
+            "vgg": _vgg,
+            "vgg-lite": _vgg_lite,
+            "vgg-steady": _vgg_steady,
+            "vgg-small": _vgg_small,
+        }[config.arch]
+        x = build_arch(x, config)
         softmax = {"dtype": "float32"} if precision == "bfloat16" else {}
         outputs = layers.Dense(config.num_classes, activation="softmax", name="probabilities", **softmax)(x)
         return keras.Model(inputs, outputs, name=config.arch.replace("-", "_"))
@@ -87,7 +92,18 @@ def _conv_bn(x, filters: int):
     return layers.Activation("relu")(x)
 
 
-def _vgg(x, config: ModelConfig, convolutions: tuple[int, ...] = (2, 2, 2, 2)):
+def _halve(x, smooth: bool):
+    """Half the resolution by max-pooling. `smooth` pools anti-aliased: the 2x2 maximum at every
+    pixel, then a [1, 2, 1] blur (two 2x2 averages) sampled at every other pixel, so a face moved by
+    a pixel or two changes what the next block sees gradually rather than all at once."""
+    if not smooth:
+        return layers.MaxPooling2D(2)(x)
+    x = layers.MaxPooling2D(2, strides=1, padding="same")(x)
+    x = layers.AveragePooling2D(2, strides=1, padding="same")(x)
+    return layers.AveragePooling2D(2)(x)
+
+
+def _vgg(x, config: ModelConfig, convolutions: tuple[int, ...] = (2, 2, 2, 2), smooth: bool = False):
     """VGG-style for 48-96 px faces: four blocks of two 3x3 convolutions with batch norm, each
     halving the resolution; global average pooling keeps the head small at any input size."""
     width = config.width
@@ -95,7 +111,7 @@ def _vgg(x, config: ModelConfig, convolutions: tuple[int, ...] = (2, 2, 2, 2)):
     for filters, count in zip((width, width * 2, width * 4, width * 8), convolutions, strict=True):
         for _ in range(count):
             x = _conv_bn(x, filters)
-        x = layers.MaxPooling2D(2)(x)
+        x = _halve(x, smooth)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(width * 8, use_bias=False)(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
@@ -107,6 +123,12 @@ def _vgg_lite(x, config: ModelConfig):
     """The vgg layout with one convolution in each of the first two blocks: the full-resolution
     convolutions are most of a CPU's training time but hold few of the weights (96% are kept)."""
     return _vgg(x, config, (1, 1, 2, 2))
+
+
+def _vgg_steady(x, config: ModelConfig):
+    """vgg-lite with anti-aliased pooling (`_halve`): the same weights, steadier answers when the
+    face's box moves or changes size a little (docs/benchmarks.md#steadier-networks)."""
+    return _vgg(x, config, (1, 1, 2, 2), smooth=True)
 
 
 def _vgg_small(x, config: ModelConfig):

@@ -76,7 +76,13 @@ def test_seed_is_the_reports_cnn_layer_by_layer():
 
 
 @pytest.mark.parametrize(
-    ("arch", "per_block"), [("vgg", [2, 2, 2, 2]), ("vgg-lite", [1, 1, 2, 2]), ("vgg-small", [1, 1, 1, 1])]
+    ("arch", "per_block"),
+    [
+        ("vgg", [2, 2, 2, 2]),
+        ("vgg-lite", [1, 1, 2, 2]),
+        ("vgg-steady", [1, 1, 2, 2]),
+        ("vgg-small", [1, 1, 1, 1]),
+    ],
 )
 def test_the_vgg_family_differs_only_in_convolutions_per_block(arch, per_block):
     model = build(ModelConfig(arch=arch, width=16))
@@ -95,6 +101,49 @@ def test_the_vgg_family_differs_only_in_convolutions_per_block(arch, per_block):
 def test_vgg_lite_keeps_nearly_all_of_vgg_s_weights():
     vgg, lite = (build(ModelConfig(arch=arch, width=16)).count_params() for arch in ("vgg", "vgg-lite"))
     assert 0.95 * vgg < lite < vgg
+
+
+def test_vgg_steady_is_vgg_lite_with_smoothed_pooling():
+    import keras
+
+    lite, steady = (
+        build(ModelConfig(arch=arch, width=8, num_classes=3)) for arch in ("vgg-lite", "vgg-steady")
+    )
+    assert [w.shape for w in lite.weights] == [w.shape for w in steady.weights]  # the same weights
+    steady.set_weights(lite.get_weights())
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype("float32")
+    assert not np.allclose(lite.predict_on_batch(faces), steady.predict_on_batch(faces), atol=1e-4)
+
+    # Each halving: the 2x2 maximum at every pixel, blurred by [1, 2, 1] (edges averaged over the
+    # pixels inside), sampled at every other pixel.
+    from fer.models import _halve
+
+    inputs = keras.Input((8, 8, 1))
+    halve = keras.Model(inputs, _halve(inputs, smooth=True))
+    x = np.random.default_rng(1).random((1, 8, 8, 1)).astype("float32")
+    padded = np.pad(x[0, :, :, 0], ((0, 1), (0, 1)), constant_values=-np.inf)
+    peak = np.maximum.reduce([padded[:8, :8], padded[1:, :8], padded[:8, 1:], padded[1:, 1:]])
+    pairs = np.pad(peak, ((0, 1), (0, 1)), constant_values=np.nan)
+    blurred = np.nanmean([pairs[:8, :8], pairs[1:, :8], pairs[:8, 1:], pairs[1:, 1:]], axis=0)
+    expected = (blurred[:, :-1:2] + blurred[:, 1::2])[:-1:2] + (blurred[:, :-1:2] + blurred[:, 1::2])[1::2]
+    np.testing.assert_allclose(halve.predict_on_batch(x)[0, :, :, 0], expected / 4, atol=1e-5)
+
+
+def test_smoothed_pooling_answers_a_one_pixel_move_gradually():
+    """A bright dot moved by one pixel: max-pooling's halved output jumps from one cell to the
+    next; the smoothed output changes by less."""
+    import keras
+
+    from fer.models import _halve
+
+    inputs = keras.Input((16, 16, 1))
+    plain, smooth = (keras.Model(inputs, _halve(inputs, smooth=s)) for s in (False, True))
+    dots = np.zeros((2, 16, 16, 1), "float32")
+    dots[0, 7, 7], dots[1, 7, 8] = 1, 1
+    for model, most in ((plain, 2.0), (smooth, 0.8)):
+        out = model.predict_on_batch(dots)
+        change = np.abs(out[0] - out[1]).sum()
+        assert change <= most and (model is plain) == (change == 2.0), change
 
 
 def test_dropout_setting_reaches_the_model():
@@ -126,7 +175,7 @@ def test_model_config_round_trips_through_json():
     assert ModelConfig.from_dict({}) == ModelConfig()
 
 
-@pytest.mark.parametrize("arch", ["vgg", "vgg-lite", "vgg-small"])
+@pytest.mark.parametrize("arch", ["vgg", "vgg-lite", "vgg-steady", "vgg-small"])
 def test_grow_makes_a_wider_model_that_computes_what_the_narrow_one_did(arch):
     import keras
 

@@ -99,7 +99,13 @@ def test_the_other_class_points_away_from_the_square():
 
 @pytest.mark.parametrize(
     "arch, kind",
-    [("seed", "Conv2D"), ("vgg", "Activation"), ("vgg-lite", "Activation"), ("vgg-small", "Activation")],
+    [
+        ("seed", "Conv2D"),
+        ("vgg", "Activation"),
+        ("vgg-lite", "Activation"),
+        ("vgg-steady", "Activation"),
+        ("vgg-small", "Activation"),
+    ],
 )
 def test_every_architecture_gets_maps_from_its_last_block(arch, kind):
     from fer import models
