@@ -1,11 +1,11 @@
-"""Training-time augmentation in the input pipeline, in NumPy, a whole batch at once.
+"""Training-time augmentation in the input pipeline, a whole batch at once.
 
 Keras' random-transform layers inside a model were seen to make a VGG-style model too slow to
 finish one FER2013 epoch in minutes under JAX on a GPU, where the plain model takes seconds; on
 the CPU they cost as much as a convolution. Here one affine warp per face (flip, shift, rotation,
-zoom) is sampled with bilinear interpolation for the batch in one vectorised step, then contrast
-and brightness are jittered: a few milliseconds per batch of 48 px faces, on either backend,
-because the model never sees it (measured in benchmarks/augment.py).
+zoom) is drawn for the batch and sampled with bilinear interpolation (OpenCV, or NumPy without it),
+then contrast and brightness are jittered: about a millisecond per batch of 64 48 px faces with
+OpenCV, on either backend, because the model never sees it (measured in benchmarks/augment.py).
 """
 
 from __future__ import annotations

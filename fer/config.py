@@ -83,7 +83,7 @@ class ModelConfig:
 class TrainConfig:
     datasets: tuple[str, ...] = ("demo",)  # pooled; labels matched by name
     # vgg-steady: vgg-lite with smoothed pooling, steadier answers at the same accuracy, about 1.4 times as fast
-    # as vgg on a CPU; vgg scored about 2 points higher in short runs (docs/benchmarks.md)
+    # as vgg on a CPU; vgg scored about 1 point higher in full runs (docs/benchmarks.md)
     arch: str = "vgg-steady"  # see ARCHITECTURES
     width: int = 16  # filters in the first block (vgg family)
     image_size: int = 48  # faces are resized to image_size x image_size

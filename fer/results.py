@@ -549,8 +549,8 @@ def live_run(run_dir: Path | str, status: dict | None = None, now: float | None 
 
 # The networks a run can train, as the Train and Results pages name them (fer.config.ARCHITECTURES).
 ARCH_WORDS = {
-    "vgg": "VGG-style network: pairs of small convolution layers, slower to train, about 2 points more accurate "
-    "than vgg-lite in our short tests",
+    "vgg": "VGG-style network: pairs of small convolution layers, slower to train, about 1 point more accurate "
+    "than vgg-lite in our full-length tests",
     "vgg-lite": "VGG-style network with single convolution layers where the picture is largest: "
     "about 1.5 times as quick to train on a processor as vgg",
     "vgg-steady": "vgg-lite with smoothed pooling: its answers change less when the face is framed a little "

@@ -361,8 +361,8 @@ arch = first.selectbox(
     key="arch",
     disabled=bool(init_from),
     help="The shape of the model. The default gives the same answer more often when a face is framed a "
-    "little differently, and trains about 1.4 times as fast as vgg on a processor; vgg scored about 2 "
-    "points higher in our short tests. The report's CNN reproduces the report. " + results.ARCH_HELP,
+    "little differently, and trains about 1.4 times as fast as vgg on a processor; vgg scored about 1 "
+    "point higher in our full-length tests. The report's CNN reproduces the report. " + results.ARCH_HELP,
 )
 image_size = first.select_slider(
     "Image size (pixels)",
