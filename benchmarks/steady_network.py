@@ -15,18 +15,17 @@ Settings are chosen on val; the test faces are left for the model that is chosen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fer import train
+from train_throughput import timed_run  # benchmarks/, on the path when run as a script
+
 from fer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,10 +65,7 @@ def main() -> None:
                     seed=seed,
                 )
                 run_dir = Path(folder) / f"{arch}-{seed}"
-                start = time.perf_counter()
-                train.train(config, run_dir)
-                seconds = time.perf_counter() - start
-                state = json.loads((run_dir / "state.json").read_text())
+                state, seconds = timed_run(config, run_dir)
                 figures = stability(args.dataset, run_dir / "best.keras")
                 rows.append((arch, seed, figures, state["best_epoch"], seconds))
                 print(

@@ -157,6 +157,14 @@ def measure_settings(args) -> None:
         print(f"{arch:<11}{name:<20}{faces / spent:>9,.0f}{baseline / spent:>19.2f}x")
 
 
+def timed_run(config: TrainConfig, run_dir: Path) -> tuple[dict, float]:
+    """Train one run through fer.train: its state.json and the seconds it took."""
+    start = time.perf_counter()
+    train.train(config, run_dir)
+    seconds = time.perf_counter() - start
+    return json.loads((run_dir / "state.json").read_text()), seconds
+
+
 def accuracy_check(args) -> None:
     """Train each compared model through fer.train with each seed (`--seeds`) and print its best validation
     accuracy: one architecture in float32 and bfloat16; several, the first in float32 (the baseline)
@@ -184,11 +192,7 @@ def accuracy_check(args) -> None:
                     seed=seed,
                     precision=precision,
                 )
-                run_dir = Path(folder) / f"{arch}-{precision}-{seed}"
-                start = time.perf_counter()
-                train.train(config, run_dir)
-                seconds = time.perf_counter() - start
-                state = json.loads((run_dir / "state.json").read_text())
+                state, seconds = timed_run(config, Path(folder) / f"{arch}-{precision}-{seed}")
                 rows.append(
                     (
                         seed,
