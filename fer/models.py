@@ -93,7 +93,7 @@ def _conv_bn(x, filters: int):
 
 
 def _halve(x, smooth: bool):
-    """Half the resolution by max-pooling. `smooth` pools anti-aliased: the 2x2 maximum at every
+    """Halve the resolution by max-pooling. `smooth` pools anti-aliased: the 2x2 maximum at every
     pixel, then a [1, 2, 1] blur (two 2x2 averages) sampled at every other pixel, so a face moved by
     a pixel or two changes what the next block sees gradually rather than all at once."""
     if not smooth:

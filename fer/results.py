@@ -554,7 +554,7 @@ ARCH_WORDS = {
     "vgg-lite": "VGG-style network with single convolution layers where the picture is largest: "
     "about 1.5 times as quick to train on a processor as vgg",
     "vgg-steady": "vgg-lite with smoothed pooling: its answers change less when the face is framed a little "
-    "differently, as accurate as vgg-lite and nearly as quick to train",
+    "differently, as accurate as vgg-lite in our tests and nearly as quick to train",
     "vgg-small": "small VGG-style network: one convolution layer where vgg has two, fastest, a little less accurate",
     "seed": "the report's CNN: three convolution blocks, the network this project started from",
 }
