@@ -67,7 +67,7 @@ def main() -> None:
                 run_dir = Path(folder) / f"{arch}-{seed}"
                 state, seconds = timed_run(config, run_dir)
                 figures = stability(args.dataset, run_dir / "best.keras")
-                rows.append((arch, seed, figures, state["best_epoch"], seconds))
+                rows.append((arch, seed, figures))
                 print(
                     f"{arch} seed {seed}: val accuracy {figures['accuracy']:.3f}, a moved crop agrees "
                     f"{figures['agree']:.3f}, one answer over five crops {figures['one label']:.3f} "
@@ -76,12 +76,12 @@ def main() -> None:
                 )
     print(f"\n{args.faces:,} FER2013 training faces, {args.epochs} epochs; FER2013 val faces")
     print(f"{'network':<12}{'seed':>5}{'val accuracy':>14}{'moved crop agrees':>19}{'one answer':>12}")
-    for arch, seed, figures, _, _ in rows:
+    for arch, seed, figures in rows:
         print(
             f"{arch:<12}{seed:>5}{figures['accuracy']:>14.3f}{figures['agree']:>19.3f}{figures['one label']:>12.3f}"
         )
     for arch in args.arch.split(","):
-        mine = [figures for name, _, figures, _, _ in rows if name == arch]
+        mine = [figures for name, _, figures in rows if name == arch]
         means = {key: sum(f[key] for f in mine) / len(mine) for key in mine[0]}
         print(
             f"{arch + ' mean':<17}{means['accuracy']:>14.3f}{means['agree']:>19.3f}{means['one label']:>12.3f}"

@@ -68,7 +68,7 @@ def _warp(faces: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         import cv2
     except ImportError:
         return _warp_numpy(faces, matrices)
-    n, height, width = faces.shape
+    _, height, width = faces.shape
     out = np.empty_like(faces)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for face, matrix, result in zip(faces, matrices, out):
