@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 # Face sides, in pixels, that preprocessing makes and models take: FER2013 is natively 48; the report
 # used 224.
 MIN_SIZE, MAX_SIZE = 48, 224
-ARCHITECTURES = ("seed", "vgg", "vgg-lite", "vgg-steady", "vgg-small")
+ARCHITECTURES = ("seed", "vgg", "vgg-lite", "vgg-steady", "vgg-smooth", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
 # What the layers compute in: "auto" is bfloat16 (float32 weights, bfloat16 arithmetic) on a CPU with
 # bfloat16 instructions under TensorFlow and no GPU, where vgg trained 1.1-1.6 times as fast (about 2

@@ -36,6 +36,7 @@ def build(config: ModelConfig, precision: str = "float32"):
             "vgg": _vgg,
             "vgg-lite": _vgg_lite,
             "vgg-steady": _vgg_steady,
+            "vgg-smooth": _vgg_smooth,
             "vgg-small": _vgg_small,
         }[config.arch]
         x = build_arch(x, config)
@@ -129,6 +130,12 @@ def _vgg_steady(x, config: ModelConfig):
     """vgg-lite with anti-aliased pooling (`_halve`): the same weights, steadier answers when the
     face's box moves or changes size a little (docs/benchmarks.md#steadier-networks)."""
     return _vgg(x, config, (1, 1, 2, 2), smooth=True)
+
+
+def _vgg_smooth(x, config: ModelConfig):
+    """vgg with anti-aliased pooling (`_halve`): vgg's weights, so a trained vgg model (the bundled
+    one) can be fine-tuned into it with --init-from."""
+    return _vgg(x, config, smooth=True)
 
 
 def _vgg_small(x, config: ModelConfig):

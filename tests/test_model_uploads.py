@@ -168,7 +168,7 @@ def test_the_declared_weights_of_the_projects_models_are_the_weights_they_hold(m
     from fer.models import build
 
     folder = models["good"].parent
-    for arch in ("seed", "vgg", "vgg-lite", "vgg-steady", "vgg-small"):
+    for arch in ("seed", "vgg", "vgg-lite", "vgg-steady", "vgg-smooth", "vgg-small"):
         path = folder / f"{arch}.keras"
         modelfile.save_model(build(ModelConfig(arch=arch, image_size=48, num_classes=7)), path, {})
         modelfile.check_declared_weights(path)

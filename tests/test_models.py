@@ -81,6 +81,7 @@ def test_seed_is_the_reports_cnn_layer_by_layer():
         ("vgg", [2, 2, 2, 2]),
         ("vgg-lite", [1, 1, 2, 2]),
         ("vgg-steady", [1, 1, 2, 2]),
+        ("vgg-smooth", [2, 2, 2, 2]),
         ("vgg-small", [1, 1, 1, 1]),
     ],
 )
@@ -129,6 +130,19 @@ def test_vgg_steady_is_vgg_lite_with_smoothed_pooling():
     np.testing.assert_allclose(halve.predict_on_batch(x)[0, :, :, 0], expected / 4, atol=1e-5)
 
 
+def test_vgg_smooth_takes_a_trained_vgg_models_weights():
+    """What lets the bundled vgg model be fine-tuned into vgg-smooth with --init-from."""
+    from fer.models import grow
+
+    vgg, smooth = (build(ModelConfig(arch=arch, width=4, num_classes=3)) for arch in ("vgg", "vgg-smooth"))
+    assert [w.shape for w in vgg.weights] == [w.shape for w in smooth.weights]
+    assert len(grow(vgg, smooth)) == len([layer for layer in vgg.layers if layer.weights])
+    for a, b in zip(vgg.get_weights(), smooth.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    pooling = [type(layer).__name__ for layer in smooth.layers if "Pooling2D" in type(layer).__name__]
+    assert pooling.count("AveragePooling2D") == 8  # two blurs in each of the four halvings
+
+
 def test_smoothed_pooling_answers_a_one_pixel_move_gradually():
     """A bright dot moved by one pixel: max-pooling's halved output jumps from one cell to the
     next; the smoothed output changes by less."""
@@ -175,7 +189,7 @@ def test_model_config_round_trips_through_json():
     assert ModelConfig.from_dict({}) == ModelConfig()
 
 
-@pytest.mark.parametrize("arch", ["vgg", "vgg-lite", "vgg-steady", "vgg-small"])
+@pytest.mark.parametrize("arch", ["vgg", "vgg-lite", "vgg-steady", "vgg-smooth", "vgg-small"])
 def test_grow_makes_a_wider_model_that_computes_what_the_narrow_one_did(arch):
     import keras
 

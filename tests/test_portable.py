@@ -53,7 +53,7 @@ def faces(n: int = 48, seed: int = 0) -> np.ndarray:
     return np.kron(small, np.ones((8, 8), dtype=np.float32)).clip(0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("arch", ["seed", "vgg", "vgg-lite", "vgg-steady", "vgg-small"])
+@pytest.mark.parametrize("arch", ["seed", "vgg", "vgg-lite", "vgg-steady", "vgg-smooth", "vgg-small"])
 def test_every_architecture_written_as_onnx_computes_what_keras_does(tmp_path, arch):
     source = saved_model(tmp_path, arch)
     out = tmp_path / f"{arch}.onnx"

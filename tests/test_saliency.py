@@ -104,6 +104,7 @@ def test_the_other_class_points_away_from_the_square():
         ("vgg", "Activation"),
         ("vgg-lite", "Activation"),
         ("vgg-steady", "Activation"),
+        ("vgg-smooth", "Activation"),
         ("vgg-small", "Activation"),
     ],
 )
