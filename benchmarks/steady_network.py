@@ -26,8 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train_throughput import timed_run  # benchmarks/, on the path when run as a script
 
-from fer.config import TrainConfig
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,16 +54,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fer-steady-") as folder:
         for seed in (int(seed) for seed in args.seeds.split(",")):
             for arch in args.arch.split(","):
-                config = TrainConfig(
-                    datasets=(args.dataset,),
-                    arch=arch,
-                    max_faces=args.faces,
-                    epochs=args.epochs,
-                    patience=args.epochs,
-                    seed=seed,
-                )
                 run_dir = Path(folder) / f"{arch}-{seed}"
-                state, seconds = timed_run(config, run_dir)
+                state, seconds = timed_run(
+                    args.dataset, run_dir, faces=args.faces, epochs=args.epochs, arch=arch, seed=seed
+                )
                 figures = stability(args.dataset, run_dir / "best.keras")
                 rows.append((arch, seed, figures))
                 print(

@@ -157,8 +157,15 @@ def measure_settings(args) -> None:
         print(f"{arch:<11}{name:<20}{faces / spent:>9,.0f}{baseline / spent:>19.2f}x")
 
 
-def timed_run(config: TrainConfig, run_dir: Path) -> tuple[dict, float]:
-    """Train one run through fer.train: its state.json and the seconds it took."""
+def timed_run(
+    dataset: str, run_dir: Path, *, faces: int | None, epochs: int, patience: int | None = None, **settings
+) -> tuple[dict, float]:
+    """Train one run through fer.train on `faces` faces of `dataset` for `epochs` (stopping early after
+    `patience` epochs without a gain; default never), with any other TrainConfig `settings`: its
+    state.json and the seconds it took."""
+    config = TrainConfig(
+        datasets=(dataset,), max_faces=faces, epochs=epochs, patience=patience or epochs, **settings
+    )
     start = time.perf_counter()
     train.train(config, run_dir)
     seconds = time.perf_counter() - start
@@ -182,17 +189,17 @@ def accuracy_check(args) -> None:
     with tempfile.TemporaryDirectory(prefix="fer-precision-") as folder:
         for seed in (int(seed) for seed in args.seeds.split(",")):
             for arch, precision in compared:
-                config = TrainConfig(
-                    datasets=(args.dataset,),
+                state, seconds = timed_run(
+                    args.dataset,
+                    Path(folder) / f"{arch}-{precision}-{seed}",
+                    faces=args.faces,
+                    epochs=args.epochs,
+                    patience=args.patience,
                     arch=arch,
                     width=args.width,
-                    max_faces=args.faces,
-                    epochs=args.epochs,
-                    patience=args.patience or args.epochs,
                     seed=seed,
                     precision=precision,
                 )
-                state, seconds = timed_run(config, Path(folder) / f"{arch}-{precision}-{seed}")
                 rows.append(
                     (
                         seed,

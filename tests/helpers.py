@@ -417,6 +417,13 @@ def settle(page) -> None:
     )
 
 
+def visit(page, address: str, ready: str) -> None:
+    """Open `address` in the browser and wait until it shows `ready` and has settled (`settle`)."""
+    page.goto(address)
+    page.get_by_text(ready).first.wait_for()
+    settle(page)
+
+
 def open_page(name: str, **state):
     """The app opened headless on pages/`name`.py with `state` in its session state, run once, no
     exception raised."""

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import GROUP_PHOTOS, LOAD_MS, face_crop, group_photo, require_browser, serving, settle
+from helpers import GROUP_PHOTOS, LOAD_MS, face_crop, group_photo, require_browser, serving, settle, visit
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +59,7 @@ def _screenshot(page, name: str, tmp_path: Path) -> Path:
 )
 def test_each_page_loads_and_is_captured(server, page, tmp_path, path, text):
     url, _ = server
-    page.goto(f"{url}/{path}")
-    page.get_by_text(text, exact=False).first.wait_for()
-    settle(page)
+    visit(page, f"{url}/{path}", text)
     errors = page.locator('[data-testid="stException"]')
     assert not errors.count(), errors.first.inner_text()
     shot = _screenshot(page, path or "home", tmp_path)
@@ -70,9 +68,7 @@ def test_each_page_loads_and_is_captured(server, page, tmp_path, path, text):
 
 def test_an_uploaded_photo_gets_a_label(server, page, tmp_path):
     url, _ = server
-    page.goto(f"{url}/classify")
-    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()  # the page has run to its end
-    settle(page)
+    visit(page, f"{url}/classify", "Take a snapshot or upload a photo")
     page.get_by_role("tab", name="Upload photos").click()
     photo = tmp_path / "crop.png"
     face_crop(96).save(photo)
@@ -98,9 +94,7 @@ def test_a_group_photo_is_a_grid_of_faces_beside_the_boxed_picture(server, page,
     photo = tmp_path / "group.png"
     sheet.save(photo)
     url, _ = server
-    page.goto(f"{url}/classify")
-    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
-    settle(page)
+    visit(page, f"{url}/classify", "Take a snapshot or upload a photo")
     page.get_by_role("tab", name="Upload photos").click()
     page.locator('.st-key-uploads [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
     page.get_by_text(f"Face {len(GROUP_PHOTOS)}:").or_(page.get_by_text("No face found")).first.wait_for()
@@ -159,9 +153,7 @@ def test_a_shared_link_to_a_page_opens_it_with_the_menu_on_a_fresh_server(browse
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(LOAD_MS)
-        page.goto(f"{url}/classify")
-        page.get_by_text("Classify photos").first.wait_for()
-        settle(page)
+        visit(page, f"{url}/classify", "Classify photos")
         menu = page.locator('[data-testid="stSidebarNav"]')
         assert menu.get_by_text("Home").count() and menu.get_by_text("Classify").count()
         assert not menu.get_by_text("common").count()  # not the file list of an old-style app
@@ -171,9 +163,7 @@ def test_a_shared_link_to_a_page_opens_it_with_the_menu_on_a_fresh_server(browse
 
 def test_a_training_started_in_the_browser_shows_its_curves(server, page, tmp_path):
     url, _ = server
-    page.goto(f"{url}/train")
-    page.get_by_text("Start training").first.wait_for()
-    settle(page)
+    visit(page, f"{url}/train", "Start training")
     # Two epochs on 300 faces draw both curves; the README's screenshots ($FER_SCREENSHOTS) get a
     # longer run on every face, so their curves show it learning.
     epochs, faces = ("4", "0") if os.environ.get("FER_SCREENSHOTS") else ("2", "300")

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from helpers import LOAD_MS, expw_faces, known_run, require_browser, serving, settle
+from helpers import LOAD_MS, expw_faces, known_run, require_browser, serving, settle, visit
 
 from fer import demo, paths
 from fer import runs as R
@@ -80,9 +80,7 @@ def _reloaded_then_opened_afresh(browser, context, page, ready: str, check):
     context.close()
     other = _context(browser)
     page = other.new_page()
-    page.goto(link)
-    page.get_by_text(ready).first.wait_for()
-    settle(page)
+    visit(page, link, ready)
     check(page)
     return other, page
 
@@ -91,9 +89,7 @@ def test_a_reload_keeps_the_train_settings_and_a_copied_link_opens_them(server, 
     url, _, _ = server
     context = _context(browser)
     page = context.new_page()
-    page.goto(f"{url}/train")
-    page.get_by_text("Start training").first.wait_for()
-    settle(page)
+    visit(page, f"{url}/train", "Start training")
     field = page.get_by_label("Epochs", exact=True)
     field.fill("7")
     field.press("Enter")
@@ -156,9 +152,7 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
     url, home, _ = server
     context = _context(browser)
     page = context.new_page()
-    page.goto(f"{url}/results?run=older&compare=newer&compare=older")
-    page.get_by_text("Compare runs").first.wait_for()
-    settle(page)
+    visit(page, f"{url}/results?run=older&compare=newer&compare=older", "Compare runs")
     assert _chosen(page, "results_run") == "The older try · older (finished)"
     assert page.get_by_text("kept for the link test").count()  # its note
     both = ["moved-dataset · seed · newer", "The older try · older"]
@@ -170,9 +164,7 @@ def test_a_copied_results_link_shows_the_same_run_and_a_bad_one_says_so(server, 
 
     other, page = _reloaded_then_opened_afresh(browser, context, page, "Compare runs", same_view)
     # A run the server does not list (a path, here) is named in a warning, and the newest run shows.
-    page.goto(f"{url}/results?run=..%2F..%2Fetc")
-    page.get_by_text("Compare runs").first.wait_for()
-    settle(page)
+    visit(page, f"{url}/results?run=..%2F..%2Fetc", "Compare runs")
     assert page.get_by_text(re.compile(r"The link's run \(\.\./\.\./etc\) cannot be used")).count()
     assert _chosen(page, "results_run").endswith(" · newer (finished)")
     assert _query(page) == {"run": ["newer"]}
@@ -185,9 +177,7 @@ def test_a_copied_classify_link_shows_the_same_model(server, browser):
     url, _, _ = server
     context = _context(browser)
     page = context.new_page()
-    page.goto(f"{url}/classify?model=newer")
-    page.get_by_text("Take a snapshot or upload a photo").first.wait_for()
-    settle(page)
+    visit(page, f"{url}/classify?model=newer", "Take a snapshot or upload a photo")
 
     def same_model(page) -> None:
         assert _chosen(page, "classify_model") == "moved-dataset · seed (run newer)"
