@@ -555,8 +555,8 @@ ARCH_WORDS = {
     "about 1.5 times as quick to train on a processor as vgg",
     "vgg-steady": "vgg-lite with smoothed pooling: its answers change less when the face is framed a little "
     "differently, as accurate as vgg-lite in our tests and nearly as quick to train",
-    "vgg-smooth": "vgg with smoothed pooling, as the bundled model is: the same weights as vgg, so a vgg model can be "
-    "fine-tuned into it, and steadier answers when the face is framed a little differently",
+    "vgg-smooth": "vgg with smoothed pooling: steadier answers when the face is framed a little differently, "
+    "and the same weights as vgg, so a vgg model can start it",
     "vgg-small": "small VGG-style network: one convolution layer where vgg has two, fastest, a little less accurate",
     "seed": "the report's CNN: three convolution blocks, the network this project started from",
 }

@@ -33,8 +33,8 @@ DEFAULTS = TrainConfig()
 ARCH_LABELS = {
     "vgg-steady": "vgg-steady: VGG-style network, steadier answers, quicker to train (default)",
     "vgg-lite": "vgg-lite: VGG-style network, quicker to train",
-    "vgg": "vgg: VGG-style network",
-    "vgg-smooth": "vgg-smooth: vgg with smoothed pooling (the bundled model's)",
+    "vgg": "vgg: VGG-style network (the bundled model's)",
+    "vgg-smooth": "vgg-smooth: vgg with smoothed pooling, steadier answers",
     "seed": "seed: the report's CNN (three convolution blocks)",
     "vgg-small": "vgg-small: small VGG-style network (fastest, a little less accurate)",
 }
