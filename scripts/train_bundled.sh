@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled model, models/default.keras, on the CPU with TensorFlow (docs/training.md):
 #   scripts/train_bundled.sh [DATA_FOLDER]     (default data: DATA_FOLDER/fer2013, DATA_FOLDER/expw-sample)
-# The default architecture at width 48 on FER2013's train split pooled with expw-sample's
+# `vgg` at width 48 on FER2013's train split pooled with expw-sample's
 # photo-grouped train part (settings chosen on the val parts), in two runs:
 #   1. runs/bundled-w48: fresh weights, augmented, batch 128, until early stopping;
 #   2. runs/bundled-w48-noaug: its best model, a few epochs at learning rate 5e-5 without augmentation;
