@@ -133,8 +133,9 @@ def _vgg_steady(x, config: ModelConfig):
 
 
 def _vgg_smooth(x, config: ModelConfig):
-    """vgg with anti-aliased pooling (`_halve`): vgg's weights, so a trained vgg model (the bundled
-    one) can be fine-tuned into it with --init-from."""
+    """vgg with anti-aliased pooling (`_halve`) and vgg's weights, so it can start from a trained vgg
+    model (--init-from); fine-tuned from the bundled model it lost accuracy, so it is trained from
+    fresh weights (docs/training.md#the-bundled-model)."""
     return _vgg(x, config, smooth=True)
 
 
