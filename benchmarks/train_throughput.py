@@ -29,6 +29,8 @@ Several architectures (`--arch vgg,vgg-lite`) are compared setting by setting ag
 float32, and the accuracy check then trains the first in float32 against the others in bfloat16:
 
     .venv/bin/python benchmarks/train_throughput.py data/fer2013 --settings --arch vgg,vgg-lite --no-xla
+
+`--compare vgg:bfloat16,vgg-lite:float32` names the accuracy check's runs instead.
 """
 
 from __future__ import annotations
@@ -175,11 +177,13 @@ def timed_run(
 def accuracy_check(args) -> None:
     """Train each compared model through fer.train with each seed (`--seeds`) and print its best validation
     accuracy: one architecture in float32 and bfloat16; several, the first in float32 (the baseline)
-    against each of the others in bfloat16."""
+    against each of the others in bfloat16; or the runs `--compare` names."""
     import tempfile
 
     archs = args.arch.split(",")
-    if len(archs) == 1:
+    if args.compare:
+        compared = [tuple(run.split(":")) for run in args.compare.split(",")]
+    elif len(archs) == 1:
         compared = [(archs[0], "float32"), (archs[0], "bfloat16")]
     else:
         compared = [(archs[0], "float32")] + [(arch, "bfloat16") for arch in archs[1:]]
@@ -257,6 +261,12 @@ def main() -> None:
         "--keras-bn",
         action="store_true",
         help="--settings: the accuracy check trains with Keras' own batch norm, not the fused kernel",
+    )
+    parser.add_argument(
+        "--compare",
+        default="",
+        help="--settings: the accuracy check's runs, as ARCH:PRECISION,... (for example "
+        "vgg:bfloat16 to add a run to an earlier table)",
     )
     parser.add_argument(
         "--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy check"
