@@ -61,10 +61,10 @@ def bfloat16_cpu() -> bool:
 
 def precision(name: str) -> str:
     """What a run asking for precision `name` (fer.config.PRECISIONS) trains in: "float32" or
-    "bfloat16". "auto" is bfloat16 where it was measured faster (1.1-1.6 times, about 2 points lower
-    after 10 epochs, docs/benchmarks.md): TensorFlow on a CPU with bfloat16 instructions and no GPU.
-    Elsewhere float32:
-    a GPU has its own trade-offs, and JAX on the CPU was not measured."""
+    "bfloat16". "auto" is bfloat16 where it was measured faster (1.1-1.6 times; about 2 points lower
+    after 10 epochs, half a point after full runs, docs/benchmarks.md): TensorFlow on a CPU with
+    bfloat16 instructions and no GPU. Elsewhere float32: a GPU has its own trade-offs, and JAX on the
+    CPU was not measured."""
     if name != "auto":
         return name
     if keras.backend.backend() != "tensorflow" or not bfloat16_cpu():
