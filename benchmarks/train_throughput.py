@@ -272,6 +272,11 @@ def main() -> None:
         "--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy check"
     )
     args = parser.parse_args()
+    if args.compare and not all(
+        len(run.split(":")) == 2 and run.split(":")[1] in ("float32", "bfloat16")
+        for run in args.compare.split(",")
+    ):
+        parser.error(f"--compare takes ARCH:PRECISION,... with float32 or bfloat16, got {args.compare!r}")
     if args.settings:
         if args.threads:
             import tensorflow as tf
