@@ -135,8 +135,8 @@ def _vgg_steady(x, config: ModelConfig):
 def _vgg_smooth(x, config: ModelConfig):
     """vgg with anti-aliased pooling (`_halve`) and vgg's weights, so it can start from a trained vgg
     model (--init-from); fine-tuned from the bundled model it lost accuracy. From fresh weights with
-    the bundled recipe it was steadier and better on in-the-wild faces but a point under vgg on
-    FER2013 (docs/training.md#the-bundled-model)."""
+    the bundled recipe it was steadier but a point under vgg on FER2013
+    (docs/training.md#the-bundled-model)."""
     return _vgg(x, config, smooth=True)
 
 
