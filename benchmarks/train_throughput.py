@@ -48,7 +48,7 @@ import keras
 import numpy as np
 
 from fer import datasets, train
-from fer.config import ModelConfig, TrainConfig
+from fer.config import PRECISIONS, ModelConfig, TrainConfig
 from fer.faces import load_splits
 from fer.models import build
 
@@ -182,7 +182,7 @@ def accuracy_check(args) -> None:
 
     archs = args.arch.split(",")
     if args.compare:
-        compared = [tuple(run.split(":")) for run in args.compare.split(",")]
+        compared = args.compare
     elif len(archs) == 1:
         compared = [(archs[0], "float32"), (archs[0], "bfloat16")]
     else:
@@ -233,6 +233,17 @@ def accuracy_check(args) -> None:
         print(f"{seed:<6}{arch:<11}{precision:<11}{accuracy:>9.4f}{best:>12}{epochs:>8}{seconds:>9.0f}")
 
 
+def compared_runs(text: str) -> list[tuple[str, str]]:
+    """`--compare`'s ARCH:PRECISION,... as (arch, precision) pairs, each precision float32 or bfloat16."""
+    runs = [tuple(run.split(":")) for run in text.split(",")]
+    trained_in = [name for name in PRECISIONS if name != "auto"]
+    if not all(len(run) == 2 and run[1] in trained_in for run in runs):
+        raise argparse.ArgumentTypeError(
+            f"takes ARCH:PRECISION,... with {' or '.join(trained_in)}, got {text!r}"
+        )
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", default=str(DEFAULT))
@@ -264,7 +275,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--compare",
-        default="",
+        type=compared_runs,
+        default=[],
         help="--settings: the accuracy check's runs, as ARCH:PRECISION,... (for example "
         "vgg:bfloat16 to add a run to an earlier table)",
     )
@@ -272,11 +284,6 @@ def main() -> None:
         "--no-accuracy", dest="accuracy", action="store_false", help="skip the accuracy check"
     )
     args = parser.parse_args()
-    if args.compare and not all(
-        len(run.split(":")) == 2 and run.split(":")[1] in ("float32", "bfloat16")
-        for run in args.compare.split(",")
-    ):
-        parser.error(f"--compare takes ARCH:PRECISION,... with float32 or bfloat16, got {args.compare!r}")
     if args.settings:
         if args.threads:
             import tensorflow as tf
