@@ -41,7 +41,6 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -185,37 +184,40 @@ def accuracy_check(args) -> None:
     if args.compare:
         compared = args.compare
     elif len(archs) == 1:
-        compared = [Compared(archs[0], "float32"), Compared(archs[0], "bfloat16")]
+        compared = [(archs[0], "float32"), (archs[0], "bfloat16")]
     else:
-        compared = [Compared(archs[0], "float32")] + [Compared(arch, "bfloat16") for arch in archs[1:]]
-    if args.keras_bn:
-        compared = [run._replace(keras_bn=True) for run in compared]
+        compared = [(archs[0], "float32")] + [(arch, "bfloat16") for arch in archs[1:]]
     rows = []
-    fused = train.fuse_batch_norms
+    if args.keras_bn:  # how runs trained before fer.train fused their batch norms
+        train.fuse_batch_norms = lambda model: 0
     with tempfile.TemporaryDirectory(prefix="fer-precision-") as folder:
         for seed in (int(seed) for seed in args.seeds.split(",")):
-            for i, run in enumerate(compared):
-                # Keras' own batch norm: how runs trained before fer.train fused them
-                train.fuse_batch_norms = (lambda model: 0) if run.keras_bn else fused
+            for arch, precision in compared:
                 state, seconds = timed_run(
                     args.dataset,
-                    Path(folder) / f"{i}-{seed}",
+                    Path(folder) / f"{arch}-{precision}-{seed}",
                     faces=args.faces,
                     epochs=args.epochs,
                     patience=args.patience,
-                    arch=run.arch,
+                    arch=arch,
                     width=args.width,
                     seed=seed,
-                    precision=run.precision,
-                    coarse_epochs=run.coarse_epochs,
-                    coarse_size=run.coarse_size,
+                    precision=precision,
                 )
                 rows.append(
-                    (seed, run.name, state["best_val_accuracy"], state["best_epoch"], state["epoch"], seconds)
+                    (
+                        seed,
+                        arch,
+                        precision,
+                        state["best_val_accuracy"],
+                        state["best_epoch"],
+                        state["epoch"],
+                        seconds,
+                    )
                 )
                 print(
-                    f"seed {seed} {run.name}: best val accuracy {rows[-1][2]:.4f} "
-                    f"(epoch {rows[-1][3]} of {rows[-1][4]}), {seconds:.0f} s",
+                    f"seed {seed} {arch} {precision}: best val accuracy {rows[-1][3]:.4f} "
+                    f"(epoch {rows[-1][4]} of {rows[-1][5]}), {seconds:.0f} s",
                     flush=True,
                 )
     faces = f"{args.faces:,}" if args.faces else "all"
@@ -224,49 +226,21 @@ def accuracy_check(args) -> None:
         f"\nwidth {args.width}, {faces} FER2013 train faces, {args.epochs} epochs{patience}, "
         "val accuracy (FER2013 val)"
     )
-    width = max(len(row[1]) for row in rows) + 2
-    print(f"{'seed':<6}{'run':<{width}}{'val acc':>9}{'best epoch':>12}{'epochs':>8}{'seconds':>9}")
-    for seed, name, accuracy, best, epochs, seconds in rows:
-        print(f"{seed:<6}{name:<{width}}{accuracy:>9.4f}{best:>12}{epochs:>8}{seconds:>9.0f}")
+    print(
+        f"{'seed':<6}{'model':<11}{'precision':<11}{'val acc':>9}{'best epoch':>12}{'epochs':>8}{'seconds':>9}"
+    )
+    for seed, arch, precision, accuracy, best, epochs, seconds in rows:
+        print(f"{seed:<6}{arch:<11}{precision:<11}{accuracy:>9.4f}{best:>12}{epochs:>8}{seconds:>9.0f}")
 
 
-class Compared(NamedTuple):
-    """One run of the accuracy check: its network and precision, any coarse epochs (faces shrunk to
-    `coarse_size` first, TrainConfig.coarse_epochs) and whether it trains with Keras' own batch norm."""
-
-    arch: str
-    precision: str
-    coarse_epochs: int = 0
-    coarse_size: int = TrainConfig.coarse_size
-    keras_bn: bool = False
-
-    @property
-    def name(self) -> str:
-        extra = f" {self.coarse_epochs}@{self.coarse_size}px" if self.coarse_epochs else ""
-        return f"{self.arch} {self.precision}{extra}{' keras-bn' if self.keras_bn else ''}"
-
-
-def compared_runs(text: str) -> list[Compared]:
-    """`--compare`'s ARCH:PRECISION[:EPOCHS@SIZE][:keras-bn],... as Compared runs: each precision float32
-    or bfloat16, EPOCHS@SIZE the coarse epochs and their face side, keras-bn Keras' own batch norm."""
+def compared_runs(text: str) -> list[tuple[str, str]]:
+    """`--compare`'s ARCH:PRECISION,... as (arch, precision) pairs, each precision float32 or bfloat16."""
+    runs = [tuple(run.split(":")) for run in text.split(",")]
     trained_in = [name for name in PRECISIONS if name != "auto"]
-    runs = []
-    for run in text.split(","):
-        arch, precision, *options = run.split(":") + ["", ""][: max(0, 2 - len(run.split(":")))]
-        coarse = [option.split("@") for option in options if "@" in option]
-        unknown = [option for option in options if "@" not in option and option != "keras-bn"]
-        if (
-            precision not in trained_in
-            or unknown
-            or len(coarse) > 1
-            or any(not (epochs.isdigit() and size.isdigit()) for epochs, size in coarse)
-        ):
-            raise argparse.ArgumentTypeError(
-                f"takes ARCH:PRECISION[:EPOCHS@SIZE][:keras-bn],... with {' or '.join(trained_in)}, "
-                f"got {run!r}"
-            )
-        epochs, size = (int(n) for n in coarse[0]) if coarse else (0, TrainConfig.coarse_size)
-        runs.append(Compared(arch, precision, epochs, size, "keras-bn" in options))
+    if not all(len(run) == 2 and run[1] in trained_in for run in runs):
+        raise argparse.ArgumentTypeError(
+            f"takes ARCH:PRECISION,... with {' or '.join(trained_in)}, got {text!r}"
+        )
     return runs
 
 

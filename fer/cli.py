@@ -288,13 +288,6 @@ TRAIN_OPTIONS = (
     Option("lr_patience", "--lr-patience", "int", "epochs before halving LR"),
     Option("max_faces", "--max-faces", "int", "train on at most this many faces"),
     Option(
-        "coarse_epochs",
-        "--coarse-epochs",
-        "int",
-        "train this many first epochs on faces shrunk to --coarse-size (faster; vgg family)",
-    ),
-    Option("coarse_size", "--coarse-size", "int", "face side of the coarse epochs, in pixels"),
-    Option(
         "init_from",
         "--init-from",
         "str",

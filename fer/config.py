@@ -17,9 +17,6 @@ from dataclasses import asdict, dataclass, fields
 # Face sides, in pixels, that preprocessing makes and models take: FER2013 is natively 48; the report
 # used 224.
 MIN_SIZE, MAX_SIZE = 48, 224
-# The smallest face side coarse epochs shrink to (TrainConfig.coarse_size): the vgg family halves it
-# four times, to a single pixel at 16.
-COARSE_MIN = 16
 ARCHITECTURES = ("seed", "vgg", "vgg-lite", "vgg-steady", "vgg-smooth", "vgg-small")
 STRATEGIES = ("none", "mirrored", "multiworker")
 # What the layers compute in: "auto" is bfloat16 (float32 weights, bfloat16 arithmetic) on a CPU with
@@ -110,8 +107,6 @@ class TrainConfig:
     max_faces: int | None = None  # use at most this many training faces (quick trials)
     init_from: str | None = None  # a saved model (.keras) to start from; may be narrower (see models.grow)
     precision: str = "auto"  # see PRECISIONS; the saved best model is float32 whichever it trains in
-    coarse_epochs: int = 0  # train this many first epochs on faces shrunk to coarse_size (faster)
-    coarse_size: int = 24  # the face side of the coarse epochs, in pixels
 
     def __post_init__(self) -> None:
         _need(len(self.datasets) > 0, "datasets must name at least one dataset")
@@ -143,21 +138,6 @@ class TrainConfig:
         _need(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
-        )
-        _need(
-            0 <= self.coarse_epochs < self.epochs,
-            "coarse_epochs must be at least 0 and fewer than the epochs, so the last epochs train on "
-            f"full-size faces; got {self.coarse_epochs} of {self.epochs}",
-        )
-        _need(
-            self.coarse_epochs == 0 or self.arch != "seed",
-            "coarse_epochs needs a network that takes any face size (the vgg family); the seed network's "
-            "Flatten layer fixes its size",
-        )
-        _need(
-            COARSE_MIN <= self.coarse_size < self.image_size,
-            f"coarse_size must be at least {COARSE_MIN} and under image_size ({self.image_size}) pixels, "
-            f"got {self.coarse_size}",
         )
         _need(
             self.max_faces is None or self.max_faces >= 1,

@@ -69,48 +69,6 @@ def float32_twin(model):
     return twin
 
 
-class Window(layers.Layer):
-    """A size x size window of each face: random per batch when training, the centre otherwise."""
-
-    def __init__(self, size: int, **kwargs):
-        super().__init__(**kwargs)
-        self.size = size
-        self.seed_generator = keras.random.SeedGenerator(0)
-
-    def call(self, x, training=False):
-        side = x.shape[1]
-        room = side - self.size
-        if training:
-            at = keras.random.randint((2,), 0, room + 1, seed=self.seed_generator)
-            top, left = at[0], at[1]
-        else:
-            top = left = room // 2
-        zero = keras.ops.convert_to_tensor(0, dtype="int32")
-        start = keras.ops.stack([zero, keras.ops.cast(top, "int32"), keras.ops.cast(left, "int32"), zero])
-        return keras.ops.slice(x, start, (keras.ops.shape(x)[0], self.size, self.size, x.shape[3]))
-
-    def compute_output_shape(self, shape):
-        return (shape[0], self.size, self.size, shape[3])
-
-
-def at_size(model, size: int):
-    """`model` reading its faces shrunk to `size` x `size` pixels: the same faces go in, a Resizing layer
-    shrinks them (bilinear, antialiased), and `model`'s own layers, weights shared, run on the smaller
-    faces. For training a network of the vgg family on coarse faces first (fer.train), whose global
-    average pooling takes any size; `model` must be a chain of layers, as every architecture here is."""
-    side = model.input_shape[1]
-    inputs = keras.Input(shape=model.input_shape[1:], name="face")
-    import os
-
-    if os.environ.get("FER_COARSE_CROP"):
-        x = Window(size, name=f"to_{size}px")(inputs)
-    else:
-        x = layers.Resizing(size, size, interpolation="bilinear", antialias=True, name=f"to_{size}px")(inputs)
-    for layer in model.layers[1:]:
-        x = layer(x)
-    return keras.Model(inputs, x, name=f"{model.name}_at_{size}_of_{side}")
-
-
 def _seed(x, config: ModelConfig):
     """The report's CNN, exactly: Conv 32/64/128 (3x3, ReLU) each followed by 2x2 max-pooling,
     Flatten, Dense 128 ReLU, Dropout 0.5."""

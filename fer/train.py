@@ -217,9 +217,7 @@ class RunRecorder(keras.callbacks.Callback):
     """Writes progress, history, checkpoints and state; handles early stopping, the LR schedule and
     cancellation (a `cancel` file in the run folder)."""
 
-    def __init__(
-        self, run_dir: Path, config: TrainConfig, metadata: dict, state: dict, steps: int, network=None
-    ):
+    def __init__(self, run_dir: Path, config: TrainConfig, metadata: dict, state: dict, steps: int):
         super().__init__()
         self.run_dir, self.config, self.metadata, self.state, self.steps = (
             run_dir,
@@ -228,9 +226,6 @@ class RunRecorder(keras.callbacks.Callback):
             state,
             steps,
         )
-        # The model saved: the one fitted, or, while coarse epochs fit models.at_size's wrapper of
-        # it, the full-size model whose weights that wrapper trains.
-        self.network = network
         self.last_write = 0.0
         self.epoch_start = time.monotonic()
         self.cancelled = False
@@ -290,12 +285,6 @@ class RunRecorder(keras.callbacks.Callback):
         history = history[history["epoch"] < epoch + 1] if len(history) else history
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
         val = float(logs.get("val_accuracy", 0.0))
-        if epoch == self.config.coarse_epochs > 0:
-            # The first full-size epoch: the coarse epochs' val accuracy was read on coarse faces, so
-            # the best model and the waits start again here.
-            for key in ("best_val_accuracy", "best_epoch"):
-                state.pop(key, None)
-            state.update(wait=0, lr_wait=0)
         improved = val > state.get("best_val_accuracy", -1.0)
         if improved:
             state.update(best_val_accuracy=val, best_epoch=epoch + 1, wait=0, lr_wait=0)
@@ -306,7 +295,7 @@ class RunRecorder(keras.callbacks.Callback):
                 self.model.optimizer.learning_rate.assign(lr * 0.5)
                 state["lr_wait"] = 0
         state["epoch"] = epoch + 1
-        if state["wait"] >= self.config.patience and epoch >= self.config.coarse_epochs:
+        if state["wait"] >= self.config.patience:
             state["stopped_early"] = True
             self.model.stop_training = True
         # A kill can come between any two of these files, so one of them is the commit: last.keras,
@@ -314,10 +303,9 @@ class RunRecorder(keras.callbacks.Callback):
         # drops rows past the commit); after it, best.keras (a resume rewrites it from last.keras
         # if the kill came first) and state.json, the state for readers.
         runs.write_csv(self.run_dir / runs.HISTORY, history)
-        network = self.network or self.model
-        modelfile.save_model(network, self.run_dir / runs.LAST, {**self.metadata, "state": state})
+        modelfile.save_model(self.model, self.run_dir / runs.LAST, {**self.metadata, "state": state})
         if improved:
-            save_best(network, self.run_dir, {**self.metadata, "epoch": epoch + 1})
+            save_best(self.model, self.run_dir, {**self.metadata, "epoch": epoch + 1})
         runs.write_json(self.run_dir / runs.STATE, state)
         if self._cancel_requested():
             self.cancelled = True
@@ -638,10 +626,11 @@ def _fit(
     metadata: dict,
     state: dict,
 ) -> RunRecorder:
-    """Keras' fit from the state's epoch on, recorded by RunRecorder; returns the recorder. The first
-    `config.coarse_epochs` fit `model` on faces shrunk to `config.coarse_size` (models.at_size), the
-    rest on full-size faces."""
+    """Keras' fit from the state's epoch on, recorded by RunRecorder; returns the recorder."""
     initial_epoch = int(state.get("epoch", 0))
+    train_batches = Batches(
+        data["train"], config, training=True, num_classes=len(labels), start_epoch=initial_epoch
+    )
     val_batches = Batches(data["val"], config, training=False, num_classes=len(labels))
     class_weight = None
     if config.class_weight:
@@ -649,41 +638,19 @@ def _fit(
         class_weight = {
             i: float(counts.sum() / (len(labels) * c)) if c else 0.0 for i, c in enumerate(counts)
         }
-    steps = max(1, -(-len(data["train"].y) // config.batch_size))  # as Batches has
-    recorder = RunRecorder(run_dir, config, metadata, state, steps, network=model)
-    if state.get("stopped_early"):
-        return recorder
-    phases = [(model, config.epochs)]
-    if initial_epoch < config.coarse_epochs:
-        phases.insert(0, (_coarse(model, config), config.coarse_epochs))
-    for network, end in phases:
-        start = int(state.get("epoch", 0))
-        if start >= end or recorder.cancelled or state.get("stopped_early"):
-            continue
-        # A phase's batches start at its first epoch, as a resume there would.
-        train_batches = Batches(
-            data["train"], config, training=True, num_classes=len(labels), start_epoch=start
-        )
-        network.fit(
+    recorder = RunRecorder(run_dir, config, metadata, state, len(train_batches))
+    stopped_before = state.get("stopped_early") or initial_epoch >= config.epochs
+    if not stopped_before:
+        model.fit(
             train_batches,
             validation_data=val_batches,
-            epochs=end,
-            initial_epoch=start,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
             class_weight=class_weight,
             callbacks=[recorder],
             verbose=0,
         )
     return recorder
-
-
-def _coarse(model, config: TrainConfig):
-    """`model` reading coarse faces (models.at_size), compiled like it and stepped by its optimizer,
-    so the two train the same weights with one optimizer state."""
-    scope = model.distribute_strategy.scope() if hasattr(model, "distribute_strategy") else None
-    with scope or contextlib.nullcontext():
-        coarse = models.at_size(model, config.coarse_size)
-        _compile(coarse, config, model.optimizer)
-    return coarse
 
 
 def _score(
@@ -893,15 +860,15 @@ def _strategy(name: str):
     return MultiWorker()
 
 
-def _compile(model, config: TrainConfig, optimizer=None) -> None:
+def _compile(model, config: TrainConfig) -> None:
     if config.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    if optimizer is None and config.weight_decay:
+    if config.weight_decay:
         optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
-    elif optimizer is None:
+    else:
         optimizer = keras.optimizers.Adam(config.learning_rate)
     model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -258,10 +258,6 @@ def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
         ("max_faces", 0),
         ("datasets", ()),
         ("precision", "float16"),
-        ("coarse_epochs", 30),
-        ("coarse_epochs", -1),
-        ("coarse_size", 48),
-        ("coarse_size", 8),
     ],
 )
 def test_train_config_errors_name_the_field(field, value):
@@ -272,117 +268,6 @@ def test_train_config_errors_name_the_field(field, value):
 def test_train_config_round_trips_through_json():
     config = TrainConfig(datasets=("a", "b"), arch="seed", epochs=2, max_faces=10, min_confidence=0.5)
     assert TrainConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
-
-
-# Coarse epochs ------------------------------------------------------------------------------------
-
-
-def test_coarse_epochs_need_a_network_that_takes_any_size():
-    with pytest.raises(ValueError, match="coarse_epochs needs a network that takes any face size"):
-        TrainConfig(arch="seed", coarse_epochs=2)
-
-
-def test_a_model_at_a_coarse_size_trains_the_same_weights_on_shrunk_faces():
-    import keras
-
-    from fer import models
-
-    model = models.build(ModelConfig(arch="vgg", width=4), "float32")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    faces = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 1)).astype(np.float32)
-    before = model.predict(faces, verbose=0)
-    coarse = models.at_size(model, 24)
-    assert coarse.input_shape == model.input_shape == (None, 48, 48, 1)
-    assert coarse.get_layer("to_24px").output.shape == (None, 24, 24, 1)
-    assert [id(w) for w in coarse.weights] == [id(w) for w in model.weights]
-    np.testing.assert_array_equal(model.predict(faces, verbose=0), before)  # wrapping changes nothing
-    # A face and its 24 px version read the same once shrunk, where the full-size model tells them apart.
-    small = keras.ops.convert_to_numpy(
-        keras.layers.Resizing(24, 24, interpolation="bilinear", antialias=True)(faces)
-    )
-    blocky = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)
-    np.testing.assert_allclose(coarse.predict(faces, verbose=0), coarse.predict(blocky, verbose=0), atol=0.05)
-    coarse.compile(optimizer=model.optimizer, loss="sparse_categorical_crossentropy")
-    coarse.fit(faces, np.arange(8) % 7, epochs=1, verbose=0)
-    assert not np.allclose(model.predict(faces, verbose=0), before), (
-        "training at 24 px left the model as it was"
-    )
-
-
-def _recording_fits(monkeypatch) -> list[tuple[str, int, int, tuple]]:
-    """Each Keras fit of a training run: its model's name, first and end epochs, and input shape."""
-    import keras
-
-    fits = []
-    fit = keras.Model.fit
-
-    def recording(self, *args, **kwargs):
-        fits.append((self.name, kwargs["initial_epoch"], kwargs["epochs"]))
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "fit", recording)
-    return fits
-
-
-def test_coarse_epochs_train_first_and_the_best_model_is_chosen_after_them(
-    tmp_path, tiny_dataset, monkeypatch
-):
-    fits = _recording_fits(monkeypatch)
-    config = TrainConfig(datasets=(str(tiny_dataset),), epochs=3, coarse_epochs=2, coarse_size=16, **TINY)
-    run_dir = tmp_path / "run"
-    metrics = T.train(config, run_dir)
-    assert fits == [("vgg_small_at_16_of_48", 0, 2), ("vgg_small", 2, 3)]
-    assert R.read_history(run_dir)["epoch"].tolist() == [1, 2, 3]
-    state = R.read_json(run_dir / "state.json")
-    # The coarse epochs' val accuracy was read on coarse faces: the best model is a full-size epoch's.
-    assert state["best_epoch"] == 3 and state["epoch"] == 3
-    assert read_metadata(run_dir / "best.keras")["epoch"] == 3
-    assert load_model(run_dir / "best.keras")[0].input_shape == (None, 48, 48, 1)
-    assert metrics["n"] > 0
-
-
-def test_coarse_epochs_never_stop_a_run_early(tmp_path, tiny_dataset, monkeypatch):
-    fits = _recording_fits(monkeypatch)
-    config = TrainConfig(
-        datasets=(str(tiny_dataset),), epochs=4, coarse_epochs=3, coarse_size=16, patience=1, **TINY
-    )
-    run_dir = tmp_path / "run"
-    T.train(config, run_dir)
-    assert fits[0] == ("vgg_small_at_16_of_48", 0, 3)
-    assert fits[1] == ("vgg_small", 3, 4), "the run stopped before its full-size epochs"
-    assert R.read_history(run_dir)["epoch"].tolist() == [1, 2, 3, 4]
-
-
-def test_a_run_stopped_in_its_coarse_epochs_resumes_them_then_trains_full_size(
-    tmp_path, tiny_dataset, monkeypatch
-):
-    config = TrainConfig(datasets=(str(tiny_dataset),), epochs=3, coarse_epochs=2, coarse_size=16, **TINY)
-    run_dir = tmp_path / "run"
-    end = T.RunRecorder.on_epoch_end
-
-    def cancel_after_the_first(self, epoch, logs=None):  # as a cancel after epoch 1 would
-        end(self, epoch, logs)
-        if epoch == 0:
-            self.model.stop_training = True
-            self.cancelled = True
-
-    monkeypatch.setattr(T.RunRecorder, "on_epoch_end", cancel_after_the_first)
-    assert T.train(config, run_dir) == {}
-    assert R.read_json(run_dir / "state.json")["epoch"] == 1
-    monkeypatch.setattr(T.RunRecorder, "on_epoch_end", end)
-    fits = _recording_fits(monkeypatch)
-    T.train(config, run_dir, resume=True)
-    assert fits == [("vgg_small_at_16_of_48", 1, 2), ("vgg_small", 2, 3)]
-    assert R.read_history(run_dir)["epoch"].tolist() == [1, 2, 3]
-    assert R.read_status(run_dir)["state"] == "done"
-
-
-def test_coarse_epochs_reach_the_command_line(tmp_path):
-    config = TrainConfig(datasets=("demo",), arch="vgg", epochs=10, coarse_epochs=7, coarse_size=32)
-    args = cli.train_args(config, tmp_path / "run")
-    assert args[args.index("--coarse-epochs") + 1] == "7" and args[args.index("--coarse-size") + 1] == "32"
-    parsed = cli.train_config(cli.build_parser().parse_args(["train", *args]))
-    assert parsed == replace(config, datasets=parsed.datasets)
 
 
 # Precision ----------------------------------------------------------------------------------------
