@@ -288,6 +288,13 @@ TRAIN_OPTIONS = (
     Option("lr_patience", "--lr-patience", "int", "epochs before halving LR"),
     Option("max_faces", "--max-faces", "int", "train on at most this many faces"),
     Option(
+        "teachers",
+        "--teachers",
+        "str",
+        "model files, comma-separated, whose averaged answers (calibrated) the model also learns",
+    ),
+    Option("distill", "--distill", "float", "with --teachers: their share of each face's target (0-1]"),
+    Option(
         "init_from",
         "--init-from",
         "str",

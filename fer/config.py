@@ -107,6 +107,8 @@ class TrainConfig:
     max_faces: int | None = None  # use at most this many training faces (quick trials)
     init_from: str | None = None  # a saved model (.keras) to start from; may be narrower (see models.grow)
     precision: str = "auto"  # see PRECISIONS; the saved best model is float32 whichever it trains in
+    teachers: str | None = None  # model files (comma-separated) whose averaged answers the model also learns
+    distill: float = 0.5  # with teachers: the share of each training face's target that is theirs
 
     def __post_init__(self) -> None:
         _need(len(self.datasets) > 0, "datasets must name at least one dataset")
@@ -139,6 +141,7 @@ class TrainConfig:
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
+        _need(0 < self.distill <= 1, f"distill must be above 0 and at most 1, got {self.distill}")
         _need(
             self.max_faces is None or self.max_faces >= 1,
             f"max_faces must be at least 1, got {self.max_faces}",

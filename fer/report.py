@@ -361,6 +361,9 @@ def _settings_html(run: runs.Run) -> str:
         ("Seed, val / test share", f"{train.get('seed')}, {train.get('val_share')} / {train.get('test_share')}"),
         ("Training-face cap", "none" if not train.get("max_faces") else f"{int(train['max_faces']):,}"),
     ]  # fmt: skip
+    if train.get("teachers"):  # by file name: a server's folders are not the reader's business
+        names = ", ".join(Path(str(path).strip()).name for path in str(train["teachers"]).split(","))
+        items.append(("Taught by", f"{names} ({float(train.get('distill', 0.5)):g} of each target)"))
     # Read by people outside the server: no command line, and no server path (datasets by folder name).
     rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(results.without_paths(v))}</dd>" for k, v in items)
     return f"<dl>{rows}</dl>"

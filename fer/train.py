@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import asdict
@@ -132,6 +133,37 @@ def _fused_batch_norm_call(self, inputs, training=None, mask=None):
 # Batches ------------------------------------------------------------------------------------------
 
 
+def teacher(config: TrainConfig, labels: list[str]):
+    """The run's teachers (config.teachers) as one function from a batch of (n, size, size) faces to
+    their averaged calibrated probabilities, each read as its model file says, in the run's label
+    order: what the model is also taught (distillation). None without teachers."""
+    if not config.teachers:
+        return None
+    read = []
+    for path in config.teachers.split(","):
+        model, metadata = modelfile.load_model(Path(path.strip()))
+        if list(metadata.get("labels", [])) != list(labels):
+            raise ValueError(
+                f"the teacher {path.strip()} answers with the labels {metadata.get('labels')}, not this "
+                f"run's {labels}: teach with a model trained on the same expressions"
+            )
+        if tuple(model.input_shape[1:3]) != (config.image_size, config.image_size):
+            raise ValueError(
+                f"the teacher {path.strip()} reads {model.input_shape[1]} px faces, not this run's "
+                f"{config.image_size} px"
+            )
+        read.append((model, metadata))
+    lock = threading.Lock()  # loader threads take turns with the teachers
+
+    def probabilities(faces: np.ndarray) -> np.ndarray:
+        with lock:
+            return np.mean(
+                [modelfile.predict_probabilities(m, faces, metadata=meta) for m, meta in read], axis=0
+            ).astype(np.float32)
+
+    return probabilities
+
+
 def loader_threads() -> int:
     """Threads that make batches while the model trains: FER_LOADER_THREADS, else 1. A batch depends
     only on (seed, epoch, index), so any number gives the same batches. OpenCV and NumPy release the
@@ -179,9 +211,11 @@ class Batches(keras.utils.PyDataset):
         training: bool,
         num_classes: int,
         start_epoch: int = 0,
+        teacher=None,
     ) -> None:
         super().__init__(workers=loader_threads(), use_multiprocessing=False)
         self.split, self.config, self.training, self.num_classes = split, config, training, num_classes
+        self.teacher = teacher  # training faces' soft targets (see `teacher`), or None
         self.epoch = start_epoch
         self.order = np.arange(len(split.y))
         self.on_epoch_end()
@@ -200,8 +234,11 @@ class Batches(keras.utils.PyDataset):
         else:
             x = pixels.astype(np.float32)
         y = self.split.y[rows]
-        if self.config.label_smoothing:
+        if self.config.label_smoothing or self.config.teachers:
             y = np.eye(self.num_classes, dtype=np.float32)[y]
+        if self.training and self.teacher is not None:
+            share = np.float32(self.config.distill)
+            y = (1 - share) * y + share * self.teacher(x)
         return x[..., None], y
 
     def on_epoch_end(self) -> None:
@@ -629,7 +666,12 @@ def _fit(
     """Keras' fit from the state's epoch on, recorded by RunRecorder; returns the recorder."""
     initial_epoch = int(state.get("epoch", 0))
     train_batches = Batches(
-        data["train"], config, training=True, num_classes=len(labels), start_epoch=initial_epoch
+        data["train"],
+        config,
+        training=True,
+        num_classes=len(labels),
+        start_epoch=initial_epoch,
+        teacher=teacher(config, labels),
     )
     val_batches = Batches(data["val"], config, training=False, num_classes=len(labels))
     class_weight = None
@@ -861,7 +903,7 @@ def _strategy(name: str):
 
 
 def _compile(model, config: TrainConfig) -> None:
-    if config.label_smoothing:
+    if config.label_smoothing or config.teachers:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:

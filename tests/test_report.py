@@ -91,6 +91,20 @@ def test_report_of_a_failed_run_shows_its_error(tmp_path):
     assert "There are no test results" in page
 
 
+def test_report_names_a_runs_teachers_by_file_name_only(tmp_path):
+    run_dir = tmp_path / "taught"
+    teachers = "/srv/models/big.keras, /srv/runs/other/best.keras"
+    R.write_json(run_dir / "config.json", {"train": asdict(TrainConfig(teachers=teachers, distill=0.3))})
+    R.set_status(run_dir, "failed", error="stopped")
+    page = report.build_report(run_dir)
+    assert "<dt>Taught by</dt><dd>big.keras, best.keras (0.3 of each target)</dd>" in page
+    assert "/srv" not in page
+    plain = tmp_path / "plain"
+    R.write_json(plain / "config.json", {"train": asdict(TrainConfig())})
+    R.set_status(plain, "failed", error="stopped")
+    assert "Taught by" not in report.build_report(plain)
+
+
 def test_cli_report_writes_the_file(run_dir, tmp_path, capsys):
     out = tmp_path / "shared" / "report.html"
     code = cli.main(["report", str(run_dir), "--out", str(out)])

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +258,7 @@ def test_a_cancel_file_stops_the_run(tmp_path, tiny_dataset, monkeypatch):
         ("max_faces", 0),
         ("datasets", ()),
         ("precision", "float16"),
+        ("distill", 0.0),
     ],
 )
 def test_train_config_errors_name_the_field(field, value):
@@ -488,6 +489,56 @@ def test_training_batches_shuffle_augment_and_smooth():
     data.on_epoch_end()
     assert sorted(data.order) == list(range(20))
     assert not np.array_equal(first_epoch, data.order)  # a new order every epoch
+
+
+def test_training_batches_mix_the_teachers_answers_into_the_targets():
+    split = _split()
+    config = TrainConfig(batch_size=8, teachers="a.keras", distill=0.25)
+    answers = np.array([0.5, 0.3, 0.2], dtype=np.float32)
+    seen = []
+
+    def teacher(faces):
+        seen.append(faces.shape)
+        return np.tile(answers, (len(faces), 1))
+
+    x, y = T.Batches(split, config, training=True, num_classes=3, teacher=teacher)[0]
+    assert seen == [(8, 48, 48)]  # the teacher reads the augmented faces the model is taught
+    truth = np.eye(3, dtype=np.float32)[y.argmax(axis=1)]
+    np.testing.assert_allclose(y, 0.75 * truth + 0.25 * answers, rtol=1e-6)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
+    _, val_y = T.Batches(split, config, training=False, num_classes=3, teacher=teacher)[0]
+    np.testing.assert_array_equal(val_y, np.eye(3, dtype=np.float32)[split.y[:8]])  # val: the labels alone
+    assert len(seen) == 1
+
+
+def test_a_teacher_answers_in_the_runs_label_order_and_face_size(finished_run):
+    config, run_dir, _ = finished_run
+    labels = read_metadata(run_dir / "best.keras")["labels"]
+    taught = replace(config, teachers=f"{run_dir / 'best.keras'},{run_dir / 'best.keras'}")
+    read = T.teacher(taught, labels)
+    faces = np.random.default_rng(0).uniform(0, 255, (5, 48, 48)).astype(np.float32)
+    model, metadata = load_model(run_dir / "best.keras")
+    np.testing.assert_allclose(
+        read(faces), predict_probabilities(model, faces, metadata=metadata), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="not this run's"):
+        T.teacher(taught, labels[::-1])
+    with pytest.raises(ValueError, match="reads 48 px faces, not this run's 64 px"):
+        T.teacher(replace(taught, image_size=64), labels)
+    assert T.teacher(config, labels) is None
+
+
+def test_a_run_with_teachers_trains_and_records_them(finished_run, tiny_dataset, tmp_path):
+    _, run_dir, _ = finished_run
+    config = TrainConfig(
+        datasets=(str(tiny_dataset),), epochs=1, teachers=str(run_dir / "best.keras"), distill=0.7, **TINY
+    )
+    T.train(config, tmp_path / "taught")
+    train = read_metadata(tmp_path / "taught" / "best.keras")["train"]
+    assert (train["teachers"], train["distill"]) == (str(run_dir / "best.keras"), 0.7)
+    args = cli.train_args(config, tmp_path / "again")
+    parsed = cli.train_config(cli.build_parser().parse_args(["train", *args]))
+    assert parsed == replace(config, datasets=parsed.datasets)
 
 
 def _epochs_through_keras(data, epochs: int = 2) -> list[np.ndarray]:
