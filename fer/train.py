@@ -136,30 +136,39 @@ def _fused_batch_norm_call(self, inputs, training=None, mask=None):
 def teacher(config: TrainConfig, labels: list[str]):
     """The run's teachers (config.teachers) as one function from a batch of (n, size, size) faces to
     their averaged calibrated probabilities, each read as its model file says, in the run's label
-    order: what the model is also taught (distillation). None without teachers."""
+    order (matched by name): what the model is also taught (distillation). None without teachers.
+    A teacher that is not a model file, knows other expressions or reads another face size is
+    refused, naming it."""
     if not config.teachers:
         return None
     read = []
-    for path in config.teachers.split(","):
-        model, metadata = modelfile.load_model(Path(path.strip()))
-        if list(metadata.get("labels", [])) != list(labels):
+    for name in config.teachers.split(","):
+        path = Path(name.strip())
+        if not path.is_file():
             raise ValueError(
-                f"the teacher {path.strip()} answers with the labels {metadata.get('labels')}, not this "
-                f"run's {labels}: teach with a model trained on the same expressions"
+                f"--teachers {path}: no such model file; give .keras files that train or export wrote"
+            )
+        model, metadata = modelfile.load_model(path)
+        known = [str(label) for label in metadata.get("labels") or []]
+        if sorted(known) != sorted(labels):
+            raise ValueError(
+                f"--teachers {path} knows the expressions {', '.join(known)}, not this run's "
+                f"{', '.join(labels)}: teach with models trained on the same expressions"
             )
         if tuple(model.input_shape[1:3]) != (config.image_size, config.image_size):
             raise ValueError(
-                f"the teacher {path.strip()} reads {model.input_shape[1]} px faces, not this run's "
-                f"{config.image_size} px"
+                f"--teachers {path} reads {model.input_shape[1]} px faces, not this run's {config.image_size} px"
             )
-        read.append((model, metadata))
+        read.append((model, metadata, [known.index(label) for label in labels]))
     lock = threading.Lock()  # loader threads take turns with the teachers
 
     def probabilities(faces: np.ndarray) -> np.ndarray:
         with lock:
-            return np.mean(
-                [modelfile.predict_probabilities(m, faces, metadata=meta) for m, meta in read], axis=0
-            ).astype(np.float32)
+            answers = [
+                modelfile.predict_probabilities(model, faces, metadata=metadata)[:, order]
+                for model, metadata, order in read
+            ]
+        return np.mean(answers, axis=0).astype(np.float32)
 
     return probabilities
 
@@ -537,8 +546,9 @@ def _train(config: TrainConfig, run_dir: Path, *, resume: bool, command: str) ->
     metadata = _metadata(config, model_config, labels, data, command)
     metadata.update(_reading_of_start(config, run_dir, resume=resume))
     _record_run(config, model_config, labels, run_dir, resume=resume, command=command)
+    teach = teacher(config, labels)  # a wrong teacher is refused before anything trains
     model, state = _build_or_resume(config, model_config, labels, run_dir, metadata, resume=resume)
-    if _fit(model, config, labels, data, run_dir, metadata, state).cancelled:
+    if _fit(model, config, labels, data, run_dir, metadata, state, teach).cancelled:
         runs.set_status(run_dir, "cancelled", error=None)
         return {}
     return _score(config, labels, data, run_dir, metadata, state)
@@ -662,8 +672,10 @@ def _fit(
     run_dir: Path,
     metadata: dict,
     state: dict,
+    teach=None,
 ) -> RunRecorder:
-    """Keras' fit from the state's epoch on, recorded by RunRecorder; returns the recorder."""
+    """Keras' fit from the state's epoch on, recorded by RunRecorder, the training faces' targets
+    mixed with `teach`'s answers (see `teacher`) where given; returns the recorder."""
     initial_epoch = int(state.get("epoch", 0))
     train_batches = Batches(
         data["train"],
@@ -671,7 +683,7 @@ def _fit(
         training=True,
         num_classes=len(labels),
         start_epoch=initial_epoch,
-        teacher=teacher(config, labels),
+        teacher=teach,
     )
     val_batches = Batches(data["val"], config, training=False, num_classes=len(labels))
     class_weight = None
