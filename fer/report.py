@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fer import results, runs, saliency
+from fer.config import TrainConfig
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -363,7 +364,9 @@ def _settings_html(run: runs.Run) -> str:
     ]  # fmt: skip
     if train.get("teachers"):  # by file name: a server's folders are not the reader's business
         names = ", ".join(Path(str(path).strip()).name for path in str(train["teachers"]).split(","))
-        items.append(("Taught by", f"{names} ({float(train.get('distill', 0.5)):g} of each target)"))
+        items.append(
+            ("Taught by", f"{names} ({float(train.get('distill', TrainConfig.distill)):g} of each target)")
+        )
     # Read by people outside the server: no command line, and no server path (datasets by folder name).
     rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(results.without_paths(v))}</dd>" for k, v in items)
     return f"<dl>{rows}</dl>"

@@ -133,6 +133,12 @@ def _fused_batch_norm_call(self, inputs, training=None, mask=None):
 # Batches ------------------------------------------------------------------------------------------
 
 
+def soft_targets(config: TrainConfig) -> bool:
+    """Whether the run's targets are probabilities over the labels (label smoothing, teachers) rather
+    than label indices: Batches makes them and _compile picks the loss and metric by this one test."""
+    return bool(config.label_smoothing or config.teachers)
+
+
 def teacher(config: TrainConfig, labels: list[str]):
     """The run's teachers (config.teachers) as one function from a batch of (n, size, size) faces to
     their averaged calibrated probabilities, each read as its model file says, in the run's label
@@ -144,10 +150,7 @@ def teacher(config: TrainConfig, labels: list[str]):
     read = []
     for name in config.teachers.split(","):
         path = Path(name.strip())
-        if not path.is_file():
-            raise ValueError(
-                f"--teachers {path}: no such model file; give .keras files that train or export wrote"
-            )
+        _need_model_file(path, "--teachers")
         model, metadata = modelfile.load_model(path)
         known = [str(label) for label in metadata.get("labels") or []]
         if sorted(known) != sorted(labels):
@@ -243,7 +246,7 @@ class Batches(keras.utils.PyDataset):
         else:
             x = pixels.astype(np.float32)
         y = self.split.y[rows]
-        if self.config.label_smoothing or self.config.teachers:
+        if soft_targets(self.config):
             y = np.eye(self.num_classes, dtype=np.float32)[y]
         if self.training and self.teacher is not None:
             share = np.float32(self.config.distill)
@@ -839,10 +842,10 @@ def _labels_of_start(path: Path, labels: list[str], data: dict[str, faces.Split]
     return _relabel(source_labels, labels, data, f"--init-from {path}: that model")
 
 
-def _need_model_file(path: Path) -> None:
+def _need_model_file(path: Path, option: str = "--init-from") -> None:
     if not path.is_file():
         raise ValueError(
-            f"--init-from {path}: no such model file; give a .keras file that train or export wrote"
+            f"{option} {path}: no such model file; give a .keras file that train or export wrote"
         )
 
 
@@ -915,7 +918,7 @@ def _strategy(name: str):
 
 
 def _compile(model, config: TrainConfig) -> None:
-    if config.label_smoothing or config.teachers:
+    if soft_targets(config):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
