@@ -14,7 +14,7 @@ from fer.labels import LABELS
 from fer.modelfile import load_model, predict_probabilities
 from fer.paths import BUNDLED_MODEL
 
-# The bundled model scores 0.7080 on FER2013 test (README); a bundled model must reach at least 0.68
+# The bundled model scores 0.7094 on FER2013 test (README); a bundled model must reach at least 0.68
 # (the report's own CNN trained here scores 0.5734, the previous CPU-trained bundled model 0.6634).
 FLOOR = 0.68
 
@@ -35,8 +35,8 @@ def test_bundled_model_is_small_and_its_metadata_matches_the_network(bundled):
     assert "python -m fer train" in metadata["command"]
     assert {"fer2013", "expw-sample", "expw-sample [blazeface]"} <= set(metadata["test_metrics"])
     assert metadata["flip"] is True  # each face read with its mirror image, as calibrated
-    # FER2013 and expw-sample, pooled (trained on packs of them: the packs name the datasets)
-    assert [Path(root).name for root in metadata["dataset_roots"]] == ["expw-sample", "fer2013"]
+    # FER2013 and expw-sample, pooled
+    assert sorted(Path(root).name for root in metadata["dataset_roots"]) == ["expw-sample", "fer2013"]
     faces = np.random.default_rng(0).integers(0, 256, (3, size, size), dtype=np.uint8)
     probabilities = predict_probabilities(model, faces)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
