@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Train the bundled model's first two runs on a GPU machine with JAX (docs/gpu.md, docs/training.md), in a
-# copy of the project holding the packs that `scripts/gpu/prepare.sh DATA/fer2013 DATA/expw-sample`
-# wrote where the datasets are:
+# Train the bundled model's first two runs on a GPU machine with JAX (docs/gpu.md,
+# docs/training.md), in a copy of the project holding the packs that
+# `scripts/gpu/prepare.sh DATA/fer2013 DATA/expw-sample` wrote where the datasets are:
 #   scripts/gpu/bundled.sh [fer train options for both runs, e.g. --max-faces 500 for a trial]
 #   1. runs/bundled-w48: vgg width 48 from fresh weights, augmented, batch 128, until early stopping;
 #   2. runs/bundled-w48-noaug: its best model, a few epochs at learning rate 5e-5 without augmentation.
