@@ -15,7 +15,7 @@
 # faces found by the default detector.
 # The first two runs of the bundled file were trained with exactly these options on one H200 GPU with
 # JAX (scripts/gpu/prepare.sh here, then scripts/gpu/bundled.sh there: about 3 minutes; docs/gpu.md),
-# the third on 2 CPU cores (about 25 minutes).
+# the third on 2 CPU cores (about 20 minutes).
 # On 2 CPU cores the first run takes about 4 hours (2.5 minutes an epoch in bfloat16 with fused batch
 # norm). A run that was stopped resumes where it left off: run this again.
 set -euo pipefail
